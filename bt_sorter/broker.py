@@ -1,0 +1,167 @@
+"""Start a local MQTT broker in its own process: Debian's mosquitto, else amqtt.
+
+The built-in line (``run.py`` without ``--broker``) and the tests need a broker on
+loopback. :func:`start_broker` prefers a ``mosquitto`` binary on PATH and falls back
+to amqtt (pure Python, installed by pip) run as ``python -m bt_sorter.broker``, in a
+process of its own so it never competes with the controller's interpreter.
+
+Run directly: ``python -m bt_sorter.broker --port 21883`` serves amqtt on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+BrokerKind = Literal["mosquitto", "amqtt"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
+    """True once something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def mosquitto_path() -> str | None:
+    """The mosquitto binary, from PATH or Debian's /usr/sbin."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+
+
+@dataclass
+class BrokerProcess:
+    """A running broker process on 127.0.0.1:``port``."""
+
+    kind: BrokerKind
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the broker and wait for it; kill it if it does not go."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> BrokerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_broker(
+    port: int | None = None,
+    kind: BrokerKind | None = None,
+    host: str = "127.0.0.1",
+    password_file: str | Path | None = None,
+    extra_conf: str = "",
+) -> BrokerProcess:
+    """Start a broker on ``host:port`` (a free port when None) and wait until it listens.
+
+    ``kind=None`` prefers mosquitto when it is installed. ``password_file`` (a
+    mosquitto_passwd file) turns anonymous access off; mosquitto only.
+    """
+    port = port or free_port(host)
+    if kind is None:
+        kind = "mosquitto" if mosquitto_path() else "amqtt"
+    tmp = tempfile.TemporaryDirectory(prefix=f"bt_sorter_{kind}_")
+    workdir = Path(tmp.name)
+    log = (workdir / "broker.log").open("wb")
+    if kind == "mosquitto":
+        binary = mosquitto_path()
+        if binary is None:
+            tmp.cleanup()
+            raise RuntimeError("mosquitto is not installed (apt-get install -y mosquitto)")
+        auth = (
+            f"allow_anonymous false\npassword_file {password_file}\n"
+            if password_file
+            else "allow_anonymous true\n"
+        )
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} {host}\n{auth}persistence false\n{extra_conf}\n", encoding="utf-8"
+        )
+        cmd = [binary, "-c", str(conf)]
+    else:
+        if password_file:
+            tmp.cleanup()
+            raise ValueError("password files are supported with mosquitto only")
+        cmd = [sys.executable, "-m", "bt_sorter.broker", "--host", host, "--port", str(port)]
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    log.close()
+    broker = BrokerProcess(kind, host, port, process, workdir, tmp)
+    if not wait_for_port(host, port, timeout=20.0) or not broker.alive():
+        text = (workdir / "broker.log").read_text(errors="replace")[-2000:]
+        broker.stop()
+        raise RuntimeError(f"{kind} did not start on {host}:{port}: {text}")
+    return broker
+
+
+async def _serve_amqtt(host: str, port: int) -> None:
+    from amqtt.broker import Broker
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    broker = Broker(config)
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bt_sorter.broker", description="Serve an amqtt MQTT broker."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=21883, help="TCP port (default 21883)")
+    args = parser.parse_args(argv)
+    asyncio.run(_serve_amqtt(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

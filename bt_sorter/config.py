@@ -1,0 +1,269 @@
+"""Line configuration: load ``config/*.yaml`` into typed, validated objects.
+
+One file describes one line: its broker, its geometry (shared by the simulator and
+the controller, which plans pushes and item spacing from it), the controller's timings,
+which label goes to which rod, and the classifier. Every field has a realistic default,
+so a file only states what differs. Errors name the file and the line.
+
+All durations are in seconds of *line time*. ``--speed X`` runs the line X times faster
+than real time; programs turn line time into wall time with :class:`bt_sorter.clock.LineClock`
+(every duration divides by X), so the values here never change with the speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bt_sorter.yamlio import Located, SpecError, load_file
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS towards the broker; off unless ``enabled``."""
+
+    enabled: bool = False
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where the line's MQTT broker is and how to connect to it."""
+
+    host: str = "127.0.0.1"
+    port: int = 21883
+    client_id: str = "bt_sorter"
+    keepalive: int = 50
+    clean_session: bool = False
+    username: str | None = None
+    password: str | None = None
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    status_topic: str = "bt_sorter/status"
+    reconnect_min_delay: float = 0.5
+    reconnect_max_delay: float = 10.0
+
+
+@dataclass(frozen=True)
+class LineGeometry:
+    """The physical line, positions in metres from the feed point along the belt."""
+
+    belt_speed: float = 0.1  # m/s
+    item_length: float = 0.06  # m, along the belt
+    feed_zone: float = 0.1  # m from 0 that must be clear before feeding
+    camera_position: float = 0.25
+    gate_positions: tuple[float, ...] = (0.5, 0.8, 1.1)
+    rod_offset: float = 0.05  # rod k+1's window centre is this far past gate k
+    rod_window: float = 0.08  # width of the zone a rod sweeps
+    belt_length: float = 1.4  # items fall off the end here into bin 1
+    rod_stroke_time: float = 0.2  # s to extend (or retract) a classifying rod
+    feeder_stroke_time: float = 0.5  # s for rod 1 to push an item onto the belt
+    camera_delay: float = 0.05  # s from the item under the camera to the picture sent
+
+    def rod_window_of(self, rod: int) -> tuple[float, float]:
+        """The belt interval swept by classifying rod ``rod`` (2..4)."""
+        centre = self.gate_positions[rod - 2] + self.rod_offset
+        return centre - self.rod_window / 2, centre + self.rod_window / 2
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The controller's timings (the course controller's values by default)."""
+
+    tick_hz: float = 50.0
+    belt_start_wait: float = 2.0  # after starting the belt, before the first feed
+    feed_hold: float = 1.5  # rod 1 stays out this long
+    feed_back: float = 1.0  # after retracting rod 1 it counts as back
+    push_hold: float = 1.0  # a classifying rod stays out this long
+    push_back: float = 1.0  # after retracting it counts as back
+    stop_wait: float = 1.0  # on exit: rods back, this long, then the belt stops
+    travel_margin: float = 0.5  # fraction of expected travel time an item may be late
+
+
+@dataclass(frozen=True)
+class SortingConfig:
+    """Which label goes to which rod; anything else (or a weak answer) to bin 1."""
+
+    routes: dict[str, int] = field(default_factory=lambda: {"ripe": 2, "half_ripe": 3, "raw": 4})
+    confidence_threshold: float = 0.6
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Which classifier back end answers the question "what is in this picture"."""
+
+    backend: Literal["torch", "http", "hsv"] = "torch"
+    model: str = "models/resnet18_tomato.pth"
+    url: str = "http://127.0.0.1:8088/aisim_tf_pre"
+    timeout: float = 2.0  # s per attempt (HTTP)
+    retries: int = 2
+    fallback: Literal["hsv", "reject"] = "hsv"
+    threads: int = 1  # torch intra-op threads of the in-process back end
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Faults the simulator injects (all off by default)."""
+
+    drop_rate: float = 0.0  # share of bb messages not sent
+    duplicate_rate: float = 0.0  # share of bb messages sent twice
+    malformed_rate: float = 0.0  # share of extra malformed payloads on bb
+    corrupt_picture_rate: float = 0.0  # share of pictures with broken bytes
+    missing_picture_rate: float = 0.0  # share of items whose picture is never sent
+    flicker_rate: float = 0.0  # share of gate passages with an extra off/on flicker
+    stuck_item: int | None = None  # this item (1-based) sticks on the belt
+    stall_belt_at: float | None = None  # line time at which the belt stalls for good
+    broker_restart_at: float | None = None  # used by the fault bench, not the simulator
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The built-in simulated line."""
+
+    items: int = 30
+    seed: int = 1
+    speed: float = 4.0  # default time-lapse of the built-in line for run.py
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"ripe": 1.0, "half_ripe": 1.0, "raw": 1.0}
+    )
+    silence_timeout: float = 60.0  # s of line time without a command: the simulator ends
+    picture_size: int = 256
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole line configuration."""
+
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    line: LineGeometry = field(default_factory=LineGeometry)
+    timings: Timings = field(default_factory=Timings)
+    sorting: SortingConfig = field(default_factory=SortingConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    source: str = "<defaults>"
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a config file (the built-in default when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    data = load_file(path)
+    if data is None:
+        data = Located()
+        data.file, data.line, data.key_lines = str(path), 1, {}
+    if not isinstance(data, Located):
+        raise SpecError("a config file must be a mapping of sections", path, 1)
+    config = build(Config, data, "config")
+    config = dataclasses.replace(config, source=str(path))
+    validate(config, data)
+    return config
+
+
+def validate(config: Config, data: Located | None = None) -> None:
+    """Cross-field checks that types alone cannot express."""
+
+    def fail(message: str, section: str) -> SpecError:
+        if data is not None and section in data and isinstance(data[section], Located):
+            return data[section].error(message)
+        return SpecError(message, config.source)
+
+    geo = config.line
+    if len(geo.gate_positions) != 3:
+        raise fail("line.gate_positions: the FS line has exactly 3 gates", "line")
+    if list(geo.gate_positions) != sorted(geo.gate_positions):
+        raise fail("line.gate_positions must increase downstream", "line")
+    if not 0 < geo.camera_position < geo.gate_positions[0]:
+        raise fail("line.camera_position must lie between the feeder and gate 1", "line")
+    if geo.belt_length <= geo.gate_positions[-1] + geo.rod_offset + geo.rod_window / 2:
+        raise fail("line.belt_length must reach past the last rod", "line")
+    for name in ("belt_speed", "item_length", "rod_window", "feed_zone"):
+        if getattr(geo, name) <= 0:
+            raise fail(f"line.{name} must be positive", "line")
+    for label, rod in config.sorting.routes.items():
+        if rod not in (2, 3, 4):
+            raise fail(f"sorting.routes: label {label!r} goes to rod {rod}, not 2..4", "sorting")
+    if not 0 <= config.sorting.confidence_threshold <= 1:
+        raise fail("sorting.confidence_threshold must be within 0..1", "sorting")
+    if config.timings.tick_hz <= 0:
+        raise fail("timings.tick_hz must be positive", "timings")
+    for name, value in dataclasses.asdict(config.sim.faults).items():
+        if name.endswith("_rate") and not 0 <= value <= 1:
+            raise fail(f"sim.faults.{name} must be within 0..1", "sim")
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a YAML mapping, checking every key and type."""
+    if not isinstance(data, Located):
+        raise SpecError(f"{where} must be a mapping", getattr(data, "file", None))
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise data.error(f"{where}: unknown key {key!r} (known: {known})", key)
+        kwargs[key] = coerce(hints[key], value, f"{where}.{key}", data, key)
+    return cls(**kwargs)
+
+
+def coerce(hint: Any, value: Any, where: str, parent: Located, key: str) -> Any:
+    """Check ``value`` against type ``hint``; return it converted (list → tuple, int → float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(inner[0], value, where, parent, key)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise parent.error(f"{where} must be one of {choices}, got {value!r}", key)
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise parent.error(f"{where} must be a list, got {_kind(value)}", key)
+        return tuple(coerce(args[0], v, f"{where}[{i}]", parent, key) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise parent.error(f"{where} must be a mapping, got {_kind(value)}", key)
+        return {
+            coerce(args[0], k, where, parent, key): coerce(args[1], v, f"{where}.{k}", parent, key)
+            for k, v in value.items()
+        }
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise parent.error(f"{where} must be a number, got {_kind(value)}", key)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise parent.error(f"{where} must be an integer, got {_kind(value)}", key)
+        return value
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            raise parent.error(f"{where} must be {hint.__name__}, got {_kind(value)}", key)
+        return value
+    raise TypeError(f"config type {hint!r} is not supported")  # a programming error
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "text" if isinstance(value, str) else repr(value)

@@ -1,0 +1,73 @@
+"""One interface for every classifier back end, and the worker that keeps it off the tick.
+
+A back end answers "what is in this picture" for the encoded bytes the line sent
+(JPEG or PNG). It may be slow (a network, an HTTP call), so the controller never
+calls it from a tick: :class:`ClassifierWorker` runs it on a thread and hands back a
+``Future``; the leaf returns RUNNING until the future is done.
+
+Back ends (see :func:`make_classifier`):
+  ``torch``  in-process ResNet (bt_sorter.vision.torch_backend)
+  ``http``   any course-compatible service (bt_sorter.vision.http_backend)
+  ``hsv``    the transparent OpenCV colour rule, no weights (bt_sorter.vision.hsv)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+UNKNOWN = "unknown"
+
+
+class ClassifyError(Exception):
+    """The back end could not answer for this picture (broken picture, service down)."""
+
+
+class BadPictureError(ClassifyError):
+    """The bytes do not decode to a picture. Retrying will not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One answer: the label, its confidence (0..1), and which back end gave it."""
+
+    label: str
+    confidence: float
+    backend: str
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """A classifier back end. ``classify`` may block; it raises :class:`ClassifyError`."""
+
+    name: str
+
+    def classify(self, data: bytes) -> Prediction: ...
+
+    def close(self) -> None: ...
+
+
+class ClassifierWorker:
+    """Runs a :class:`Classifier` on a worker thread so a tick never waits for it."""
+
+    def __init__(self, classifier: Classifier, workers: int = 1) -> None:
+        self.classifier = classifier
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"classify-{classifier.name}"
+        )
+
+    def submit(self, data: bytes) -> concurrent.futures.Future[Prediction]:
+        """Start classifying ``data``; the future holds a Prediction or a ClassifyError."""
+        return self._pool.submit(self.classifier.classify, data)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.classifier.close()
+
+
+def apply_threshold(prediction: Prediction, threshold: float) -> Prediction:
+    """A weak answer (confidence below ``threshold``) becomes :data:`UNKNOWN`."""
+    if prediction.confidence < threshold:
+        return Prediction(UNKNOWN, prediction.confidence, prediction.backend)
+    return prediction
