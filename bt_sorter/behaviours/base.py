@@ -1,0 +1,127 @@
+"""What every leaf shares: declared parameters, the registry, and the run context.
+
+Each leaf class declares the parameters a tree file may give it, the way
+BehaviorTree.CPP nodes declare their ports, so the tree loader checks a file against
+the code before anything moves and ``run.py --help`` can list them::
+
+    @register
+    class PushRod(Leaf):
+        '''Extend a classifying rod ...'''
+        params = (Param("rod", int, doc="rod to extend (2..4); 0 = the item's own rod", default=0),)
+
+Durations given to leaves are seconds of line time; leaves compare them with
+``ctx.bb.now`` (line time), so ``--speed`` needs no special handling here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal, get_args, get_origin
+
+import py_trees
+
+from bt_sorter.blackboard import Blackboard
+from bt_sorter.clock import LineClock
+from bt_sorter.config import Config
+from bt_sorter.log import get_logger
+from bt_sorter.record import Record
+from bt_sorter.vision.classifier import ClassifierWorker
+
+REQUIRED: Any = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One declared parameter: name, type (a type or a Literal), default, meaning."""
+
+    name: str
+    type: Any
+    doc: str
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def type_name(self) -> str:
+        if get_origin(self.type) is Literal:
+            return "|".join(str(a) for a in get_args(self.type))
+        if isinstance(self.type, tuple):
+            return "|".join(t.__name__ for t in self.type)
+        return str(self.type.__name__)
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` converted to the declared type; raise ValueError if it is not one."""
+        if get_origin(self.type) is Literal:
+            if value not in get_args(self.type):
+                raise ValueError(f"must be one of {self.type_name()}, got {value!r}")
+            return value
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        if isinstance(value, bool) and bool not in types:
+            raise ValueError(f"must be {self.type_name()}, got {value!r}")
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, types):
+            raise ValueError(f"must be {self.type_name()}, got {value!r}")
+        return value
+
+
+@dataclasses.dataclass
+class Context:
+    """What leaves may reach: the blackboard, the line config, the record, the classifiers."""
+
+    bb: Blackboard
+    config: Config
+    clock: LineClock
+    record: Record
+    classifiers: dict[str, ClassifierWorker] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # run-time values: --label
+
+
+class Leaf(py_trees.behaviour.Behaviour):
+    """A leaf of a sorting tree. Subclasses declare ``params`` and read them as attributes."""
+
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    def __init__(self, name: str, ctx: Context, **values: Any) -> None:
+        super().__init__(name=name)
+        self.ctx = ctx
+        self.bb = ctx.bb
+        self.log = get_logger(f"bt_sorter.{type(self).__name__}")
+        declared = {p.name: p for p in self.params}
+        unknown = set(values) - set(declared)
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {sorted(unknown)}")
+        for param in self.params:
+            if param.name in values:
+                setattr(self, param.name, param.check(values[param.name]))
+            elif param.required:
+                raise TypeError(f"missing required parameter {param.name!r}")
+            else:
+                setattr(self, param.name, param.default)
+
+    def elapsed_since(self, t: float) -> float:
+        """Line seconds since line time ``t``."""
+        return self.bb.now - t
+
+
+REGISTRY: dict[str, type[Leaf]] = {}
+
+
+def register(cls: type[Leaf]) -> type[Leaf]:
+    """Class decorator: make a leaf available to tree files under its class name."""
+    if cls.__name__ in REGISTRY:
+        raise ValueError(f"leaf {cls.__name__} registered twice")
+    REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def describe(cls: type[Leaf]) -> str:
+    """A ``--help`` style description of a leaf and its parameters."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    lines = [f"{cls.__name__}: {doc[0] if doc else ''}"]
+    for p in cls.params:
+        default = "required" if p.required else f"default {p.default!r}"
+        lines.append(f"    {p.name} ({p.type_name()}, {default}): {p.doc}")
+    return "\n".join(lines)
+

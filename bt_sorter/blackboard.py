@@ -1,0 +1,200 @@
+"""The blackboard: everything the tree knows about the line, and the items in flight.
+
+Only the runner writes line facts here, in the pre-tick, from the adapter's events
+(:meth:`Blackboard.ingest`); leaves read them and update the items they own. Items
+cannot overtake each other on a belt, so in-flight items are a FIFO in feed order
+(:class:`ItemFifo`); every gate edge is matched to the oldest item that can have
+caused it. Several items in flight are the normal case, not an extension.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from bt_sorter import protocol
+from bt_sorter.vision.classifier import Prediction
+
+GATES = (1, 2, 3)
+CLASSIFYING_RODS = (2, 3, 4)
+
+
+class Outcome(enum.StrEnum):
+    """How an item's story ended, from the controller's side."""
+
+    SORTED = "sorted"  # its rod was pushed at its edge
+    REJECTED = "rejected"  # sent on to the belt end (bin 1), with a reason
+    LOST = "lost"  # the controller can no longer say where it is, with a reason
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One feedback event as the adapter received it, stamped with line time."""
+
+    t: float
+    event: protocol.Feedback
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """The adapter's link to the broker went up or down."""
+
+    t: float
+    connected: bool
+    reason: str = ""
+
+
+Event = Received | ConnectionChanged
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """A gate edge of this tick."""
+
+    gate: int
+    blocked: bool
+    t: float
+
+
+@dataclass(eq=False)
+class Item:
+    """One fed item and every decision about it.
+
+    Position along the line is counted in gate edges: ``entered`` is how many gates it
+    has started to block, ``cleared`` how many it has left behind; ``zone`` =
+    entered + cleared runs 0 (before gate 1), 1 (at gate 1), 2 (between gates 1
+    and 2) ... 6 (past gate 3).
+    """
+
+    id: int
+    fed_at: float
+    picture: bytes | None = None
+    picture_at: float | None = None
+    prediction: Prediction | None = None
+    label: str | None = None  # decided label; "unknown" for a weak or missing answer
+    rod: int | None = None  # target rod 2..4; None = ride on to bin 1 (once decided)
+    decided: bool = False  # label and rod are final
+    reject_reason: str = ""  # why it rides to bin 1, when it does
+    entered: int = 0
+    cleared: int = 0
+    edge_times: list[tuple[int, bool, float]] = field(default_factory=list)
+    pushed_at: float | None = None
+    uncertain: bool = False  # its position stopped being knowable
+    outcome: Outcome | None = None
+    outcome_reason: str = ""
+    resolved_at: float | None = None
+
+    @property
+    def zone(self) -> int:
+        return self.entered + self.cleared
+
+    def at_gate(self, gate: int) -> bool:
+        return self.entered == gate and self.cleared == gate - 1
+
+    def has_cleared(self, gate: int) -> bool:
+        return self.cleared >= gate
+
+    @property
+    def push_gate(self) -> int:
+        """The gate whose falling edge triggers this item's rod (3 when it has none)."""
+        return self.rod - 1 if self.rod else 3
+
+
+class ItemFifo:
+    """Items in flight, oldest first; resolved items leave it and are kept in ``done``."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Item] = collections.deque()
+        self.done: list[Item] = []
+        self._next_id = 1
+
+    def feed(self, t: float) -> Item:
+        item = Item(self._next_id, fed_at=t)
+        self._next_id += 1
+        self._items.append(item)
+        return item
+
+    def resolve(self, item: Item, outcome: Outcome, reason: str, t: float) -> None:
+        item.outcome, item.outcome_reason, item.resolved_at = outcome, reason, t
+        self._items.remove(item)
+        self.done.append(item)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def fed(self) -> int:
+        return self._next_id - 1
+
+    def oldest(self) -> Item | None:
+        return self._items[0] if self._items else None
+
+    def newest(self) -> Item | None:
+        return self._items[-1] if self._items else None
+
+    def first(self, pred: Iterable[Item] | None = None) -> Item | None:
+        for item in pred if pred is not None else self._items:
+            return item
+        return None
+
+
+@dataclass
+class Blackboard:
+    """Line facts (written in the pre-tick) and the in-flight items (written by leaves)."""
+
+    now: float = 0.0
+    tick: int = 0
+    connected: bool = False
+    gates: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(GATES, False))
+    edges: list[Edge] = field(default_factory=list)  # this tick's edges, in arrival order
+    pictures: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
+    bad_inputs: int = 0
+    items: ItemFifo = field(default_factory=ItemFifo)
+    belt_running: bool = False
+    rods_out: dict[int, bool] = field(default_factory=lambda: dict.fromkeys((1, 2, 3, 4), False))
+    rod_busy_until: dict[int, float] = field(default_factory=lambda: dict.fromkeys((1, 2, 3, 4), 0.0))
+    outbox: list[protocol.Command] = field(default_factory=list)
+    alarms: list[str] = field(default_factory=list)
+    stack_empty: bool = False
+    last_label: str | None = None
+    unmatched_edges: int = 0
+
+    def ingest(self, events: Iterable[Event]) -> list[protocol.BadInput]:
+        """The pre-tick: apply queued events in arrival order; return the bad inputs."""
+        self.edges = []
+        bad: list[protocol.BadInput] = []
+        for ev in events:
+            if isinstance(ev, ConnectionChanged):
+                self.connected = ev.connected
+                continue
+            event = ev.event
+            if isinstance(event, protocol.GateEdge):
+                self.gates[event.gate] = event.blocked
+                self.edges.append(Edge(event.gate, event.blocked, ev.t))
+            elif isinstance(event, protocol.Picture):
+                self.pictures.append((ev.t, event.data))
+            else:
+                self.bad_inputs += 1
+                bad.append(event)
+        return bad
+
+    def command(self, command: protocol.Command) -> None:
+        """Request a command; the runner publishes the outbox after the tick."""
+        self.outbox.append(command)
+        if command.action in (protocol.Action.PUSH, protocol.Action.PULL):
+            out = command.action is protocol.Action.PUSH
+            for rod in (1, 2, 3, 4) if command.rod == 0 else (command.rod or 0,):
+                self.rods_out[rod] = out
+        elif command.action is protocol.Action.BELT_RUN:
+            self.belt_running = True
+        else:
+            self.belt_running = False
+
+    def take_outbox(self) -> list[protocol.Command]:
+        out, self.outbox = self.outbox, []
+        return out

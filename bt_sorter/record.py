@@ -1,0 +1,43 @@
+"""The append-only record: one JSON line per decision about an item, flushed per line.
+
+A killed controller leaves a consistent file: every line is whole, and the last
+``item_resolved`` of each item says how its story ended.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from bt_sorter.log import get_logger
+
+
+class Record:
+    """Writes events to a JSON-lines file (when given a path) and to structlog."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._file: IO[str] | None = None
+        self._lock = threading.Lock()
+        self._log = get_logger("bt_sorter.record")
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, event: str, t: float, **facts: Any) -> None:
+        """Append ``event`` at line time ``t`` with its facts, and log it."""
+        self._log.info(event, t=round(t, 3), **facts)
+        if self._file is None:
+            return
+        line = json.dumps({"event": event, "t": round(t, 4), **facts}, default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
