@@ -1,0 +1,147 @@
+"""The in-process ResNet back end, and the one checkpoint format every tool reads and writes.
+
+Two checkpoint shapes load (always with ``torch.load(..., weights_only=True)``):
+
+* the project's: a dict with ``state_dict`` (or ``model`` in a training checkpoint) and
+  ``meta`` = ``{"arch", "input_size", "classes"}``; weights may be stored in half precision;
+* the course's bare ``best.pth``: a torchvision ResNet ``state_dict`` with a
+  ``class_indices.json`` beside it; the input size is then the course's 224.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bt_sorter.vision.classifier import ClassifyError, Prediction
+from bt_sorter.vision.preprocess import (
+    decode_picture,
+    load_class_indices,
+    preprocess,
+    preprocess_batch,
+)
+from bt_sorter.vision.resnet import ResNet, build, infer_arch
+
+COURSE_INPUT_SIZE = 224
+CLASS_INDEX_FILE = "class_indices.json"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint says about its network: architecture, input side, labels by index."""
+
+    arch: str
+    input_size: int
+    classes: tuple[str, ...]
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"arch": self.arch, "input_size": self.input_size, "classes": list(self.classes)}
+
+
+def save_model(
+    path: Path, model: torch.nn.Module, info: ModelInfo, half: bool = False, **extra: Any
+) -> None:
+    """Save ``model``'s weights with ``info`` as metadata; ``half`` stores floats as float16."""
+    state = {
+        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
+        for k, v in model.state_dict().items()
+    }
+    torch.save({"state_dict": state, "meta": info.as_meta(), **extra}, path)
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
+    """Load a checkpoint (project or course format) into a float32 network in eval mode.
+
+    Raises ``ValueError`` with a reason when the file is not a usable checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a dict, got {type(raw).__name__}")
+    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else None
+    state = raw.get("state_dict", raw.get("model")) if meta is not None else raw
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: no state_dict of tensors found")
+    state = _strip_prefix(state)
+    index_file = path.with_name(CLASS_INDEX_FILE)
+    if meta is not None and meta.get("classes"):
+        classes = tuple(str(c) for c in meta["classes"])
+    elif index_file.is_file():
+        classes = tuple(load_class_indices(index_file))
+    else:
+        raise ValueError(f"{path}: no class index in the checkpoint and no {index_file}")
+    arch = str(meta["arch"]) if meta is not None and "arch" in meta else infer_arch(state)
+    input_size = int(meta.get("input_size", COURSE_INPUT_SIZE)) if meta else COURSE_INPUT_SIZE
+    fc = state.get("fc.weight")
+    if fc is None or fc.shape[0] != len(classes):
+        got = None if fc is None else fc.shape[0]
+        raise ValueError(f"{path}: fc has {got} outputs but the class index has {len(classes)}")
+    model = build(arch, len(classes))
+    try:
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        )
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit {arch}: {exc}") from exc
+    model.eval()
+    return model, ModelInfo(arch, input_size, classes)
+
+
+class TorchClassifier:
+    """In-process ResNet classifier; confidence is the softmax maximum. Thread-safe."""
+
+    name = "torch"
+
+    def __init__(self, model_path: Path | str, threads: int = 1) -> None:
+        if threads > 0:
+            torch.set_num_threads(threads)
+        try:
+            self.model, self.info = load_model(model_path)
+        except ValueError as exc:
+            raise ClassifyError(str(exc)) from exc
+        self._lock = threading.Lock()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, classes) for a preprocessed (N, 3, S, S) batch."""
+        with self._lock, torch.inference_mode():
+            logits = self.model(torch.from_numpy(batch))
+            return torch.softmax(logits, dim=1).numpy()
+
+    def _prediction(self, probs: np.ndarray) -> Prediction:
+        index = int(probs.argmax())
+        return Prediction(self.info.classes[index], float(probs[index]), self.name)
+
+    def classify(self, data: bytes) -> Prediction:
+        """Label one encoded picture; raises BadPictureError for bytes that are not one."""
+        image = decode_picture(data)
+        probs = self.probabilities(preprocess(image, self.info.input_size)[None])
+        return self._prediction(probs[0])
+
+    def classify_images(self, images_bgr: Sequence[np.ndarray]) -> list[Prediction]:
+        """Label already decoded BGR pictures in one batch."""
+        probs = self.probabilities(preprocess_batch(images_bgr, self.info.input_size))
+        return [self._prediction(p) for p in probs]
+
+    def close(self) -> None:
+        """Nothing to release; present for the Classifier protocol."""
