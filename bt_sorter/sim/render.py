@@ -1,0 +1,396 @@
+"""Camera pictures of one tomato on a conveyor belt, rendered with OpenCV and numpy.
+
+The class of a fruit is a deterministic function of one latent value, its *ripeness*
+``r`` in 0..1 (0 = deep green, 1 = deep red), cut by two thresholds::
+
+    raw        r <  RAW_MAX   (0.30)
+    half_ripe  RAW_MAX <= r < RIPE_MIN
+    ripe       RIPE_MIN <= r  (0.70)
+
+Every fruit pixel gets a *local* ripeness ``r + f(x, y)`` where ``f`` is a smooth field
+(greener shoulders round the stem, blotchy patches) rescaled to zero mean over the
+visible fruit, so the fruit's mean local ripeness is ``r`` and the label can be read from
+its visible colour. The local ripeness picks the surface colour from a green → yellow →
+orange → red ramp (:data:`RIPENESS_RAMP`). A share (:data:`BORDERLINE_SHARE`) of fruit is
+borderline: ``r`` lies near a threshold but never closer than :data:`MARGIN`.
+
+Everything else varies freely and does not touch the label: size, position, outline
+lobes, pose (where the stem and calyx sit), light direction, brightness, colour
+temperature, highlight, creases, blemishes, shadow, belt texture and seams, motion and
+defocus blur, sensor noise and JPEG quality. The belt is neutral grey in the ``train``
+domain, so it is a white-balance reference. The ``shifted`` domain puts brightness,
+colour cast and belt colour outside the training range (same colour rule) for robustness
+tests. All randomness comes from the ``rng`` argument: the same generator state gives the
+same picture.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")
+DOMAINS: tuple[str, ...] = ("train", "shifted")
+
+RAW_MAX = 0.30
+RIPE_MIN = 0.70
+MARGIN = 0.05
+BORDERLINE_BAND = 0.06
+BORDERLINE_SHARE = 0.12
+
+# Local ripeness -> surface colour (RGB, 0..255): mid green, light green, whitish mature
+# green, yellow-green (breaker), yellow-orange (turning), orange, orange-red, red, deep red.
+RIPENESS_RAMP: tuple[tuple[float, tuple[int, int, int]], ...] = (
+    (0.00, (70, 135, 45)),
+    (0.12, (118, 172, 72)),
+    (0.22, (158, 192, 106)),
+    (0.30, (186, 194, 82)),
+    (0.40, (220, 172, 60)),
+    (0.52, (234, 128, 50)),
+    (0.62, (226, 90, 40)),
+    (0.72, (206, 52, 30)),
+    (0.85, (186, 32, 25)),
+    (1.00, (150, 18, 20)),
+)
+
+_CLASS_RANGES: dict[str, tuple[float, float]] = {
+    "raw": (0.0, RAW_MAX),
+    "half_ripe": (RAW_MAX, RIPE_MIN),
+    "ripe": (RIPE_MIN, 1.0),
+}
+
+
+def ripeness_label(ripeness: float) -> str:
+    """The class of a fruit with latent ripeness ``ripeness`` (0..1)."""
+    if ripeness < RAW_MAX:
+        return "raw"
+    if ripeness < RIPE_MIN:
+        return "half_ripe"
+    return "ripe"
+
+
+def sample_ripeness(rng: np.random.Generator, label: str) -> float:
+    """Draw a latent ripeness for ``label``: interior, or borderline (near, not within MARGIN)."""
+    if label not in _CLASS_RANGES:
+        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+    low, high = _CLASS_RANGES[label]
+    if rng.random() < BORDERLINE_SHARE:
+        sides = []
+        if low > 0.0:
+            sides.append(+1)
+        if high < 1.0:
+            sides.append(-1)
+        side = sides[int(rng.integers(len(sides)))]
+        offset = MARGIN + rng.random() * BORDERLINE_BAND
+        return float(low + offset if side > 0 else high - offset)
+    inner_low = low + MARGIN + BORDERLINE_BAND if low > 0.0 else low
+    inner_high = high - MARGIN - BORDERLINE_BAND if high < 1.0 else high
+    return float(inner_low + rng.random() * (inner_high - inner_low))
+
+
+@functools.lru_cache(maxsize=1)
+def _ramp_lut() -> np.ndarray:
+    """256-entry BGR float32 table of the ripeness ramp."""
+    positions = np.array([p for p, _ in RIPENESS_RAMP], dtype=np.float32)
+    rgb = np.array([c for _, c in RIPENESS_RAMP], dtype=np.float32) / 255.0
+    x = np.linspace(0.0, 1.0, 256, dtype=np.float32)
+    lut = np.stack([np.interp(x, positions, rgb[:, i]) for i in (2, 1, 0)], axis=1)
+    return lut.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return xs, ys
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Zero-mean, unit-ish smooth noise of shape (size, size)."""
+    small = rng.standard_normal((cells, cells), dtype=np.float32)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]:
+    """Overall gain and the BGR colour of the light."""
+    if domain == "train":
+        gain = rng.uniform(0.75, 1.2)
+        temperature = rng.uniform(-0.10, 0.10)
+        tint = rng.uniform(-0.04, 0.04)
+    else:
+        gain = rng.uniform(0.45, 0.62) if rng.random() < 0.5 else rng.uniform(1.3, 1.5)
+        temperature = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.24)
+        tint = rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.09)
+    colour = np.array([1.0 - temperature, 1.0 + tint, 1.0 + temperature], dtype=np.float32)
+    return float(gain), colour
+
+
+def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
+    """Belt albedo (BGR float32): textured rubber with streaks, maybe a seam and a rail."""
+    if domain == "train":
+        grey = rng.uniform(0.22, 0.5)
+        base = np.full(3, grey, dtype=np.float32) + rng.uniform(-0.015, 0.015, 3).astype(np.float32)
+    else:
+        kind = int(rng.integers(3))
+        if kind == 0:  # near-black belt
+            base = np.full(3, rng.uniform(0.06, 0.14), dtype=np.float32)
+        elif kind == 1:  # light grey / white belt
+            base = np.full(3, rng.uniform(0.62, 0.78), dtype=np.float32)
+        else:  # blue food-grade belt
+            base = np.array(
+                [rng.uniform(0.45, 0.6), rng.uniform(0.32, 0.42), rng.uniform(0.2, 0.3)],
+                dtype=np.float32,
+            )
+    xs, _ = _grid(size)
+    fine = rng.standard_normal((size, size), dtype=np.float32) * rng.uniform(0.015, 0.035)
+    streaks = cv2.GaussianBlur(rng.standard_normal((size, 1), dtype=np.float32), (1, 5), 1.5)
+    mottle = _smooth_noise(rng, size, 6) * rng.uniform(0.01, 0.03)
+    texture = 1.0 + fine + streaks * rng.uniform(0.02, 0.05) + mottle
+    belt = base[None, None, :] * texture[:, :, None]
+    if rng.random() < 0.5:  # a seam across the belt (the belt moves along x)
+        x0 = rng.uniform(0.05, 0.95) * size
+        width = max(1.0, rng.uniform(0.006, 0.02) * size)
+        seam = np.exp(-(((xs[0] - x0) / width) ** 2)).astype(np.float32)
+        belt *= (1.0 - rng.uniform(-0.25, 0.45) * seam)[None, :, None]
+    if rng.random() < 0.3:  # a metal side rail at the top or bottom edge
+        height = int(rng.uniform(0.04, 0.1) * size)
+        metal = np.float32(rng.uniform(0.5, 0.75))
+        ramp = np.linspace(0.8, 1.1, height, dtype=np.float32)[:, None, None] * metal
+        if rng.random() < 0.5:
+            belt[:height] = ramp
+        else:
+            belt[size - height :] = ramp[::-1]
+    return belt
+
+
+def _calyx(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    centre: tuple[float, float],
+    reach: float,
+    squash: tuple[float, float, float],
+    light: np.ndarray,
+) -> None:
+    """Draw the green stem and sepal star onto ``image`` (float BGR), in place."""
+    cx, cy = centre
+    squash_dir, squash_amount, _ = squash
+    leaves = int(rng.integers(5, 7))
+    start = rng.uniform(0, 2 * math.pi)
+    sepal_rgb = np.array(
+        [rng.uniform(40, 75), rng.uniform(85, 125), rng.uniform(25, 50)], dtype=np.float32
+    )
+    colour = (sepal_rgb[::-1] / 255.0) * light
+    shade = tuple(float(c) for c in colour * 0.7)
+    lit = tuple(float(c) for c in colour)
+    cos_d, sin_d = math.cos(squash_dir), math.sin(squash_dir)
+
+    def project(dx: float, dy: float) -> tuple[float, float]:
+        along = dx * cos_d + dy * sin_d
+        across = -dx * sin_d + dy * cos_d
+        along *= 1.0 - squash_amount
+        return cx + along * cos_d - across * sin_d, cy + along * sin_d + across * cos_d
+
+    scale = 16.0
+    for k in range(leaves):
+        angle = start + 2 * math.pi * k / leaves + rng.uniform(-0.25, 0.25)
+        length = reach * rng.uniform(0.7, 1.15)
+        width = reach * rng.uniform(0.14, 0.24)
+        bend = rng.uniform(-0.35, 0.35)
+        ca, sa = math.cos(angle), math.sin(angle)
+        cb, sb = math.cos(angle + bend), math.sin(angle + bend)
+        pts = [
+            project(-sa * width * 0.5, ca * width * 0.5),
+            project(ca * length * 0.55 - sa * width * 0.6, sa * length * 0.55 + ca * width * 0.6),
+            project(cb * length, sb * length),
+            project(ca * length * 0.55 + sa * width * 0.6, sa * length * 0.55 - ca * width * 0.6),
+            project(sa * width * 0.5, -ca * width * 0.5),
+        ]
+        poly = np.round(np.array(pts) * scale).astype(np.int32)
+        cv2.fillPoly(image, [poly], shade if k % 2 else lit, cv2.LINE_AA, shift=4)
+    stem_r = max(1, round(reach * rng.uniform(0.12, 0.2) * scale))
+    stem = tuple(float(c) for c in colour * 1.25)
+    cv2.circle(image, (round(cx * scale), round(cy * scale)), stem_r, stem, -1, cv2.LINE_AA, 4)
+
+
+def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -> np.ndarray:
+    s = float(size)
+    xs, ys = _grid(size)
+    gain, light = _lighting(rng, domain)
+    belt = _belt(rng, size, domain)
+
+    # Fruit geometry: centre, semi-axes, rotation, outline lobes.
+    radius = rng.uniform(0.2, 0.32) * s
+    ax = radius
+    ay = radius * rng.uniform(0.84, 1.0)
+    cx = rng.uniform(0.36, 0.64) * s
+    cy = rng.uniform(0.36, 0.64) * s
+    rot = rng.uniform(0, math.pi)
+    cr, sr = math.cos(rot), math.sin(rot)
+    dx, dy = xs - cx, ys - cy
+    u = (cr * dx + sr * dy) / ax
+    v = (-sr * dx + cr * dy) / ay
+    rho = np.sqrt(u * u + v * v)
+    theta = np.arctan2(v, u)
+    lobes = int(rng.integers(4, 7))
+    edge = 1.0 + rng.uniform(0.01, 0.045) * np.cos(lobes * theta + rng.uniform(0, 2 * math.pi))
+    rn = rho / edge
+    alpha = np.clip((1.0 - rn) * ay, 0.0, 1.0)
+
+    # Light direction (from above, off to one side) in the fruit's frame.
+    la = rng.uniform(0, 2 * math.pi)
+    lz = rng.uniform(0.55, 0.9)
+    lxy = math.sqrt(1 - lz * lz)
+    lx, ly = lxy * math.cos(la), lxy * math.sin(la)
+
+    # Shadow on the belt, away from the light.
+    shadow = np.zeros((size, size), dtype=np.float32)
+    off = 0.18 * radius / max(lz, 0.3)
+    sx = cx - off * (cr * lx - sr * ly)
+    sy = cy - off * (sr * lx + cr * ly)
+    cv2.ellipse(
+        shadow,
+        (round(sx * 16), round(sy * 16)),
+        (round(ax * 1.02 * 16), round(ay * 1.02 * 16)),
+        math.degrees(rot),
+        0,
+        360,
+        1.0,
+        -1,
+        cv2.LINE_AA,
+        4,
+    )
+    k = max(3, int(radius * 0.35) | 1)
+    shadow = cv2.GaussianBlur(shadow, (k, k), 0)
+    belt_lit = belt * (1.0 - rng.uniform(0.3, 0.55) * shadow)[:, :, None]
+
+    # Pose: where the stem sits (normalised fruit coordinates); sometimes hidden below.
+    tilt = rng.uniform(0.0, 0.55) if rng.random() < 0.85 else rng.uniform(1.2, 1.6)
+    tilt_dir = rng.uniform(0, 2 * math.pi)
+    su, sv = tilt * math.cos(tilt_dir), tilt * math.sin(tilt_dir)
+    stem_visible = tilt < 1.0
+
+    # Local ripeness field: greener round the stem, plus blotches; zero mean over the fruit.
+    dist = np.sqrt((u - su) ** 2 + (v - sv) ** 2)
+    blotch = _smooth_noise(rng, size, int(rng.integers(5, 9)))
+    field = rng.uniform(0.5, 1.0) * dist + rng.uniform(0.2, 0.6) * blotch
+    weight = alpha
+    total = float(weight.sum()) + 1e-6
+    field = field - float((field * weight).sum()) / total
+    spread = math.sqrt(float((field * field * weight).sum()) / total) + 1e-6
+    field *= rng.uniform(0.05, 0.14) / spread
+    local = np.clip(ripeness + field, 0.0, 1.0)
+    albedo = _ramp_lut()[(local * 255.0 + 0.5).astype(np.int32)]
+    albedo *= np.float32(rng.uniform(0.92, 1.05))
+
+    # Blemishes: a few small brownish spots.
+    spots = int(rng.choice([0, 0, 1, 1, 2, 3]))
+    if spots:
+        spot_mask = np.zeros((size, size), dtype=np.float32)
+        for _ in range(spots):
+            ang = rng.uniform(0, 2 * math.pi)
+            dd = rng.uniform(0.1, 0.75)
+            px = cx + dd * ax * math.cos(ang)
+            py = cy + dd * ay * math.sin(ang)
+            pr = max(1.0, rng.uniform(0.015, 0.04) * s)
+            cv2.circle(spot_mask, (round(px * 16), round(py * 16)), round(pr * 16), 1.0, -1,
+                       cv2.LINE_AA, 4)  # fmt: skip
+        spot_mask = cv2.GaussianBlur(spot_mask, (5, 5), 0) * rng.uniform(0.4, 0.75)
+        brown = np.array([0.10, 0.16, 0.25], dtype=np.float32)
+        albedo = albedo * (1 - spot_mask[:, :, None]) + brown * spot_mask[:, :, None]
+
+    # Shading: sphere normals, lobe creases radiating from the stem, highlight.
+    nu, nv = u / edge, v / edge
+    nz = np.sqrt(np.clip(1.0 - nu * nu - nv * nv, 0.0, 1.0))
+    diffuse = np.clip(nu * lx + nv * ly + nz * lz, 0.0, 1.0)
+    ambient = rng.uniform(0.22, 0.35)
+    psi = np.arctan2(v - sv, u - su)
+    crease = (0.5 + 0.5 * np.cos(lobes * psi + rng.uniform(0, 2 * math.pi))) ** 6
+    crease *= np.clip(dist / 0.35, 0.0, 1.0) * rng.uniform(0.04, 0.12)
+    shading = (ambient + (1 - ambient) * diffuse) * (1.0 - crease)
+    hx, hy, hz = lx, ly, lz + 1.0
+    hn = math.sqrt(hx * hx + hy * hy + hz * hz)
+    ndoth = np.clip((nu * hx + nv * hy + nz * hz) / hn, 0.0, 1.0)
+    specular = rng.uniform(0.25, 0.8) * ndoth ** rng.uniform(25, 80)
+
+    fruit = albedo * shading[:, :, None] + specular[:, :, None]
+    image = belt_lit + alpha[:, :, None] * (fruit - belt_lit)
+    image *= light[None, None, :]
+
+    if stem_visible:
+        scx = cx + (cr * su * ax - sr * sv * ay)
+        scy = cy + (sr * su * ax + cr * sv * ay)
+        squash = (math.atan2(scy - cy, scx - cx), min(0.6, tilt * 0.8), 0.0)
+        _calyx(rng, image, (scx, scy), radius * rng.uniform(0.22, 0.4), squash, light)
+    else:
+        pass
+
+    # Camera: gain, vignetting, blur, noise.
+    vig = rng.uniform(0.0, 0.3)
+    r2 = ((xs - s / 2) ** 2 + (ys - s / 2) ** 2) / (s * s / 2)
+    image *= (gain * (1.0 - vig * r2))[:, :, None]
+    if rng.random() < 0.3:  # motion blur along the belt
+        length = max(2, round(rng.uniform(0.008, 0.025) * s))
+        kernel = np.full((1, length), 1.0 / length, dtype=np.float32)
+        image = cv2.filter2D(image, -1, kernel)
+    if rng.random() < 0.25:  # defocus
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.4) * s / 256)
+    noise_sigma = rng.uniform(0.004, 0.02) if domain == "train" else rng.uniform(0.01, 0.03)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(noise_sigma)
+    return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _check(label: str, size: int, domain: str) -> None:
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    if not 32 <= size <= 4096:
+        raise ValueError(f"picture size {size} is outside 32..4096")
+
+
+def render_item(
+    rng: np.random.Generator, label: str, size: int = 256, domain: str = "train"
+) -> np.ndarray:
+    """One camera picture of a fruit of class ``label``: BGR ``uint8`` of shape (size, size, 3)."""
+    _check(label, size, domain)
+    return _render(rng, sample_ripeness(rng, label), size, domain)
+
+
+def render_picture(
+    rng: np.random.Generator, label: str, size: int = 256, domain: str = "train"
+) -> bytes:
+    """:func:`render_item` encoded as JPEG at a random camera quality (60..95)."""
+    image = render_item(rng, label, size, domain)
+    quality = int(rng.integers(60, 96))
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes()
+
+
+def write_dataset(
+    out: Path, n: int, seed: int, size: int = 256, domain: str = "train"
+) -> dict[str, int]:
+    """Write ``n`` pictures per class to ``out/<label>/<label>_<i>.jpg``; returns counts.
+
+    Picture ``i`` of a class depends only on (seed, class, i), not on ``n``.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    _check(LABELS[0], size, domain)
+    out = Path(out)
+    counts: dict[str, int] = {}
+    with tqdm(total=n * len(LABELS), desc=f"render {domain}", unit="pic") as bar:
+        for index, label in enumerate(LABELS):
+            folder = out / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                rng = np.random.default_rng([seed, index, i])
+                (folder / f"{label}_{i}.jpg").write_bytes(render_picture(rng, label, size, domain))
+                bar.update(1)
+            counts[label] = n
+    return counts
