@@ -122,9 +122,9 @@ def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]
         temperature = rng.uniform(-0.10, 0.10)
         tint = rng.uniform(-0.04, 0.04)
     else:
-        gain = rng.uniform(0.45, 0.62) if rng.random() < 0.5 else rng.uniform(1.3, 1.5)
-        temperature = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.24)
-        tint = rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.09)
+        gain = rng.uniform(0.5, 0.68) if rng.random() < 0.5 else rng.uniform(1.28, 1.45)
+        temperature = rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.18)
+        tint = rng.choice([-1.0, 1.0]) * rng.uniform(0.045, 0.07)
     colour = np.array([1.0 - temperature, 1.0 + tint, 1.0 + temperature], dtype=np.float32)
     return float(gain), colour
 
@@ -146,7 +146,7 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
                 dtype=np.float32,
             )
     xs, _ = _grid(size)
-    fine = rng.standard_normal((size, size), dtype=np.float32) * rng.uniform(0.015, 0.035)
+    fine = _noise(rng, (size, size)) * rng.uniform(0.015, 0.035)
     streaks = cv2.GaussianBlur(rng.standard_normal((size, 1), dtype=np.float32), (1, 5), 1.5)
     mottle = _smooth_noise(rng, size, 6) * rng.uniform(0.01, 0.03)
     texture = 1.0 + fine + streaks * rng.uniform(0.02, 0.05) + mottle
@@ -216,6 +216,35 @@ def _calyx(
     cv2.circle(image, (round(cx * scale), round(cy * scale)), stem_r, stem, -1, cv2.LINE_AA, 4)
 
 
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed block of unit Gaussian noise; pictures take random windows of it (fast)."""
+    bank = np.random.default_rng(20240917).standard_normal((_BANK, _BANK * 3), dtype=np.float32)
+    return bank
+
+
+_BANK = 640
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Unit Gaussian noise of ``shape`` (H, W) or (H, W, 3), drawn via ``rng``."""
+    h, w = shape[0], shape[1]
+    channels = shape[2] if len(shape) == 3 else 1
+    if h > _BANK or w * channels > _BANK * 3:
+        return rng.standard_normal(shape, dtype=np.float32)
+    oy = int(rng.integers(0, _BANK - h + 1))
+    ox = int(rng.integers(0, _BANK * 3 - w * channels + 1))
+    sign = np.float32(1.0 if rng.random() < 0.5 else -1.0)
+    return (_noise_bank()[oy : oy + h, ox : ox + w * channels] * sign).reshape(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _radius2(size: int) -> np.ndarray:
+    xs, ys = _grid(size)
+    half = size / 2
+    return ((xs - half) ** 2 + (ys - half) ** 2) / (size * size / 2)
+
+
 def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -> np.ndarray:
     s = float(size)
     xs, ys = _grid(size)
@@ -230,15 +259,9 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     cy = rng.uniform(0.36, 0.64) * s
     rot = rng.uniform(0, math.pi)
     cr, sr = math.cos(rot), math.sin(rot)
-    dx, dy = xs - cx, ys - cy
-    u = (cr * dx + sr * dy) / ax
-    v = (-sr * dx + cr * dy) / ay
-    rho = np.sqrt(u * u + v * v)
-    theta = np.arctan2(v, u)
     lobes = int(rng.integers(4, 7))
-    edge = 1.0 + rng.uniform(0.01, 0.045) * np.cos(lobes * theta + rng.uniform(0, 2 * math.pi))
-    rn = rho / edge
-    alpha = np.clip((1.0 - rn) * ay, 0.0, 1.0)
+    lobe_depth = rng.uniform(0.01, 0.035)
+    lobe_phase = rng.uniform(0, 2 * math.pi)
 
     # Light direction (from above, off to one side) in the fruit's frame.
     la = rng.uniform(0, 2 * math.pi)
@@ -246,101 +269,114 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     lxy = math.sqrt(1 - lz * lz)
     lx, ly = lxy * math.cos(la), lxy * math.sin(la)
 
-    # Shadow on the belt, away from the light.
-    shadow = np.zeros((size, size), dtype=np.float32)
+    # Shadow on the belt, away from the light (drawn and blurred at quarter size).
+    q = max(8, size // 4)
+    f = q / s
+    shadow = np.zeros((q, q), dtype=np.float32)
     off = 0.18 * radius / max(lz, 0.3)
     sx = cx - off * (cr * lx - sr * ly)
     sy = cy - off * (sr * lx + cr * ly)
-    cv2.ellipse(
-        shadow,
-        (round(sx * 16), round(sy * 16)),
-        (round(ax * 1.02 * 16), round(ay * 1.02 * 16)),
-        math.degrees(rot),
-        0,
-        360,
-        1.0,
-        -1,
-        cv2.LINE_AA,
-        4,
-    )
-    k = max(3, int(radius * 0.35) | 1)
-    shadow = cv2.GaussianBlur(shadow, (k, k), 0)
-    belt_lit = belt * (1.0 - rng.uniform(0.3, 0.55) * shadow)[:, :, None]
+    centre16 = (round(sx * f * 16), round(sy * f * 16))
+    axes16 = (round(ax * f * 16), round(ay * f * 16))
+    cv2.ellipse(shadow, centre16, axes16, math.degrees(rot), 0, 360, 1.0, -1, cv2.LINE_AA, 4)
+    k = max(3, int(radius * f * 0.35) | 1)
+    shadow = cv2.resize(cv2.GaussianBlur(shadow, (k, k), 0), (size, size))
+    belt *= (1.0 - rng.uniform(0.3, 0.55) * shadow)[:, :, None]
+
+    # Everything about the fruit is computed inside its bounding box only.
+    reach = radius * (1.0 + lobe_depth) + 2.0
+    x0, x1 = max(0, int(cx - reach)), min(size, int(cx + reach) + 2)
+    y0, y1 = max(0, int(cy - reach)), min(size, int(cy + reach) + 2)
+    h, w = y1 - y0, x1 - x0
+    dx, dy = xs[y0:y1, x0:x1] - cx, ys[y0:y1, x0:x1] - cy
+    u = (cr * dx + sr * dy) / ax
+    v = (-sr * dx + cr * dy) / ay
+    rho = np.sqrt(u * u + v * v) + 1e-6
+    cos_t, sin_t = u / rho, v / rho
+    # cos(n*theta + phase) from the unit vector, without arctan2.
+    z = (cos_t + 1j * sin_t).astype(np.complex64) ** lobes
+    lobe = z.real * math.cos(lobe_phase) - z.imag * math.sin(lobe_phase)
+    edge = 1.0 + lobe_depth * lobe
+    rn = rho / edge
+    alpha = np.clip((1.0 - rn) * ay, 0.0, 1.0)
 
     # Pose: where the stem sits (normalised fruit coordinates); sometimes hidden below.
     tilt = rng.uniform(0.0, 0.55) if rng.random() < 0.85 else rng.uniform(1.2, 1.6)
     tilt_dir = rng.uniform(0, 2 * math.pi)
     su, sv = tilt * math.cos(tilt_dir), tilt * math.sin(tilt_dir)
-    stem_visible = tilt < 1.0
 
     # Local ripeness field: greener round the stem, plus blotches; zero mean over the fruit.
-    dist = np.sqrt((u - su) ** 2 + (v - sv) ** 2)
-    blotch = _smooth_noise(rng, size, int(rng.integers(5, 9)))
+    du, dv = u - su, v - sv
+    dist = np.sqrt(du * du + dv * dv) + 1e-6
+    cells = int(rng.integers(5, 9))
+    blotch = cv2.resize(
+        rng.standard_normal((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     field = rng.uniform(0.5, 1.0) * dist + rng.uniform(0.2, 0.6) * blotch
-    weight = alpha
-    total = float(weight.sum()) + 1e-6
-    field = field - float((field * weight).sum()) / total
-    spread = math.sqrt(float((field * field * weight).sum()) / total) + 1e-6
+    total = float(alpha.sum()) + 1e-6
+    field -= float((field * alpha).sum()) / total
+    spread = math.sqrt(float((field * field * alpha).sum()) / total) + 1e-6
     field *= rng.uniform(0.05, 0.14) / spread
-    local = np.clip(ripeness + field, 0.0, 1.0)
-    albedo = _ramp_lut()[(local * 255.0 + 0.5).astype(np.int32)]
-    albedo *= np.float32(rng.uniform(0.92, 1.05))
+    index = np.clip((ripeness + field) * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    albedo = _ramp_lut()[index] * np.float32(rng.uniform(0.92, 1.05))
 
     # Blemishes: a few small brownish spots.
     spots = int(rng.choice([0, 0, 1, 1, 2, 3]))
     if spots:
-        spot_mask = np.zeros((size, size), dtype=np.float32)
+        spot_mask = np.zeros((h, w), dtype=np.float32)
         for _ in range(spots):
             ang = rng.uniform(0, 2 * math.pi)
             dd = rng.uniform(0.1, 0.75)
-            px = cx + dd * ax * math.cos(ang)
-            py = cy + dd * ay * math.sin(ang)
+            px = cx - x0 + dd * ax * math.cos(ang)
+            py = cy - y0 + dd * ay * math.sin(ang)
             pr = max(1.0, rng.uniform(0.015, 0.04) * s)
             cv2.circle(spot_mask, (round(px * 16), round(py * 16)), round(pr * 16), 1.0, -1,
                        cv2.LINE_AA, 4)  # fmt: skip
         spot_mask = cv2.GaussianBlur(spot_mask, (5, 5), 0) * rng.uniform(0.4, 0.75)
         brown = np.array([0.10, 0.16, 0.25], dtype=np.float32)
-        albedo = albedo * (1 - spot_mask[:, :, None]) + brown * spot_mask[:, :, None]
+        albedo += spot_mask[:, :, None] * (brown - albedo)
 
     # Shading: sphere normals, lobe creases radiating from the stem, highlight.
     nu, nv = u / edge, v / edge
     nz = np.sqrt(np.clip(1.0 - nu * nu - nv * nv, 0.0, 1.0))
     diffuse = np.clip(nu * lx + nv * ly + nz * lz, 0.0, 1.0)
     ambient = rng.uniform(0.22, 0.35)
-    psi = np.arctan2(v - sv, u - su)
-    crease = (0.5 + 0.5 * np.cos(lobes * psi + rng.uniform(0, 2 * math.pi))) ** 6
-    crease *= np.clip(dist / 0.35, 0.0, 1.0) * rng.uniform(0.04, 0.12)
+    zc = ((du + 1j * dv) / dist).astype(np.complex64) ** lobes
+    crease_phase = rng.uniform(0, 2 * math.pi)
+    c = 0.5 + 0.5 * (zc.real * math.cos(crease_phase) - zc.imag * math.sin(crease_phase))
+    c2 = c * c
+    crease = c2 * c2 * c2 * np.clip(dist * (1 / 0.35), 0.0, 1.0) * rng.uniform(0.04, 0.12)
     shading = (ambient + (1 - ambient) * diffuse) * (1.0 - crease)
     hx, hy, hz = lx, ly, lz + 1.0
     hn = math.sqrt(hx * hx + hy * hy + hz * hz)
-    ndoth = np.clip((nu * hx + nv * hy + nz * hz) / hn, 0.0, 1.0)
-    specular = rng.uniform(0.25, 0.8) * ndoth ** rng.uniform(25, 80)
+    ndoth = (nu * (hx / hn) + nv * (hy / hn) + nz * (hz / hn)) - 1.0
+    specular = rng.uniform(0.25, 0.8) * np.exp(ndoth * rng.uniform(25, 80))
 
     fruit = albedo * shading[:, :, None] + specular[:, :, None]
-    image = belt_lit + alpha[:, :, None] * (fruit - belt_lit)
+    region = belt[y0:y1, x0:x1]
+    region += alpha[:, :, None] * (fruit - region)
+    image = belt
     image *= light[None, None, :]
 
-    if stem_visible:
+    if tilt < 1.0:  # stem and calyx on the visible side
         scx = cx + (cr * su * ax - sr * sv * ay)
         scy = cy + (sr * su * ax + cr * sv * ay)
         squash = (math.atan2(scy - cy, scx - cx), min(0.6, tilt * 0.8), 0.0)
         _calyx(rng, image, (scx, scy), radius * rng.uniform(0.22, 0.4), squash, light)
-    else:
-        pass
 
     # Camera: gain, vignetting, blur, noise.
     vig = rng.uniform(0.0, 0.3)
-    r2 = ((xs - s / 2) ** 2 + (ys - s / 2) ** 2) / (s * s / 2)
-    image *= (gain * (1.0 - vig * r2))[:, :, None]
+    image *= (gain - (gain * vig) * _radius2(size))[:, :, None]
     if rng.random() < 0.3:  # motion blur along the belt
         length = max(2, round(rng.uniform(0.008, 0.025) * s))
-        kernel = np.full((1, length), 1.0 / length, dtype=np.float32)
-        image = cv2.filter2D(image, -1, kernel)
+        image = cv2.blur(image, (length, 1))
     if rng.random() < 0.25:  # defocus
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.4) * s / 256)
     noise_sigma = rng.uniform(0.004, 0.02) if domain == "train" else rng.uniform(0.01, 0.03)
-    image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(noise_sigma)
-    return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    image += _noise(rng, image.shape) * np.float32(noise_sigma * 255.0 / 255.0)
+    image *= 255.0
+    np.clip(image, 0.0, 255.0, out=image)
+    return (image + 0.5).astype(np.uint8)
 
 
 def _check(label: str, size: int, domain: str) -> None:
