@@ -1,0 +1,406 @@
+"""The physics of the simulated sorting line: pure Python, no MQTT, explicit line time.
+
+Positions are metres from the feed point along the belt (:class:`LineGeometry`). An item
+occupies ``[tail, tail + item_length]``. :meth:`Line.advance` moves the line to a given
+line time event by event: it computes the exact moment of the next thing that can happen
+(an item edge reaching a gate, a rod window, the camera or the belt end; a rod finishing
+its stroke; a picture falling due; the belt stalling) and settles the line there, so gate
+edges carry exact times however coarse the caller's steps are.
+
+Moving items are judged a hair downstream of where they are (``_EPS``): at the instant an
+item's head reaches a gate the gate counts as blocked, and at the instant its tail reaches
+it, as clear.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bt_sorter.config import LineGeometry
+from bt_sorter.protocol import GATE_COUNT, ROD_COUNT, Action, Command
+
+_EPS = 1e-9  # m: how far downstream a moving item is judged
+JAM = "jam"
+STUCK = "stuck"
+ON_BELT = "on_belt"
+NOT_FED = "not_fed"
+Bin = int | str  # 1..4, or JAM; STUCK / ON_BELT / NOT_FED only in an end-of-run report
+
+
+def draw_labels(count: int, seed: int, mix: dict[str, float]) -> list[str]:
+    """The labels of a stack of ``count`` items, seeded, weighted by ``mix``."""
+    labels = sorted(mix)
+    weights = np.array([mix[label] for label in labels], dtype=float)
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"mix weights must be non-negative with a positive sum: {mix}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    return [str(x) for x in rng.choice(labels, size=count, p=weights / weights.sum())]
+
+
+class RodState(enum.Enum):
+    """Where a rod is in its stroke."""
+
+    RETRACTED = "retracted"
+    EXTENDING = "extending"
+    EXTENDED = "extended"
+    RETRACTING = "retracting"
+
+
+@dataclass
+class Rod:
+    """A rod that moves between retracted (0) and extended (1) over ``stroke_time``."""
+
+    number: int
+    stroke_time: float
+    position: float = 0.0
+    target: float = 0.0
+
+    @property
+    def state(self) -> RodState:
+        if self.position == self.target:
+            return RodState.EXTENDED if self.target else RodState.RETRACTED
+        return RodState.EXTENDING if self.target else RodState.RETRACTING
+
+    @property
+    def sweeping(self) -> bool:
+        """True while extending or extended (retracting does not sweep)."""
+        return self.target == 1.0
+
+    def time_to_rest(self) -> float:
+        return abs(self.target - self.position) * self.stroke_time
+
+    def move(self, dt: float) -> bool:
+        """Move for ``dt`` seconds; True when this completes an extension."""
+        if self.position == self.target:
+            return False
+        if dt >= self.time_to_rest() - 1e-12:
+            self.position = self.target
+            return self.target == 1.0
+        step = dt / self.stroke_time
+        self.position += step if self.target > self.position else -step
+        return False
+
+
+@dataclass
+class Item:
+    """One item: from the stack, on the belt, then in a bin."""
+
+    id: int
+    label: str
+    tail: float = 0.0
+    feed_time: float | None = None
+    camera_time: float | None = None
+    picture_time: float | None = None
+    gate_edges: dict[int, list[list[float | None]]] = field(default_factory=dict)
+    bin: Bin | None = None
+    why: str = ""
+    end_time: float | None = None
+    stuck: bool = False
+    moving: bool = False
+
+    def record(self) -> dict[str, object]:
+        """The item's ledger line."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "feed_time": _round(self.feed_time),
+            "camera_time": _round(self.camera_time),
+            "picture_time": _round(self.picture_time),
+            "gate_edges": {
+                str(g): [[_round(a), _round(b)] for a, b in edges]
+                for g, edges in sorted(self.gate_edges.items())
+            },
+            "bin": self.bin,
+            "why": self.why,
+            "end_time": _round(self.end_time),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass(frozen=True)
+class GateChanged:
+    """Gate ``gate`` became blocked or clear at line time ``time``."""
+
+    time: float
+    gate: int
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class PictureDue:
+    """The camera's picture of ``item`` is due for sending at ``time``."""
+
+    time: float
+    item: int
+    label: str
+
+
+@dataclass(frozen=True)
+class ItemResolved:
+    """``item`` left the line into ``bin`` (1..4 or ``"jam"``) at ``time``."""
+
+    time: float
+    item: int
+    bin: Bin
+    why: str
+
+
+LineEvent = GateChanged | PictureDue | ItemResolved
+
+
+class Line:
+    """The simulated line at one moment of line time; advance it with :meth:`advance`."""
+
+    def __init__(
+        self,
+        geometry: LineGeometry,
+        labels: Sequence[str],
+        *,
+        stuck_item: int | None = None,
+        stall_at: float | None = None,
+    ) -> None:
+        self.geo = geometry
+        self.time = 0.0
+        self.items = [Item(i + 1, label) for i, label in enumerate(labels)]
+        self.stack = list(self.items)
+        self.belt: list[Item] = []  # downstream first
+        self.belt_running = False
+        self.stuck_item = stuck_item
+        self.stall_at = stall_at
+        self.rods = {1: Rod(1, geometry.feeder_stroke_time)}
+        for r in range(2, ROD_COUNT + 1):
+            self.rods[r] = Rod(r, geometry.rod_stroke_time)
+        self.gate_blocked = [False] * GATE_COUNT
+        self._pictures: list[PictureDue] = []
+        self._events: list[LineEvent] = []
+        self._feed_due = False
+        self._open_edges: dict[tuple[int, int], Item] = {}  # (item id, gate) -> blocking item
+        self.last_end_time: float | None = None
+        self.first_feed_time: float | None = None
+        half = geometry.item_length / 2
+        marks = [*geometry.gate_positions, geometry.camera_position - half]
+        marks += [geometry.belt_length - half, geometry.gate_positions[1] - half]
+        for r in range(2, ROD_COUNT + 1):
+            marks += list(geometry.rod_window_of(r))
+        self._tail_marks = sorted(set(marks))  # tail positions at which something can change
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def belt_moving(self) -> bool:
+        """True when the belt runs and has not stalled."""
+        stalled = self.stall_at is not None and self.time >= self.stall_at
+        return self.belt_running and not stalled
+
+    @property
+    def done(self) -> bool:
+        """True once the stack is empty, the belt is clear and every picture went out."""
+        return not self.stack and not self.belt and not self._pictures
+
+    def rod_state(self, rod: int) -> RodState:
+        return self.rods[rod].state
+
+    # ------------------------------------------------------------------ inputs
+    def apply(self, command: Command, at: float) -> list[LineEvent]:
+        """Advance to ``at`` and carry out ``command`` there; the events up to then."""
+        events = self.advance(at)
+        if command.action is Action.BELT_RUN:
+            self.belt_running = True
+        elif command.action is Action.BELT_STOP:
+            self.belt_running = False
+        else:
+            target = 1.0 if command.action is Action.PUSH else 0.0
+            rods = range(1, ROD_COUNT + 1) if command.rod == 0 else [command.rod or 0]
+            for r in rods:
+                self.rods[r].target = target
+        self._settle()
+        return events + self._take_events()
+
+    def advance(self, until: float) -> list[LineEvent]:
+        """Move the line to line time ``until``; the events that happened on the way."""
+        while self.time < until:
+            step = min(until - self.time, self._time_to_next_change())
+            self._move(step)
+            self.time = until if step == until - self.time else self.time + step
+            self._settle()
+        return self._take_events()
+
+    def finish(self, at: float) -> list[Item]:
+        """End the run at ``at``: mark what is left (stuck, on the belt, in the stack)."""
+        self.advance(at)
+        for item in self.belt:
+            item.bin = STUCK if item.stuck else ON_BELT
+            item.why = "stuck at gate 2" if item.stuck else "still on the belt at the end"
+        for item in self.stack:
+            item.bin = NOT_FED
+            item.why = "never fed"
+        left = self.belt + self.stack
+        self.belt, self.stack = [], []
+        return left
+
+    # ------------------------------------------------------------------ stepping
+    def _time_to_next_change(self) -> float:
+        times = [r.time_to_rest() for r in self.rods.values() if r.time_to_rest() > 1e-12]
+        times += [p.time - self.time for p in self._pictures]
+        if self.stall_at is not None and self.stall_at > self.time:
+            times.append(self.stall_at - self.time)
+        if self.belt_moving:
+            speed = self.geo.belt_speed
+            length = self.geo.item_length
+            ahead: Item | None = None
+            for item in self.belt:
+                if item.moving:
+                    distance = self._next_mark(item.tail, length)
+                    if ahead is not None and not ahead.moving:
+                        gap = ahead.tail - (item.tail + length)
+                        if gap > _EPS:
+                            distance = min(distance, gap)
+                    times.append(distance / speed)
+                ahead = item
+        return max(1e-12, min(times, default=float("inf")))
+
+    def _next_mark(self, tail: float, length: float) -> float:
+        """Distance to the next tail position at which the item's tail or head meets a mark."""
+        best = float("inf")
+        for mark in self._tail_marks:
+            for offset in (0.0, length):  # the tail reaches the mark, or the head does
+                distance = mark - offset - tail
+                if _EPS < distance < best:
+                    best = distance
+        return best
+
+    def _move(self, dt: float) -> None:
+        if dt <= 0:
+            return
+        for rod in self.rods.values():
+            if rod.move(dt) and rod.number == 1:
+                self._feed_due = True
+        distance = self.geo.belt_speed * dt
+        ahead: Item | None = None
+        for item in self.belt:
+            if item.moving:
+                item.tail += distance
+                if ahead is not None and not ahead.moving:
+                    limit = ahead.tail - self.geo.item_length
+                    item.tail = min(item.tail, limit)
+            ahead = item
+
+    def _settle(self) -> None:
+        """Carry out everything that happens at the current instant."""
+        if self._feed_due:
+            self._feed_due = False
+            self._feed()
+        self._update_motion()
+        self._sweep()
+        self._photograph()
+        self._drop_off_end()
+        self._update_gates()
+        self._send_due_pictures()
+
+    def _feed(self) -> None:
+        if not self.stack:
+            return
+        item = self.stack.pop(0)
+        item.feed_time = self.time
+        item.tail = 0.0
+        if self.first_feed_time is None:
+            self.first_feed_time = self.time
+        in_zone = [other for other in self.belt if other.tail <= self.geo.feed_zone + _EPS]
+        if in_zone:
+            for other in in_zone:
+                self.belt.remove(other)
+                self._resolve(other, JAM, "fed onto while in the feed zone")
+            self._resolve(item, JAM, "collided while feeding")
+            return
+        self.belt.append(item)
+
+    def _update_motion(self) -> None:
+        """Decide which items move from now on (downstream first)."""
+        moving = self.belt_moving
+        ahead: Item | None = None
+        for item in self.belt:
+            centre = self._tail(item) + self.geo.item_length / 2
+            if item.id == self.stuck_item and centre >= self.geo.gate_positions[1]:
+                item.stuck = True
+            held = (
+                ahead is not None
+                and not ahead.moving
+                and item.tail + self.geo.item_length >= ahead.tail - _EPS
+            )
+            item.moving = moving and not item.stuck and not held
+            ahead = item
+
+    def _tail(self, item: Item) -> float:
+        """Where the item is judged to be: a hair downstream while it moves."""
+        return item.tail + _EPS if item.moving else item.tail
+
+    def _overlaps(self, item: Item, start: float, end: float) -> bool:
+        tail = self._tail(item)
+        head = tail + self.geo.item_length
+        if item.moving:
+            return tail < end and head > start
+        return tail <= end and head >= start
+
+    def _sweep(self) -> None:
+        for r in range(2, ROD_COUNT + 1):
+            if not self.rods[r].sweeping:
+                continue
+            start, end = self.geo.rod_window_of(r)
+            for item in list(self.belt):
+                if not item.stuck and self._overlaps(item, start, end):
+                    self.belt.remove(item)
+                    self._resolve(item, r, f"swept by rod {r}")
+
+    def _photograph(self) -> None:
+        half = self.geo.item_length / 2
+        for item in self.belt:
+            if item.camera_time is None and self._tail(item) + half > self.geo.camera_position:
+                item.camera_time = self.time
+                due = self.time + self.geo.camera_delay
+                self._pictures.append(PictureDue(due, item.id, item.label))
+
+    def _drop_off_end(self) -> None:
+        half = self.geo.item_length / 2
+        for item in list(self.belt):
+            if self._tail(item) + half > self.geo.belt_length:
+                self.belt.remove(item)
+                self._resolve(item, 1, "fell off the belt end")
+
+    def _update_gates(self) -> None:
+        for index, position in enumerate(self.geo.gate_positions):
+            gate = index + 1
+            blockers = {i.id for i in self.belt if self._overlaps(i, position, position)}
+            for key, item in list(self._open_edges.items()):
+                if key[1] == gate and key[0] not in blockers:
+                    item.gate_edges[gate][-1][1] = self.time
+                    del self._open_edges[key]
+            for item in self.belt:
+                if item.id in blockers and (item.id, gate) not in self._open_edges:
+                    item.gate_edges.setdefault(gate, []).append([self.time, None])
+                    self._open_edges[item.id, gate] = item
+            blocked = bool(blockers)
+            if blocked != self.gate_blocked[index]:
+                self.gate_blocked[index] = blocked
+                self._events.append(GateChanged(self.time, gate, blocked))
+
+    def _send_due_pictures(self) -> None:
+        due = [p for p in self._pictures if p.time <= self.time + 1e-12]
+        for picture in due:
+            self._pictures.remove(picture)
+            self.items[picture.item - 1].picture_time = self.time
+            self._events.append(picture)
+
+    def _resolve(self, item: Item, where: Bin, why: str) -> None:
+        item.bin, item.why, item.end_time = where, why, self.time
+        self.last_end_time = self.time
+        self._events.append(ItemResolved(self.time, item.id, where, why))
+
+    def _take_events(self) -> list[LineEvent]:
+        events, self._events = self._events, []
+        return events

@@ -1,0 +1,196 @@
+"""Physics of the simulated line (bt_sorter.sim.line) at explicit line times, no broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from bt_sorter.config import LineGeometry, load_config
+from bt_sorter.protocol import BELT_RUN, BELT_STOP, Command, pull, push
+from bt_sorter.sim.line import (
+    JAM,
+    STUCK,
+    GateChanged,
+    ItemResolved,
+    Line,
+    LineEvent,
+    PictureDue,
+    draw_labels,
+)
+
+GEO = load_config().line
+V = GEO.belt_speed
+L = GEO.item_length
+STROKE = GEO.feeder_stroke_time
+
+
+def running_line(labels: list[str], geo: LineGeometry = GEO, **kwargs: object) -> Line:
+    """A line with the belt running from t=0."""
+    line = Line(geo, labels, **kwargs)  # type: ignore[arg-type]
+    line.apply(BELT_RUN, 0.0)
+    return line
+
+
+def run_script(line: Line, script: list[tuple[float, Command]], until: float) -> list[LineEvent]:
+    """Apply timed commands in time order, then advance to ``until``; every event."""
+    events: list[LineEvent] = []
+    for at, command in sorted(script, key=lambda step: step[0]):
+        events += line.apply(command, at)
+    return events + line.advance(until)
+
+
+def feed(script: list[tuple[float, Command]], at: float) -> float:
+    """Push rod 1 at ``at``, pull it 1.5 s later; the time the item lands on the belt."""
+    script += [(at, push(1)), (at + 1.5, pull(1))]
+    return at + STROKE
+
+
+def time_tail_reaches(position: float, landed: float) -> float:
+    return landed + position / V
+
+
+def bins(line: Line) -> dict[int, object]:
+    return {item.id: item.bin for item in line.items}
+
+
+def gate_1_fall(landed: float) -> float:
+    return time_tail_reaches(GEO.gate_positions[0], landed)
+
+
+def test_push_on_gate_1_falling_edge_lands_item_in_bin_2() -> None:
+    script: list[tuple[float, Command]] = []
+    landed = feed(script, 0.0)
+    events = run_script(running_line(["ripe"]), script, 20.0)
+    falls = [e for e in events if isinstance(e, GateChanged) and e.gate == 1 and not e.blocked]
+    assert falls and falls[0].time == pytest.approx(gate_1_fall(landed))
+    line = running_line(["ripe"])
+    run_script(line, [*script, (falls[0].time, push(2)), (falls[0].time + 1, pull(2))], 30.0)
+    assert bins(line) == {1: 2}
+    assert line.items[0].why == "swept by rod 2"
+
+
+def test_push_two_lengths_late_misses_the_item() -> None:
+    script: list[tuple[float, Command]] = []
+    late = gate_1_fall(feed(script, 0.0)) + 2 * L / V
+    line = running_line(["ripe"])
+    run_script(line, [*script, (late, push(2)), (late + 1.0, pull(2))], 30.0)
+    assert bins(line) == {1: 1}
+    assert line.items[0].why == "fell off the belt end"
+
+
+def test_push_with_two_items_in_the_window_takes_both() -> None:
+    # rod 1 fed twice quickly: the second item lands as soon as the first cleared the feed zone
+    second_push = (GEO.feed_zone + 0.005) / V
+    script: list[tuple[float, Command]] = [(0.0, push(1)), (STROKE, pull(1))]
+    script += [(second_push, push(1)), (second_push + STROKE, pull(1))]
+    start, end = GEO.rod_window_of(2)
+    gap = GEO.feed_zone + 0.005 - L
+    first_tail = (start + gap + end) / 2  # the second's head is in, the first's tail not out
+    both_in = time_tail_reaches(first_tail, STROKE)
+    script += [(both_in, push(2)), (both_in + 1.0, pull(2))]
+    line = running_line(["ripe", "raw"])
+    run_script(line, script, 40.0)
+    assert bins(line) == {1: 2, 2: 2}
+
+
+def test_feeding_onto_an_item_in_the_feed_zone_is_a_jam() -> None:
+    script: list[tuple[float, Command]] = []
+    feed(script, 0.0)
+    script += [(0.6, BELT_STOP)]  # the first item stays in the feed zone
+    feed(script, 2.0)
+    line = running_line(["ripe", "raw", "half_ripe"])
+    events = run_script(line, script, 5.0)
+    jams = [e for e in events if isinstance(e, ItemResolved) and e.bin == JAM]
+    assert {e.item for e in jams} == {1, 2}
+    assert line.items[1].why == "collided while feeding"
+    assert line.items[2].bin is None and len(line.stack) == 1
+
+
+def test_feeding_after_the_feed_zone_cleared_is_no_jam() -> None:
+    script: list[tuple[float, Command]] = []
+    feed(script, 0.0)
+    feed(script, STROKE + GEO.feed_zone / V + 0.1)
+    line = running_line(["ripe", "raw"])
+    run_script(line, script, 5.0)
+    assert len(line.belt) == 2 and all(item.bin is None for item in line.items)
+
+
+def test_extended_rod_left_out_diverts_the_next_item() -> None:
+    script: list[tuple[float, Command]] = [(0.0, push(3))]
+    feed(script, 0.0)
+    line = running_line(["raw"])
+    run_script(line, script, 30.0)
+    assert bins(line) == {1: 3}
+
+
+def test_item_nobody_takes_falls_into_bin_1_after_all_three_gates() -> None:
+    script: list[tuple[float, Command]] = []
+    feed(script, 0.0)
+    line = running_line(["half_ripe"])
+    events = run_script(line, script, 30.0)
+    edges = [(e.gate, e.blocked) for e in events if isinstance(e, GateChanged)]
+    assert edges == [(1, True), (1, False), (2, True), (2, False), (3, True), (3, False)]
+    assert bins(line) == {1: 1}
+    rising, falling = line.items[0].gate_edges[2][0]
+    assert falling - rising == pytest.approx(L / V)
+
+
+def test_camera_sends_one_picture_per_item_after_the_camera_delay() -> None:
+    script: list[tuple[float, Command]] = []
+    feed(script, 0.0)
+    feed(script, 3.0)
+    events = run_script(running_line(["ripe", "raw"]), script, 30.0)
+    pictures = [e for e in events if isinstance(e, PictureDue)]
+    assert [p.item for p in pictures] == [1, 2]
+    expected = time_tail_reaches(GEO.camera_position - L / 2, STROKE) + GEO.camera_delay
+    assert pictures[0].time == pytest.approx(expected)
+
+
+def test_stopped_belt_holds_items_and_rod_1_pushed_twice_feeds_once() -> None:
+    line = Line(GEO, ["ripe", "raw"])
+    run_script(line, [(0.0, push(1)), (0.2, push(1))], 10.0)
+    assert len(line.belt) == 1 and line.belt[0].tail == 0.0
+    assert len(line.stack) == 1
+
+
+def test_stuck_item_stays_at_gate_2_and_holds_the_next_one_back() -> None:
+    script: list[tuple[float, Command]] = []
+    feed(script, 0.0)
+    feed(script, 3.0)
+    line = running_line(["ripe", "raw"], stuck_item=1)
+    run_script(line, script, 60.0)
+    assert line.gate_blocked[1]
+    assert [i.id for i in line.belt] == [1, 2]
+    assert line.belt[1].tail + L == pytest.approx(line.belt[0].tail)
+    left = line.finish(61.0)
+    assert [i.bin for i in left] == [STUCK, "on_belt"]
+
+
+def test_stalled_belt_moves_nothing_although_running() -> None:
+    script: list[tuple[float, Command]] = []
+    feed(script, 0.0)
+    line = running_line(["ripe"], stall_at=2.0)
+    run_script(line, script, 30.0)
+    assert line.belt_running
+    assert line.belt[0].tail == pytest.approx((2.0 - STROKE) * V)
+
+
+def test_many_items_in_flight_each_reach_their_own_bin() -> None:
+    labels = ["ripe", "half_ripe", "raw", "unknown"] * 3
+    routes = {"ripe": 2, "half_ripe": 3, "raw": 4}
+    script: list[tuple[float, Command]] = []
+    for k, label in enumerate(labels):
+        landed = feed(script, k * 2.0)
+        rod = routes.get(label)
+        if rod:
+            at = time_tail_reaches(GEO.gate_positions[rod - 2], landed)
+            script += [(at, push(rod)), (at + 0.4, pull(rod))]
+    line = running_line(labels)
+    run_script(line, script, 200.0)
+    assert [item.bin for item in line.items] == [routes.get(x, 1) for x in labels]
+
+
+def test_labels_follow_seed_and_mix() -> None:
+    assert draw_labels(50, 3, {"ripe": 1, "raw": 1}) == draw_labels(50, 3, {"ripe": 1, "raw": 1})
+    assert set(draw_labels(50, 3, {"ripe": 1.0, "raw": 0.0})) == {"ripe"}
+    with pytest.raises(ValueError):
+        draw_labels(5, 1, {"ripe": 0.0})
