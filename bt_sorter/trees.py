@@ -1,0 +1,469 @@
+"""YAML tree files → py_trees trees, checked against the code before anything moves.
+
+A tree file is data (safe YAML, no code)::
+
+    root:
+      sequence: sort the line        # node kind → node name
+      memory: true                   # the kind's own parameters
+      children:
+        - StartBelt: start belt      # a registered leaf → its name
+        - Wait: let the belt settle
+          seconds: 2.0               # leaf parameters, checked against Leaf.params
+        - include: push_subtree.yaml # a subtree file, relative to this one
+          name: push for label       # optional: rename its root
+
+Each node mapping has exactly one kind key: a composite, a decorator (py_trees.decorators),
+a leaf from :data:`REGISTRY`, or ``include``. Composites and decorators declare their
+parameters with :class:`Param`, like leaves, so validation and ``--help-nodes`` are uniform.
+Every problem is a :class:`SpecError` naming file, line and node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import py_trees
+from py_trees.behaviour import Behaviour
+from py_trees.common import OneShotPolicy, ParallelPolicy, Status
+
+import bt_sorter.behaviours  # noqa: F401  (registers the leaves)
+from bt_sorter.behaviours.base import REGISTRY, Context, Param, describe
+from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, load_text
+
+MAX_DEPTH = 64  # nodes nested deeper than this are a mistake (or a recursive alias)
+MAX_NODES = 5000  # more nodes than this are a mistake (or an alias bomb)
+TOP_KEYS = ("root", "description")  # the keys a tree file may have at top level
+
+
+class _Bad(Exception):  # noqa: N818  (internal: becomes a SpecError)
+    """A problem with one node, raised by a kind's builder; ``key`` says which line."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A composite or decorator a tree may use: its key, declared parameters and builder."""
+
+    key: str
+    shape: Literal["composite", "decorator"]
+    doc: str
+    params: tuple[Param, ...]
+    build: Callable[..., Behaviour]  # (name, values, children|child, ctx[, condition])
+    extra: tuple[str, ...] = ()  # structural keys besides children/child
+
+    @property
+    def structural(self) -> tuple[str, ...]:
+        return ("children",) if self.shape == "composite" else ("child", *self.extra)
+
+    def describe(self) -> str:
+        shape = "children: [nodes]" if self.shape == "composite" else "child: node"
+        if self.extra:
+            shape += ", " + ", ".join(f"{k}: node" for k in self.extra)
+        lines = [f"{self.key}: {self.doc} ({shape})"]
+        for p in self.params:
+            default = "required" if p.required else f"default {p.default!r}"
+            lines.append(f"    {p.name} ({p.type_name()}, {default}): {p.doc}")
+        return "\n".join(lines)
+
+
+# --- composites ---------------------------------------------------------------------------
+
+
+def _sequence(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
+    return py_trees.composites.Sequence(name, memory=v["memory"], children=children)
+
+
+def _selector(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
+    return py_trees.composites.Selector(name, memory=v["memory"], children=children)
+
+
+def _parallel(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
+    policy_name, sync, selected = v["policy"], v["synchronise"], v["selected"]
+    if selected is not None and policy_name != "success_on_selected":
+        raise _Bad("'selected' applies only to policy success_on_selected", "selected")
+    policy: ParallelPolicy.Base
+    if policy_name == "success_on_all":
+        policy = ParallelPolicy.SuccessOnAll(synchronise=sync)
+    elif policy_name == "success_on_one":
+        if sync:
+            raise _Bad("'synchronise' does not apply to policy success_on_one", "synchronise")
+        policy = ParallelPolicy.SuccessOnOne()
+    else:
+        if not selected:
+            raise _Bad("policy success_on_selected needs 'selected: [child names]'", "policy")
+        by_name: dict[str, Behaviour] = {}
+        for child in children:
+            if child.name in by_name:
+                raise _Bad(f"two children named {child.name!r}; 'selected' needs unique names")
+            by_name[child.name] = child
+        chosen = []
+        for item in selected:
+            if not isinstance(item, str) or item not in by_name:
+                raise _Bad(f"selected {item!r} is not a child's name (children: "
+                           f"{', '.join(repr(n) for n in by_name)})", "selected")  # fmt: skip
+            chosen.append(by_name[item])
+        policy = ParallelPolicy.SuccessOnSelected(chosen, synchronise=sync)
+    return py_trees.composites.Parallel(name, policy=policy, children=children)
+
+
+# --- decorators ---------------------------------------------------------------------------
+
+
+def _retry(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
+    if v["num_failures"] < 1:
+        raise _Bad(f"num_failures must be at least 1, got {v['num_failures']}", "num_failures")
+    return py_trees.decorators.Retry(name, child, num_failures=v["num_failures"])
+
+
+def _repeat(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
+    n = v["num_success"]
+    if n < 1 and n != -1:
+        raise _Bad(f"num_success must be at least 1, or -1 for forever; got {n}", "num_success")
+    return py_trees.decorators.Repeat(name, child, num_success=n)
+
+
+def _timeout(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
+    seconds = v["seconds"]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _Bad(f"seconds must be a positive number, got {seconds}", "seconds")
+    # py_trees' Timeout counts wall time; the file speaks line time.
+    return py_trees.decorators.Timeout(name, child, duration=ctx.clock.wall(seconds))
+
+
+def _one_shot(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
+    policy = OneShotPolicy[v["policy"].upper()]
+    return py_trees.decorators.OneShot(name, child, policy=policy)
+
+
+class Guard(py_trees.decorators.EternalGuard):
+    """EternalGuard whose condition is a behaviour, ticked once before every tick of the child.
+
+    The guard passes while the condition returns SUCCESS; otherwise the child is stopped
+    and the guard fails.
+    """
+
+    def __init__(self, name: str, child: Behaviour, condition: Behaviour) -> None:
+        self.condition_node = condition
+        super().__init__(name=name, child=child, condition=self._check)
+
+    def _check(self) -> bool:
+        self.condition_node.tick_once()
+        status = self.condition_node.status
+        if status == Status.RUNNING:  # not a pass: start the check afresh next time
+            self.condition_node.stop(Status.INVALID)
+        self.feedback_message = f"{self.condition_node.name}: {status.value}"
+        return status == Status.SUCCESS
+
+    def setup(self, **kwargs: Any) -> None:
+        self.condition_node.setup(**kwargs)
+
+    def shutdown(self) -> None:
+        self.condition_node.shutdown()
+
+
+def _eternal_guard(
+    name: str, v: dict[str, Any], child: Behaviour, ctx: Context, condition: Behaviour
+) -> Behaviour:
+    return Guard(name, child, condition)
+
+
+def _plain(cls: type[py_trees.decorators.Decorator]) -> Callable[..., Behaviour]:
+    def build(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
+        return cls(name=name, child=child)
+
+    return build
+
+
+_CONVERTERS: tuple[tuple[str, type[py_trees.decorators.Decorator], str], ...] = (
+    ("inverter", py_trees.decorators.Inverter, "SUCCESS ↔ FAILURE, RUNNING stays"),
+    ("success_is_failure", py_trees.decorators.SuccessIsFailure, "SUCCESS becomes FAILURE"),
+    ("failure_is_success", py_trees.decorators.FailureIsSuccess, "FAILURE becomes SUCCESS"),
+    ("failure_is_running", py_trees.decorators.FailureIsRunning, "FAILURE becomes RUNNING"),
+    ("running_is_failure", py_trees.decorators.RunningIsFailure, "RUNNING becomes FAILURE"),
+    ("running_is_success", py_trees.decorators.RunningIsSuccess, "RUNNING becomes SUCCESS"),
+    ("success_is_running", py_trees.decorators.SuccessIsRunning, "SUCCESS becomes RUNNING"),
+)
+
+KINDS: dict[str, Kind] = {
+    k.key: k
+    for k in (
+        Kind("sequence", "composite", "tick children in order; fail at the first failure",
+             (Param("memory", bool, "resume at the running child instead of restarting",
+                    default=True),), _sequence),
+        Kind("selector", "composite", "tick children in order; succeed at the first success",
+             (Param("memory", bool, "resume at the running child instead of restarting",
+                    default=False),), _selector),
+        Kind("parallel", "composite", "tick all children every tick",
+             (Param("policy", Literal["success_on_all", "success_on_one", "success_on_selected"],
+                    "when the parallel succeeds"),
+              Param("synchronise", bool, "skip children that already succeeded", default=False),
+              Param("selected", list, "child names for success_on_selected", default=None)),
+             _parallel),
+        Kind("retry", "decorator", "run the child again after a failure",
+             (Param("num_failures", int, "failures allowed before failing (>= 1)"),), _retry),
+        Kind("timeout", "decorator", "fail (and stop the child) if it runs too long",
+             (Param("seconds", float, "line seconds before the child is stopped"),), _timeout),
+        Kind("repeat", "decorator", "run the child again after a success",
+             (Param("num_success", int, "successes before succeeding; -1 = forever"),),
+             _repeat),
+        Kind("one_shot", "decorator", "run the child to completion once, then keep its result",
+             (Param("policy", Literal["on_completion", "on_successful_completion"],
+                    "which completion counts"),), _one_shot),
+        Kind("eternal_guard", "decorator",
+             "tick the condition before every tick of the child; stop the child and fail "
+             "as soon as the condition is not SUCCESS", (), _eternal_guard, extra=("condition",)),
+        *(Kind(key, "decorator", doc, (), _plain(cls)) for key, cls, doc in _CONVERTERS),
+    )
+}  # fmt: skip
+
+INCLUDE = "include"
+_INCLUDE_PARAMS = (Param("name", str, "new name for the included root", default=None),)
+
+
+def _all_kinds() -> list[str]:
+    return [*KINDS, INCLUDE, *REGISTRY]
+
+
+def _params_of(key: str) -> tuple[Param, ...]:
+    if key in KINDS:
+        return KINDS[key].params
+    if key == INCLUDE:
+        return _INCLUDE_PARAMS
+    return REGISTRY[key].params
+
+
+def _other_keys(key: str) -> set[str]:
+    """Keys besides its kind key that a node of kind ``key`` may have."""
+    structural = KINDS[key].structural if key in KINDS else ()
+    return {p.name for p in _params_of(key)} | set(structural)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+class _Builder:
+    """Builds one tree; counts nodes and keeps the stack of included files for cycles."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.count = 0
+        self.files: list[Path] = []
+
+    def tree_file(self, data: Any, file: str, depth: int) -> Behaviour:
+        if data is None:
+            raise SpecError("the file is empty; a tree file needs a 'root:' node", file)
+        if not isinstance(data, Located):
+            raise SpecError(
+                f"a tree file is a mapping with a 'root:' node, got {_short(data)}",
+                file,
+                getattr(data, "line", None),
+            )
+        for key in data:
+            if key not in TOP_KEYS:
+                raise data.error(
+                    f"unknown top-level key {key!r}{_hint(key, TOP_KEYS)} (known: root, "
+                    "description)",
+                    key,
+                )
+        if "root" not in data:
+            raise data.error("missing the 'root:' node")
+        if "description" in data and not isinstance(data["description"], str):
+            raise data.error("'description' must be text", "description")
+        return self.node(data["root"], file, data.line_of("root"), depth)
+
+    def node(self, spec: Any, file: str, line: int, depth: int) -> Behaviour:
+        if depth > MAX_DEPTH:
+            raise SpecError(f"the tree is nested deeper than {MAX_DEPTH} levels", file, line)
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise SpecError(f"the tree has more than {MAX_NODES} nodes", file, line)
+        if not isinstance(spec, Located):
+            raise SpecError(
+                "a node must be a mapping such as 'sequence: <name>' or '<Leaf>: <name>', "
+                f"got {_short(spec)}",
+                file,
+                getattr(spec, "line", line),
+            )
+        key = self.kind_key(spec)
+        if key == INCLUDE:
+            return self.include(spec, depth)
+        name = spec[key]
+        if not isinstance(name, str) or not name.strip():
+            raise spec.error(f"node ({key}): the name must be text, got {_short(name)}", key)
+        label = f"node {name!r} ({key})"
+        values = self.check_params(spec, key, label)
+        try:
+            if key not in KINDS:
+                return self.leaf(spec, key, name, values, label)
+            kind = KINDS[key]
+            if kind.shape == "composite":
+                children = self.children(spec, label, depth)
+                return kind.build(name, values, children, self.ctx)
+            child = self.one(spec, "child", label, depth)
+            if kind.extra:
+                extras = [self.one(spec, k, label, depth) for k in kind.extra]
+                return kind.build(name, values, child, self.ctx, *extras)
+            return kind.build(name, values, child, self.ctx)
+        except _Bad as bad:
+            raise spec.error(f"{label}: {bad}", bad.key) from None
+
+    def kind_key(self, spec: Located) -> str:
+        if not spec:
+            raise spec.error("empty node: expected a kind key such as 'sequence: <name>'")
+        kinds = [k for k in spec if k in KINDS or k in REGISTRY or k == INCLUDE]
+        if len(kinds) > 1:  # a leaf parameter may share a decorator's key ("timeout")
+            kinds = [k for k in kinds if not any(k in _other_keys(o) for o in kinds if o != k)]
+        if len(kinds) == 1:
+            return kinds[0]
+        if len(kinds) > 1:
+            named = " and ".join(repr(k) for k in kinds)
+            raise spec.error(
+                f"two node kinds {named} in one node (a node has exactly one)", kinds[1]
+            )
+        first = next(iter(spec))
+        name = spec[first]
+        label = f"node {name!r}: " if isinstance(name, str) else ""
+        hint = _hint(first, _all_kinds()) or " (run.py --help-nodes lists the kinds)"
+        raise spec.error(f"{label}unknown node kind {first!r}{hint}", first)
+
+    def check_params(self, spec: Located, key: str, label: str) -> dict[str, Any]:
+        params = _params_of(key)
+        allowed = _other_keys(key)
+        for other in spec:
+            if other != key and other not in allowed:
+                known = ", ".join(sorted(allowed)) or "none"
+                raise spec.error(
+                    f"{label}: unknown parameter {other!r}{_hint(other, sorted(allowed))} "
+                    f"(known: {known})",
+                    other,
+                )
+        values: dict[str, Any] = {}
+        for p in params:
+            if p.name in spec:
+                try:
+                    values[p.name] = p.check(spec[p.name])
+                except ValueError as exc:
+                    raise spec.error(f"{label}: parameter {p.name!r} {exc}", p.name) from None
+            elif p.required:
+                raise spec.error(
+                    f"{label}: missing required parameter {p.name!r} ({p.type_name()}: {p.doc})"
+                )
+            else:
+                values[p.name] = p.default
+        return values
+
+    def leaf(
+        self, spec: Located, key: str, name: str, values: dict[str, Any], label: str
+    ) -> Behaviour:
+        given = {k: v for k, v in values.items() if k in spec}
+        try:
+            return REGISTRY[key](name, self.ctx, **given)
+        except SpecError:
+            raise
+        except Exception as exc:  # a leaf's own checks (ranges, labels): still file and line
+            raise spec.error(f"{label}: {type(exc).__name__}: {exc}") from None
+
+    def children(self, spec: Located, label: str, depth: int) -> list[Behaviour]:
+        if "children" not in spec:
+            raise _Bad("needs a 'children:' list of nodes")
+        items = spec["children"]
+        if not isinstance(items, LocatedList):
+            raise _Bad(f"'children' must be a list of nodes, got {_short(items)}", "children")
+        if not items:
+            raise _Bad("'children' is empty; give at least one node", "children")
+        return [
+            self.node(item, items.file, line, depth + 1)
+            for item, line in zip(items, items.item_lines, strict=True)
+        ]
+
+    def one(self, spec: Located, key: str, label: str, depth: int) -> Behaviour:
+        if key not in spec:
+            raise _Bad(f"needs a '{key}:' node")
+        value = spec[key]
+        if isinstance(value, list):
+            raise _Bad(f"'{key}' takes one node, not a list (wrap them in a sequence)", key)
+        return self.node(value, spec.file, spec.line_of(key), depth + 1)
+
+    def include(self, spec: Located, depth: int) -> Behaviour:
+        rel = spec[INCLUDE]
+        if not isinstance(rel, str) or not rel.strip():
+            raise spec.error(f"include: the file must be a path, got {_short(rel)}", INCLUDE)
+        label = f"include {rel!r}"
+        values = self.check_params(spec, INCLUDE, label)
+        path = Path(spec.file).parent / rel
+        try:
+            resolved = path.resolve()
+            found = resolved.is_file()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise spec.error(f"{label}: bad path {str(path)!r}: {exc}", INCLUDE) from None
+        if not found:
+            raise spec.error(f"{label}: no such file {str(path)!r}", INCLUDE)
+        if resolved in self.files:
+            chain = " -> ".join(p.name for p in [*self.files, resolved])
+            raise spec.error(f"{label}: include cycle {chain}", INCLUDE)
+        try:
+            text = resolved.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise spec.error(f"{label}: cannot read {str(path)!r}: {reason}", INCLUDE) from None
+        self.files.append(resolved)
+        root = self.tree_file(load_text(text, path), str(path), depth + 1)
+        self.files.pop()
+        if values["name"] is not None:
+            if not values["name"].strip():
+                raise spec.error(f"{label}: 'name' must not be empty", "name")
+            root.name = values["name"]
+        return root
+
+
+def load_tree(path: str | Path, ctx: Context) -> Behaviour:
+    """Read, check and build the tree in ``path``; every problem is a SpecError."""
+    builder = _Builder(ctx)
+    try:
+        builder.files.append(Path(path).resolve())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise SpecError(f"bad path: {exc}", path) from None
+    return builder.tree_file(load_file(path), str(path), 0)
+
+
+def count_nodes(root: Behaviour) -> int:
+    """How many behaviours the tree has (guard conditions not included)."""
+    return sum(1 for _ in root.iterate())
+
+
+def node_catalogue() -> str:
+    """Help text: the composites, decorators, include and every registered leaf."""
+    out = ["Composites (a 'children:' list of nodes):"]
+    out += [
+        "  " + k.describe().replace("\n", "\n  ") for k in KINDS.values() if k.shape == "composite"
+    ]
+    out.append("")
+    out.append("Decorators (one 'child:' node):")
+    out += [
+        "  " + k.describe().replace("\n", "\n  ") for k in KINDS.values() if k.shape == "decorator"
+    ]
+    out.append("")
+    out.append("Subtrees:")
+    out.append("  include: <file.yaml> (path relative to the including file; it has a 'root:')")
+    out.append("      name (str, optional): new name for the included root")
+    out.append("")
+    out.append("Leaves (by class name; parameters as sibling keys):")
+    if not REGISTRY:
+        out.append("  (none registered)")
+    out += ["  " + describe(REGISTRY[n]).replace("\n", "\n  ") for n in sorted(REGISTRY)]
+    return "\n".join(out)
