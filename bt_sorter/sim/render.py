@@ -396,6 +396,17 @@ def render_item(
     return _render(rng, sample_ripeness(rng, label), size, domain)
 
 
+def render_ripeness(
+    rng: np.random.Generator, ripeness: float, size: int = 256, domain: str = "train"
+) -> np.ndarray:
+    """A picture of a fruit with the given latent ``ripeness`` (0..1); its class is
+    :func:`ripeness_label` of it. For tests and studies of the class boundaries."""
+    _check(LABELS[0], size, domain)
+    if not 0.0 <= ripeness <= 1.0:
+        raise ValueError(f"ripeness {ripeness} is outside 0..1")
+    return _render(rng, float(ripeness), size, domain)
+
+
 def render_picture(
     rng: np.random.Generator, label: str, size: int = 256, domain: str = "train"
 ) -> bytes:
