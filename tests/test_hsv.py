@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
-from bt_sorter.sim.render import LABELS, render_picture, render_ripeness
+from bt_sorter.sim.render import LABELS, render_picture, render_ripeness, write_dataset
 from bt_sorter.vision.classifier import BadPictureError, Classifier
-from bt_sorter.vision.hsv import HsvClassifier
+from bt_sorter.vision.hsv import HsvClassifier, main
 
 
 def _accuracy(domain: str, per_class: int, seed: int) -> float:
@@ -82,3 +84,15 @@ def test_truncated_jpeg_raises_bad_picture_error() -> None:
     data = render_picture(np.random.default_rng(4), "ripe")
     with pytest.raises(BadPictureError):
         HsvClassifier().classify(data[: len(data) // 2])
+
+
+def test_scoring_command_prints_accuracy_and_confusion_for_a_rendered_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_dataset(tmp_path, n=4, seed=9, size=128)
+    assert main(["--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("accuracy ")[1].split()[0])
+    assert accuracy >= 0.75
+    assert "pictures 12" in out
+    assert main(["--data", str(tmp_path / "nothing")]) == 1

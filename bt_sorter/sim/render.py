@@ -100,12 +100,15 @@ def _ramp_lut() -> np.ndarray:
     rgb = np.array([c for _, c in RIPENESS_RAMP], dtype=np.float32) / 255.0
     x = np.linspace(0.0, 1.0, 256, dtype=np.float32)
     lut = np.stack([np.interp(x, positions, rgb[:, i]) for i in (2, 1, 0)], axis=1)
-    return lut.astype(np.float32)
+    lut = lut.astype(np.float32)
+    lut.flags.writeable = False
+    return lut
 
 
 @functools.lru_cache(maxsize=8)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False  # shared between pictures and threads
     return xs, ys
 
 
@@ -220,6 +223,7 @@ def _calyx(
 def _noise_bank() -> np.ndarray:
     """A fixed block of unit Gaussian noise; pictures take random windows of it (fast)."""
     bank = np.random.default_rng(20240917).standard_normal((_BANK, _BANK * 3), dtype=np.float32)
+    bank.flags.writeable = False
     return bank
 
 
@@ -242,7 +246,9 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 def _radius2(size: int) -> np.ndarray:
     xs, ys = _grid(size)
     half = size / 2
-    return ((xs - half) ** 2 + (ys - half) ** 2) / (size * size / 2)
+    r2 = ((xs - half) ** 2 + (ys - half) ** 2) / (size * size / 2)
+    r2.flags.writeable = False
+    return r2
 
 
 def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -> np.ndarray:

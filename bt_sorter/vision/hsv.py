@@ -147,3 +147,51 @@ def _white_balance(image: np.ndarray) -> np.ndarray:
         return image
     gains = np.clip(ref.mean() / ref, 0.6, 1.6)
     return cv2.convertScaleAbs(image.astype(np.float32) * gains[None, None, :])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score the rule on a picture folder (one sub-folder per label): accuracy, confusion."""
+    import argparse
+    import time
+    from pathlib import Path
+
+    from bt_sorter.vision.classifier import BadPictureError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bt_sorter.vision.hsv", description="Score the HSV colour rule on a folder."
+    )
+    parser.add_argument("--data", type=Path, required=True, help="folder of label sub-folders")
+    parser.add_argument("--threshold", type=float, default=0.6, help="confidence for 'unknown'")
+    args = parser.parse_args(argv)
+    classifier = HsvClassifier()
+    labels = list(classifier.labels)
+    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    weak = bad = 0
+    elapsed = 0.0
+    for row, label in enumerate(labels):
+        for path in sorted((args.data / label).glob("*")):
+            data = path.read_bytes()
+            start = time.perf_counter()
+            try:
+                prediction = classifier.classify(data)
+            except BadPictureError:
+                bad += 1
+                continue
+            elapsed += time.perf_counter() - start
+            confusion[row, labels.index(prediction.label)] += 1
+            weak += prediction.confidence < args.threshold
+    total = int(confusion.sum())
+    if total == 0:
+        print(f"no pictures under {args.data}/<{'|'.join(labels)}>/")
+        return 1
+    print(f"pictures {total}  accuracy {np.trace(confusion) / total:.4f}  bad {bad}")
+    print(f"below confidence {args.threshold}: {weak / total:.4f}")
+    print(f"ms per picture {elapsed / total * 1000:.2f}")
+    print("confusion (rows true, columns predicted):", " ".join(labels))
+    for label, counts in zip(labels, confusion, strict=True):
+        print(f"  {label:>10} " + " ".join(f"{c:5d}" for c in counts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
