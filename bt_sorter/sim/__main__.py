@@ -1,0 +1,157 @@
+"""``python -m bt_sorter.sim [run|render] ...``: the simulated line, or a labelled dataset.
+
+``run`` (the default) serves the line on an MQTT broker until every item has left the
+belt or the controller goes silent; stdout gets one ready line
+(``{"event": "sim_ready", ...}``) once subscribed, and the summary JSON at the end.
+``render`` writes ``--n`` pictures per class to ``--out/<label>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bt_sorter import log as logmod
+from bt_sorter.config import Config, FaultConfig, load_config
+from bt_sorter.yamlio import SpecError
+
+# CLI flag -> FaultConfig field, with the value type
+_FAULT_FLAGS: dict[str, type] = {
+    "drop_rate": float,
+    "duplicate_rate": float,
+    "malformed_rate": float,
+    "corrupt_picture_rate": float,
+    "missing_picture_rate": float,
+    "flicker_rate": float,
+    "stuck_item": int,
+    "stall_belt_at": float,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bt_sorter.sim", description="The simulated FS sorting line over MQTT."
+    )
+    parser.add_argument("--log-level", default="info", help="structlog level (default info)")
+    commands = parser.add_subparsers(dest="command")
+    _add_run(commands.add_parser("run", help="serve the line on a broker (default)"))
+    _add_render(commands.add_parser("render", help="write a labelled picture dataset"))
+    return parser
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--broker", help="HOST:PORT (default: the config's broker)")
+    run.add_argument("--config", type=Path, help="line config YAML (default config/default.yaml)")
+    run.add_argument("--items", type=int, help="items in the stack (default: config sim.items)")
+    run.add_argument("--seed", type=int, help="seed of labels, pictures, faults")
+    run.add_argument("--speed", type=float, help="line runs this many times faster than real")
+    run.add_argument("--ledger", type=Path, help="write one JSON line per item here")
+    run.add_argument("--summary", type=Path, help="write the summary JSON here")
+    run.add_argument(
+        "--linger", type=float, default=10.0, help="line s to wait with the belt running (10)"
+    )
+    run.add_argument("--silence-timeout", type=float, help="line s without a command: end")
+    faults = run.add_argument_group("faults (override the config's sim.faults)")
+    for name, kind in _FAULT_FLAGS.items():
+        faults.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
+
+
+def _add_render(render: argparse.ArgumentParser) -> None:
+    render.add_argument("--n", type=int, required=True, help="pictures per class")
+    render.add_argument("--out", type=Path, required=True, help="output folder")
+    render.add_argument("--seed", type=int, default=1)
+    render.add_argument("--size", type=int, default=256, help="picture side in pixels")
+    render.add_argument("--domain", choices=("train", "shifted"), default="train")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if not argv or argv[0] not in ("run", "render", "-h", "--help"):
+        level = argv[:2] if argv[:1] == ["--log-level"] else []
+        argv = [*level, "run", *argv[len(level) :]]
+    return build_parser().parse_args(argv)
+
+
+def fault_config(base: FaultConfig, args: argparse.Namespace) -> FaultConfig:
+    """The config's faults with every flag given on the command line applied."""
+    changes = {n: getattr(args, n) for n in _FAULT_FLAGS if getattr(args, n) is not None}
+    faults = dataclasses.replace(base, **changes)
+    for name, value in dataclasses.asdict(faults).items():
+        if name.endswith("_rate") and not 0 <= value <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be within 0..1, got {value}")
+    if faults.stuck_item is not None and faults.stuck_item < 1:
+        raise ValueError("--stuck-item must be an item number from 1")
+    return faults
+
+
+def run_options(config: Config, args: argparse.Namespace) -> Any:
+    from bt_sorter.sim.node import SimOptions
+
+    host, port = config.broker.host, config.broker.port
+    if args.broker:
+        host, _, port_text = args.broker.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise ValueError(f"--broker must be HOST:PORT, got {args.broker!r}")
+        port = int(port_text)
+    speed = args.speed if args.speed is not None else config.sim.speed
+    items = args.items if args.items is not None else config.sim.items
+    if speed <= 0 or items < 0:
+        raise ValueError("--speed must be positive and --items not negative")
+    silence = args.silence_timeout
+    return SimOptions(
+        host=host,
+        port=port,
+        items=items,
+        seed=args.seed if args.seed is not None else config.sim.seed,
+        speed=speed,
+        faults=fault_config(config.sim.faults, args),
+        ledger=args.ledger,
+        summary=args.summary,
+        linger=args.linger,
+        silence_timeout=silence if silence is not None else config.sim.silence_timeout,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bt_sorter.sim.node import SimNode
+
+    config = load_config(args.config)
+    options = run_options(config, args)
+    node = SimNode(config, options)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: node.request_stop())
+    node.connect()
+    ready = {"event": "sim_ready", "broker": f"{options.host}:{options.port}", "pid": os.getpid()}
+    print(json.dumps(ready), flush=True)
+    summary = node.run()
+    print(json.dumps(summary, indent=2), flush=True)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from bt_sorter.sim.render import write_dataset
+
+    counts = write_dataset(args.out, args.n, args.seed, args.size, args.domain)
+    print(json.dumps({"out": str(args.out), "counts": counts}), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    logmod.configure(args.log_level)
+    log = logmod.get_logger("bt_sorter.sim")
+    try:
+        return cmd_render(args) if args.command == "render" else cmd_run(args)
+    except (SpecError, ValueError, OSError, ConnectionError) as exc:
+        log.error("simulator_failed", error=str(exc), kind=type(exc).__name__)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
