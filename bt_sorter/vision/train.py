@@ -1,0 +1,285 @@
+"""Train a ResNet on a picture folder, in the style of torchvision's classification reference.
+
+    python -m bt_sorter.vision.train --data DIR --arch resnet18 --epochs N --input-size PX \\
+        --out DIR [--resume DIR/checkpoint.pth] ...
+
+Seeded stratified train/val split, OpenCV augmentation, AdamW or SGD with a cosine or step
+schedule. Every epoch writes a resumable ``checkpoint.pth`` (model, optimiser, scheduler,
+epoch, args); the best epoch by val accuracy is kept as ``best.pth`` (weights + metadata:
+arch, input size, classes). At the end ``--out`` also holds ``class_indices.json``,
+``metrics.json``, ``curves.png`` and ``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from bt_sorter.vision.dataset import PictureDataset, scan_folder, split_samples
+from bt_sorter.vision.evaluate import confusion_matrix, per_class, plot_confusion
+from bt_sorter.vision.preprocess import write_class_indices
+from bt_sorter.vision.resnet import ARCHS, build
+from bt_sorter.vision.torch_backend import ModelInfo, save_model
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader[Any],
+    epoch: int,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss and accuracy on the augmented pictures."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", disable=not progress)
+    for images, targets in bar:
+        output = model(images)
+        loss = criterion(output, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(targets)
+        correct += int((output.argmax(1) == targets).sum())
+        seen += len(targets)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    return {"loss": total_loss / max(1, seen), "acc": correct / max(1, seen)}
+
+
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: DataLoader[Any],
+    num_classes: int,
+    desc: str = "val",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Loss, accuracy and confusion matrix of ``model`` on ``loader`` (no augmentation)."""
+    model.eval()
+    total_loss, seen = 0.0, 0
+    true: list[int] = []
+    pred: list[int] = []
+    with torch.inference_mode():
+        for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            output = model(images)
+            total_loss += float(criterion(output, targets)) * len(targets)
+            seen += len(targets)
+            true.extend(targets.tolist())
+            pred.extend(output.argmax(1).tolist())
+    cm = confusion_matrix(true, pred, num_classes)
+    return {
+        "loss": total_loss / max(1, seen),
+        "acc": float(np.trace(cm) / max(1, cm.sum())),
+        "confusion": cm,
+    }
+
+
+def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    if args.opt == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+    )
+
+
+def make_scheduler(
+    args: argparse.Namespace, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if args.sched == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_size, gamma=args.lr_gamma)
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Save train/val loss and accuracy per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
+    acc_ax.plot(epochs, [h["val_acc"] for h in history], label="val")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Arguments as JSON/weights-only friendly values."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train a ResNet picture classifier")
+    parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
+    parser.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--input-size", type=int, default=224, help="square input side in px")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--opt", default="adamw", choices=["adamw", "sgd"])
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--sched", default="cosine", choices=["cosine", "step"])
+    parser.add_argument("--lr-step-size", type=int, default=5, help="step schedule period")
+    parser.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule factor")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--val-split", type=float, default=0.15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint.pth to go on from")
+    parser.add_argument("--half", action="store_true", help="store best.pth in float16")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as ``args`` say; returns 0 on success."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    classes, samples = scan_folder(args.data)
+    train_samples, val_samples = split_samples(samples, args.val_split, args.seed)
+    if not val_samples:
+        raise ValueError("the validation split is empty; raise --val-split or add pictures")
+    info = ModelInfo(args.arch, args.input_size, tuple(classes))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_class_indices(args.out / "class_indices.json", classes)
+
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(
+        PictureDataset(train_samples, args.input_size, train=True),
+        batch_size=args.batch_size, shuffle=True, num_workers=args.workers, generator=generator,
+        drop_last=len(train_samples) > args.batch_size,
+    )  # fmt: skip
+    val_loader = DataLoader(
+        PictureDataset(val_samples, args.input_size, train=False),
+        batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+    )  # fmt: skip
+
+    model = build(args.arch, len(classes))
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = make_optimizer(args, model)
+    scheduler = make_scheduler(args, optimizer)
+    start_epoch, best_acc, history = 0, -1.0, []
+    if args.resume:
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if list(checkpoint["meta"]["classes"]) != classes:
+            raise ValueError(
+                f"{args.resume} was trained on classes {checkpoint['meta']['classes']}"
+            )
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = args.epochs  # --epochs may have grown since the checkpoint
+        start_epoch = int(checkpoint["epoch"]) + 1
+        best_acc = float(checkpoint["best_acc"])
+        history = list(checkpoint["history"])
+        torch.set_rng_state(checkpoint["rng_state"])
+        generator.set_state(checkpoint["loader_rng_state"])
+    print(
+        f"classes {classes}; train {len(train_samples)} val {len(val_samples)} pictures; "
+        f"{args.arch} at {args.input_size} px; epochs {start_epoch}..{args.epochs - 1}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        epoch_start = time.perf_counter()
+        train_stats = train_one_epoch(model, criterion, optimizer, train_loader, epoch, progress)
+        scheduler.step()
+        val_stats = evaluate(model, criterion, val_loader, len(classes), progress=progress)
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": train_stats["loss"],
+            "train_acc": train_stats["acc"],
+            "val_loss": val_stats["loss"],
+            "val_acc": val_stats["acc"],
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(row)
+        print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)  # fmt: skip
+        if val_stats["acc"] > best_acc:
+            best_acc = val_stats["acc"]
+            save_model(args.out / "best.pth", model, info, half=args.half,
+                       epoch=epoch, val_acc=best_acc)  # fmt: skip
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "args": _plain_args(args),
+                "meta": info.as_meta(),
+                "best_acc": best_acc,
+                "history": history,
+                "rng_state": torch.get_rng_state(),
+                "loader_rng_state": generator.get_state(),
+            },
+            args.out / "checkpoint.pth",
+        )
+
+    from bt_sorter.vision.torch_backend import load_model
+
+    best_model, _ = load_model(args.out / "best.pth")
+    final = evaluate(best_model, criterion, val_loader, len(classes), "best on val", progress)
+    cm = final["confusion"]
+    plot_confusion(cm, classes, args.out / "confusion.png", f"val, best epoch ({final['acc']:.4f})")
+    if history:
+        plot_curves(history, args.out / "curves.png")
+    metrics = {
+        "classes": classes,
+        "arch": args.arch,
+        "input_size": args.input_size,
+        "train_pictures": len(train_samples),
+        "val_pictures": len(val_samples),
+        "best_val_acc": final["acc"],
+        "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else None,
+        "val_confusion": cm.tolist(),
+        "val_per_class": per_class(cm, classes),
+        "history": history,
+        "train_seconds_this_run": time.perf_counter() - started,
+        "args": _plain_args(args),
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    print(f"best val accuracy {final['acc']:.4f}; wrote {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
