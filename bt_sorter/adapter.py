@@ -54,6 +54,7 @@ class MqttAdapter:
         self._online = False  # last state put in the queue
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._started = False
+        self._stopping = False
         self.connects = 0  # successful connects so far (1 + reconnects)
         self.messages = 0  # feedback payloads received
         self.unsent = 0  # commands that could not be handed to the network
@@ -91,6 +92,7 @@ class MqttAdapter:
         if self._started:
             return
         self._started = True
+        self._stopping = False
         log.info("broker_connecting", host=self.host, port=self.port, client=self.config.client_id)
         self._client.connect_async(self.host, self.port, keepalive=self.config.keepalive)
         self._client.loop_start()
@@ -108,6 +110,7 @@ class MqttAdapter:
         if not self._started:
             return
         self._started = False
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -207,8 +210,10 @@ class MqttAdapter:
     ) -> None:
         self._connected.clear()
         reason = str(reason_code)
-        if self._online:
-            log.warning("broker_disconnected", host=self.host, port=self.port, reason=reason)
+        if self._stopping:
+            log.info("broker_disconnected", host=self.host, port=self.port, reason=reason)
+        elif self._online:
+            log.warning("broker_lost", host=self.host, port=self.port, reason=reason)
         self._set_online(False, reason)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:

@@ -1,0 +1,326 @@
+"""The fixed-rate runner: pre-tick, tick, publish, show; and the safe stop on every exit.
+
+Ticks are scheduled by deadline (next = previous + period), so the tick's own cost
+does not make the rate drift; a tick that ends more than one period late skips to the
+next future deadline and counts an overrun. Each tick:
+
+1. drain the adapter's queue into the blackboard (:meth:`Blackboard.ingest`), in order;
+2. stamp line time and the tick number;
+3. tick the tree once, only while connected (offline the tree holds: no tick, no
+   commands; it continues on reconnect);
+4. publish the commands the leaves requested;
+5. update the live view (cheap when not due).
+
+The loop stops on :meth:`Runner.request_stop` (also SIGINT/SIGTERM), when the root
+finishes, when the tree raises an alarm, when ``max_items`` items are resolved, or
+when the stack is found empty. Whatever the exit, the ``finally`` retracts all rods,
+waits ``timings.stop_wait`` line seconds, stops the belt and closes the record.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from types import FrameType
+from typing import Any, Protocol, TextIO
+
+import py_trees
+
+from bt_sorter import protocol
+from bt_sorter.behaviours.base import Context
+from bt_sorter.blackboard import Event
+from bt_sorter.log import get_logger
+from bt_sorter.view import LiveView, Viz
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected exception (logged with its traceback; still stopped safely)
+EXIT_INVALID = 2  # a tree or config error, before anything moved (run.py)
+EXIT_ABORTED = 3  # the tree's abort branch raised an alarm, or the root failed
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
+
+_PERIOD_SAMPLES = 100_000  # tick periods kept for the jitter figures (~33 min at 50 Hz)
+
+log = get_logger("bt_sorter.runner")
+
+
+class Adapter(Protocol):
+    """What the runner needs from the MQTT adapter."""
+
+    def drain(self) -> list[Event]: ...
+    def publish(self, command: protocol.Command) -> bool: ...
+    def publish_status(self, event: str, **facts: Any) -> bool: ...
+    def flush(self, timeout: float = 1.0) -> bool: ...
+
+
+class _RateLimitedLog:
+    """Logs each kind of bad input at most once per ``every`` seconds, with a count."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def bad_input(self, bad: protocol.BadInput, tick: int) -> None:
+        kind = bad.reason.split(":", 1)[0][:60]
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        if len(self._last) > 1000:  # arbitrary payloads make many kinds; keep memory flat
+            self._last.clear()
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        log.warning(
+            "bad_input_ignored",
+            reason=bad.reason,
+            excerpt=bad.excerpt,
+            tick=tick,
+            similar_suppressed=suppressed,
+        )
+
+
+class Runner:
+    """Ticks ``root`` at ``ctx.config.timings.tick_hz`` against the adapter's events."""
+
+    def __init__(
+        self,
+        root: py_trees.behaviour.Behaviour,
+        ctx: Context,
+        adapter: Adapter,
+        *,
+        viz: Viz = "ascii",
+        stream: TextIO | None = None,
+        max_items: int | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.root = root
+        self.ctx = ctx
+        self.adapter = adapter
+        self.view = LiveView(root, ctx.bb, viz, stream or sys.stdout)
+        self.max_items = max_items
+        self.handle_signals = handle_signals
+        self.period = 1.0 / ctx.config.timings.tick_hz
+        self.stop_reason: str | None = None
+        self.exit_code: int | None = None
+        self._stop_requested: str | None = None
+        self._stop_code = EXIT_OK
+        self._alarms_published = 0
+        self._bad_log = _RateLimitedLog()
+        # tick statistics (wall seconds)
+        self.ticks = 0
+        self.tree_ticks = 0
+        self.overruns = 0
+        self.skipped_deadlines = 0
+        self.commands = 0
+        self.longest_tick = 0.0
+        self._overrun_logged_at = -1e9
+        self._periods: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
+        self._first_start: float | None = None
+        self._last_start: float | None = None
+
+    # -- control ---------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "requested", code: int = EXIT_OK) -> None:
+        """Ask the loop to stop after the current tick. Only sets a flag: thread and signal safe."""
+        if self._stop_requested is None:
+            self._stop_code = code
+            self._stop_requested = reason
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_stop(signal.Signals(signum).name.lower(), EXIT_INTERRUPTED)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Tick until a stop condition, stop the line safely, return the exit code."""
+        previous: dict[int, Any] = {}
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        code = EXIT_ERROR
+        log.info("runner_started", tick_hz=1.0 / self.period, max_items=self.max_items)
+        try:
+            code = self._loop()
+        except KeyboardInterrupt:
+            self.stop_reason = "keyboard_interrupt"
+            code = EXIT_INTERRUPTED
+        except Exception as exc:
+            self.stop_reason = f"error: {type(exc).__name__}: {exc}"
+            log.error(
+                "runner_failed",
+                error=repr(exc),
+                tick=self.ctx.bb.tick,
+                traceback=traceback.format_exc(),
+            )
+            code = EXIT_ERROR
+        finally:
+            self.exit_code = code
+            try:
+                self._safe_stop()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        return code
+
+    def _loop(self) -> int:
+        bb = self.ctx.bb
+        next_deadline = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now < next_deadline:
+                time.sleep(next_deadline - now)
+            if self._stop_requested is not None:
+                self.stop_reason = self._stop_requested
+                log.info("stop_requested", reason=self.stop_reason, tick=bb.tick)
+                return self._stop_code
+            start = time.monotonic()
+            self._tick()
+            end = time.monotonic()
+            self._account(start, end)
+            code = self._check_finished()
+            if code is not None:
+                return code
+            next_deadline += self.period
+            lag = end - next_deadline
+            if lag > self.period:
+                skipped = int(lag // self.period)
+                next_deadline += skipped * self.period
+                self.overruns += 1
+                self.skipped_deadlines += skipped
+                if end - self._overrun_logged_at >= 5.0:  # no flood when overloaded
+                    self._overrun_logged_at = end
+                    log.warning(
+                        "tick_overran",
+                        tick=bb.tick,
+                        took_ms=round((end - start) * 1000, 2),
+                        skipped=skipped,
+                        overruns=self.overruns,
+                    )
+
+    def _tick(self) -> None:
+        bb = self.ctx.bb
+        events = self.adapter.drain()
+        for bad in bb.ingest(events):
+            self._bad_log.bad_input(bad, bb.tick)
+        bb.now = self.ctx.clock.now()
+        bb.tick += 1
+        if bb.connected:
+            self.root.tick_once()
+            self.tree_ticks += 1
+        for command in bb.take_outbox():
+            self.commands += 1
+            self.adapter.publish(command)
+        self.view.update()
+
+    def _account(self, start: float, end: float) -> None:
+        self.ticks += 1
+        if self._last_start is not None:
+            self._periods.append(start - self._last_start)
+        else:
+            self._first_start = start
+        self._last_start = start
+        self.longest_tick = max(self.longest_tick, end - start)
+
+    def _check_finished(self) -> int | None:
+        bb = self.ctx.bb
+        if len(bb.alarms) > self._alarms_published:
+            for alarm in bb.alarms[self._alarms_published :]:
+                self.adapter.publish_status("alarm", reason=alarm, tick=bb.tick)
+            self._alarms_published = len(bb.alarms)
+            self.stop_reason = f"alarm: {bb.alarms[-1]}"
+            log.error("line_aborted", alarms=list(bb.alarms), tick=bb.tick)
+            return EXIT_ABORTED
+        status = self.root.status
+        if status is py_trees.common.Status.SUCCESS:
+            self.stop_reason = "tree_succeeded"
+            return EXIT_OK
+        if status is py_trees.common.Status.FAILURE:
+            self.stop_reason = "tree_failed"
+            log.error("tree_failed", tick=bb.tick, root=self.root.name)
+            return EXIT_ABORTED
+        if bb.stack_empty:
+            self.stop_reason = "stack_empty"
+            return EXIT_OK
+        done = len(bb.items.done)
+        if self.max_items is not None and done >= self.max_items and not len(bb.items):
+            self.stop_reason = "max_items_resolved"
+            return EXIT_OK
+        return None
+
+    # -- the safe stop -----------------------------------------------------------------
+
+    def _safe_stop(self) -> None:
+        """All rods back, wait ``stop_wait``, belt stop, flush; never publishes anything else."""
+        bb, clock = self.ctx.bb, self.ctx.clock
+        try:
+            sent_pull = self.adapter.publish(protocol.ALL_PULL)
+            bb.command(protocol.ALL_PULL)
+            try:
+                self.root.stop(py_trees.common.Status.INVALID)  # leaves cancel their work
+            except Exception as exc:  # a leaf's terminate() must not keep the line running
+                log.error("tree_stop_failed", error=repr(exc), traceback=traceback.format_exc())
+            discarded = bb.take_outbox()[1:]
+            if discarded:
+                log.warning("commands_discarded", commands=[str(c) for c in discarded])
+            time.sleep(clock.wall(self.ctx.config.timings.stop_wait))
+            sent_stop = self.adapter.publish(protocol.BELT_STOP)
+            bb.now = clock.now()
+            bb.command(protocol.BELT_STOP)
+            bb.take_outbox()
+            self.adapter.publish_status(
+                "line_stopped", reason=self.stop_reason, exit_code=self.exit_code, tick=bb.tick
+            )
+            flushed = self.adapter.flush(1.0)
+            log.info(
+                "line_stopped",
+                reason=self.stop_reason,
+                exit_code=self.exit_code,
+                rods_pulled=sent_pull,
+                belt_stopped=sent_stop,
+                flushed=flushed,
+                **self.stats(),
+            )
+        finally:
+            try:
+                self.view.close()
+            finally:
+                self.ctx.record.close()
+
+    # -- figures -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, float | int]:
+        """Tick count, overruns, achieved rate and period jitter (ms) of this run so far."""
+        periods = list(self._periods)
+        out: dict[str, float | int] = {
+            "ticks": self.ticks,
+            "tree_ticks": self.tree_ticks,
+            "commands": self.commands,
+            "overruns": self.overruns,
+            "skipped_deadlines": self.skipped_deadlines,
+            "tick_hz_set": round(1.0 / self.period, 3),
+            "longest_tick_ms": round(self.longest_tick * 1000, 3),
+        }
+        if self._first_start is not None and self._last_start is not None and self.ticks > 1:
+            span = self._last_start - self._first_start
+            out["tick_hz_achieved"] = round((self.ticks - 1) / span, 3) if span > 0 else 0.0
+        if len(periods) >= 2:
+            jitter = sorted(abs(p - self.period) * 1000 for p in periods)
+            out["jitter_p50_ms"] = round(_percentile(jitter, 50), 3)
+            out["jitter_p99_ms"] = round(_percentile(jitter, 99), 3)
+            out["period_mean_ms"] = round(statistics.fmean(periods) * 1000, 3)
+        return out
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    rank = math.ceil(q / 100 * len(sorted_values)) - 1
+    return sorted_values[max(0, min(len(sorted_values) - 1, rank))]
