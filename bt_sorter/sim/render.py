@@ -176,7 +176,6 @@ def _calyx(
     centre: tuple[float, float],
     reach: float,
     squash: tuple[float, float, float],
-    light: np.ndarray,
 ) -> None:
     """Draw the green stem and sepal star onto ``image`` (float BGR), in place."""
     cx, cy = centre
@@ -186,7 +185,7 @@ def _calyx(
     sepal_rgb = np.array(
         [rng.uniform(40, 75), rng.uniform(85, 125), rng.uniform(25, 50)], dtype=np.float32
     )
-    colour = (sepal_rgb[::-1] / 255.0) * light
+    colour = sepal_rgb[::-1] / 255.0
     shade = tuple(float(c) for c in colour * 0.7)
     lit = tuple(float(c) for c in colour)
     cos_d, sin_d = math.cos(squash_dir), math.sin(squash_dir)
@@ -362,27 +361,28 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     region = belt[y0:y1, x0:x1]
     region += alpha[:, :, None] * (fruit - region)
     image = belt
-    image *= light[None, None, :]
 
     if tilt < 1.0:  # stem and calyx on the visible side
         scx = cx + (cr * su * ax - sr * sv * ay)
         scy = cy + (sr * su * ax + cr * sv * ay)
         squash = (math.atan2(scy - cy, scx - cx), min(0.6, tilt * 0.8), 0.0)
-        _calyx(rng, image, (scx, scy), radius * rng.uniform(0.22, 0.4), squash, light)
+        _calyx(rng, image, (scx, scy), radius * rng.uniform(0.22, 0.4), squash)
 
-    # Camera: gain, vignetting, blur, noise.
+    # Camera: light colour, gain, vignetting (one pass, straight to 0..255), blur, noise.
     vig = rng.uniform(0.0, 0.3)
-    image *= (gain - (gain * vig) * _radius2(size))[:, :, None]
+    image *= light[None, None, :]
+    image *= (255.0 * gain - (255.0 * gain * vig) * _radius2(size))[:, :, None]
     if rng.random() < 0.3:  # motion blur along the belt
         length = max(2, round(rng.uniform(0.008, 0.025) * s))
         image = cv2.blur(image, (length, 1))
     if rng.random() < 0.25:  # defocus
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.4) * s / 256)
     noise_sigma = rng.uniform(0.004, 0.02) if domain == "train" else rng.uniform(0.01, 0.03)
-    image += _noise(rng, image.shape) * np.float32(noise_sigma * 255.0 / 255.0)
-    image *= 255.0
+    noise = _noise(rng, image.shape) * np.float32(noise_sigma * 255.0)
+    noise += 0.5  # rounds on the cast below
+    image += noise
     np.clip(image, 0.0, 255.0, out=image)
-    return (image + 0.5).astype(np.uint8)
+    return image.astype(np.uint8)
 
 
 def _check(label: str, size: int, domain: str) -> None:
