@@ -1,0 +1,697 @@
+"""The YAML tree loader: structure, ticking, includes, and file:line errors for bad trees."""
+
+from __future__ import annotations
+
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import py_trees
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from py_trees.common import Status
+
+from bt_sorter.behaviours.base import REGISTRY, Context, Leaf, Param
+from bt_sorter.blackboard import Blackboard
+from bt_sorter.clock import LineClock
+from bt_sorter.config import load_config
+from bt_sorter.record import Record
+from bt_sorter.trees import KINDS, MAX_DEPTH, MAX_NODES, Guard, load_tree, node_catalogue
+from bt_sorter.yamlio import SpecError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ProbeSucceed(Leaf):
+    """SUCCESS on every tick; counts its ticks."""
+
+    def __init__(self, name: str, ctx: Context, **values: Any) -> None:
+        super().__init__(name, ctx, **values)
+        self.ticks = 0
+
+    def update(self) -> Status:
+        self.ticks += 1
+        return Status.SUCCESS
+
+
+class ProbeFlaky(Leaf):
+    """FAILURE for the first ``failures`` ticks, then SUCCESS."""
+
+    params: ClassVar[tuple[Param, ...]] = (Param("failures", int, "ticks that fail first"),)
+
+    def __init__(self, name: str, ctx: Context, **values: Any) -> None:
+        super().__init__(name, ctx, **values)
+        self.ticks = 0
+
+    def update(self) -> Status:
+        self.ticks += 1
+        return Status.FAILURE if self.ticks <= self.failures else Status.SUCCESS
+
+
+class ProbeFlag(Leaf):
+    """SUCCESS while ``ctx.options[key]`` is true, else FAILURE."""
+
+    params: ClassVar[tuple[Param, ...]] = (Param("key", str, "option to read"),)
+
+    def update(self) -> Status:
+        return Status.SUCCESS if self.ctx.options.get(self.key) else Status.FAILURE
+
+
+class ProbeHold(Leaf):
+    """RUNNING forever; remembers how it was stopped."""
+
+    def __init__(self, name: str, ctx: Context, **values: Any) -> None:
+        super().__init__(name, ctx, **values)
+        self.stopped_with: Status | None = None
+
+    def update(self) -> Status:
+        return Status.RUNNING
+
+    def terminate(self, new_status: Status) -> None:
+        if new_status != Status.RUNNING:
+            self.stopped_with = new_status
+
+
+class ProbeRod(Leaf):
+    """Declares typed parameters and checks a range itself."""
+
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("rod", int, "rod 2..4"),
+        Param("seconds", float, "a duration", default=1.0),
+        Param("mode", Literal["fast", "slow"], "a choice", default="fast"),
+    )
+
+    def __init__(self, name: str, ctx: Context, **values: Any) -> None:
+        super().__init__(name, ctx, **values)
+        if not 2 <= self.rod <= 4:
+            raise ValueError(f"rod must be 2..4, got {self.rod}")
+
+    def update(self) -> Status:
+        return Status.SUCCESS
+
+
+PROBES = (ProbeSucceed, ProbeFlaky, ProbeFlag, ProbeHold, ProbeRod)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def probes() -> Iterator[None]:
+    """Register the probe leaves for this module and remove them afterwards."""
+    for cls in PROBES:
+        REGISTRY[cls.__name__] = cls
+    yield
+    for cls in PROBES:
+        REGISTRY.pop(cls.__name__, None)
+
+
+def make_ctx(speed: float = 1.0) -> Context:
+    return Context(
+        bb=Blackboard(), config=load_config(), clock=LineClock(speed), record=Record(None)
+    )
+
+
+@pytest.fixture
+def ctx() -> Context:
+    return make_ctx()
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def error_of(path: Path, ctx: Context) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_tree(path, ctx)
+    return info.value
+
+
+def tick_until_done(root: py_trees.behaviour.Behaviour, limit: int = 100) -> int:
+    for n in range(1, limit + 1):
+        root.tick_once()
+        if root.status != Status.RUNNING:
+            return n
+    raise AssertionError(f"tree still running after {limit} ticks")
+
+
+VALID = """
+# comments allowed anywhere
+root:
+  sequence: sort the line        # kind -> name
+  memory: true
+  children:
+    - ProbeSucceed: start belt
+    - repeat: item after item
+      num_success: 3
+      child:
+        sequence: one item
+        memory: true
+        children:
+          - ProbeSucceed: feed item
+          - retry: picture, up to 3 tries
+            num_failures: 3
+            child:
+              ProbeFlaky: wait for picture
+              failures: 2
+          - include: push.yaml
+            name: push for label
+"""
+
+PUSH = """
+root:
+  selector: push the rod
+  children:
+    - ProbeRod: push rod
+      rod: 3
+      seconds: 2
+"""
+
+
+def test_valid_tree_builds_the_py_trees_structure_the_file_describes(
+    tmp_path: Path, ctx: Context
+) -> None:
+    write(tmp_path, "push.yaml", PUSH)
+    root = load_tree(write(tmp_path, "sort.yaml", VALID), ctx)
+
+    assert isinstance(root, py_trees.composites.Sequence) and root.memory is True
+    assert root.name == "sort the line"
+    start, repeat = root.children
+    assert isinstance(start, ProbeSucceed) and start.name == "start belt"
+    assert isinstance(repeat, py_trees.decorators.Repeat) and repeat.num_success == 3
+    item = repeat.decorated
+    assert [c.name for c in item.children] == [
+        "feed item",
+        "picture, up to 3 tries",
+        "push for label",
+    ]
+    retry, push = item.children[1], item.children[2]
+    assert isinstance(retry, py_trees.decorators.Retry) and retry.num_failures == 3
+    assert isinstance(push, py_trees.composites.Selector) and push.memory is False
+    rod = push.children[0]
+    assert isinstance(rod, ProbeRod)
+    assert (rod.rod, rod.seconds, rod.mode) == (3, 2.0, "fast")
+    assert isinstance(rod.seconds, float)
+
+
+def test_valid_tree_ticks_to_success_retrying_the_flaky_leaf(tmp_path: Path, ctx: Context) -> None:
+    write(tmp_path, "push.yaml", PUSH)
+    root = load_tree(write(tmp_path, "sort.yaml", VALID), ctx)
+    ticks = tick_until_done(root)
+    assert root.status == Status.SUCCESS
+    flaky = next(b for b in root.iterate() if isinstance(b, ProbeFlaky))
+    feed = next(b for b in root.iterate() if b.name == "feed item")
+    # two failures retried once, then three items: the feeder ran once per item
+    assert flaky.ticks == 2 + 3
+    assert feed.ticks == 3
+    assert ticks == 3 + 2  # each retried failure costs a tick (RUNNING)
+
+
+def test_parallel_policies_and_status_converters_build(tmp_path: Path, ctx: Context) -> None:
+    path = write(
+        tmp_path,
+        "par.yaml",
+        """
+        root:
+          parallel: watch and work
+          policy: success_on_selected
+          synchronise: true
+          selected: [work]
+          children:
+            - failure_is_running: watch
+              child:
+                ProbeFlag: line ok
+                key: ok
+            - one_shot: work
+              policy: on_successful_completion
+              child:
+                inverter: not failing
+                child:
+                  ProbeFlaky: fails once
+                  failures: 1
+        """,
+    )
+    root = load_tree(path, ctx)
+    assert isinstance(root, py_trees.composites.Parallel)
+    assert isinstance(root.policy, py_trees.common.ParallelPolicy.SuccessOnSelected)
+    assert root.policy.synchronise is True
+    assert [c.name for c in root.policy.children] == ["work"]
+    watch, work = root.children
+    assert isinstance(watch, py_trees.decorators.FailureIsRunning)
+    assert isinstance(work, py_trees.decorators.OneShot)
+    assert work.policy == py_trees.common.OneShotPolicy.ON_SUCCESSFUL_COMPLETION
+    # inverter turns the first failure into SUCCESS: the selected child succeeds at once
+    root.tick_once()
+    assert root.status == Status.SUCCESS
+
+
+def test_timeout_converts_line_seconds_to_wall_seconds_with_the_clock_speed(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "t.yaml",
+        """
+        root:
+          timeout: picture deadline
+          seconds: 1.0
+          child:
+            ProbeHold: wait for picture
+        """,
+    )
+    fast = load_tree(path, make_ctx(speed=10.0))  # 1 line second = 0.1 wall seconds
+    slow = load_tree(path, make_ctx(speed=1.0))
+    assert fast.duration == pytest.approx(0.1)
+    fast.tick_once()
+    slow.tick_once()
+    time.sleep(0.15)
+    fast.tick_once()
+    slow.tick_once()
+    assert fast.status == Status.FAILURE
+    assert fast.decorated.stopped_with == Status.INVALID
+    assert slow.status == Status.RUNNING
+
+
+def test_eternal_guard_preempts_its_child_when_the_condition_fails(
+    tmp_path: Path, ctx: Context
+) -> None:
+    path = write(
+        tmp_path,
+        "g.yaml",
+        """
+        root:
+          eternal_guard: while the belt runs
+          condition:
+            ProbeFlag: belt running
+            key: belt
+          child:
+            ProbeHold: sorting
+        """,
+    )
+    root = load_tree(path, ctx)
+    assert isinstance(root, Guard)
+    hold = root.decorated
+    ctx.options["belt"] = True
+    root.tick_once()
+    root.tick_once()
+    assert root.status == Status.RUNNING and hold.status == Status.RUNNING
+    ctx.options["belt"] = False
+    root.tick_once()
+    assert root.status == Status.FAILURE
+    assert hold.stopped_with == Status.INVALID
+    assert hold.status == Status.INVALID
+
+
+def test_included_subtree_is_built_and_renamed(tmp_path: Path, ctx: Context) -> None:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    write(sub, "leafy.yaml", "root:\n  ProbeSucceed: original name\n")
+    path = write(
+        tmp_path,
+        "main.yaml",
+        """
+        root:
+          sequence: both
+          children:
+            - include: sub/leafy.yaml
+            - include: sub/leafy.yaml
+              name: renamed
+        """,
+    )
+    root = load_tree(path, ctx)
+    first, second = root.children
+    assert isinstance(first, ProbeSucceed) and isinstance(second, ProbeSucceed)
+    assert first is not second
+    assert (first.name, second.name) == ("original name", "renamed")
+
+
+# --- errors: each names the file and the line ------------------------------------------------
+
+ERROR_CASES = {
+    "unknown_parameter": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeRod: push rod
+              rodd: 3
+        """,
+        5,
+        ["node 'push rod' (ProbeRod)", "unknown parameter 'rodd'", "'rod'"],
+    ),
+    "unknown_kind_with_suggestion": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeSucceed: fine
+            - ProbeSuceed: typo
+        """,
+        5,
+        ["unknown node kind 'ProbeSuceed'", "did you mean 'ProbeSucceed'"],
+    ),
+    "wrong_parameter_type": (
+        """
+        root:
+          ProbeRod: push rod
+          rod: three
+        """,
+        3,
+        ["node 'push rod' (ProbeRod)", "parameter 'rod' must be int"],
+    ),
+    "bool_is_not_an_int": (
+        """
+        root:
+          retry: r
+          num_failures: true
+          child: {ProbeSucceed: x}
+        """,
+        3,
+        ["node 'r' (retry)", "parameter 'num_failures' must be int"],
+    ),
+    "missing_required_parameter": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeRod: push rod
+              seconds: 1
+        """,
+        4,
+        ["node 'push rod' (ProbeRod)", "missing required parameter 'rod'"],
+    ),
+    "missing_children": (
+        """
+        root:
+          selector: pick
+        """,
+        2,
+        ["node 'pick' (selector)", "'children:'"],
+    ),
+    "empty_children": (
+        """
+        root:
+          sequence: s
+          children: []
+        """,
+        3,
+        ["node 's' (sequence)", "empty"],
+    ),
+    "decorator_without_child": (
+        """
+        root:
+          sequence: s
+          children:
+            - inverter: not
+        """,
+        4,
+        ["node 'not' (inverter)", "'child:'"],
+    ),
+    "two_kinds_in_one_node": (
+        """
+        root:
+          sequence: s
+          selector: t
+          children:
+            - ProbeSucceed: x
+        """,
+        3,
+        ["two node kinds 'sequence' and 'selector'"],
+    ),
+    "name_not_a_string": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeSucceed: [a, b]
+        """,
+        4,
+        ["(ProbeSucceed)", "name must be text"],
+    ),
+    "root_key_missing": (
+        """
+        # only a comment and a typo
+        rooot:
+          ProbeSucceed: x
+        """,
+        2,
+        ["unknown top-level key 'rooot'", "did you mean 'root'"],
+    ),
+    "yaml_syntax_error": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeSucceed: x
+           - ProbeSucceed: y
+        """,
+        5,
+        ["YAML syntax error"],
+    ),
+    "leaf_rejects_a_value_itself": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeRod: push rod
+              rod: 9
+        """,
+        4,
+        ["node 'push rod' (ProbeRod)", "rod must be 2..4, got 9"],
+    ),
+    "literal_parameter_out_of_choices": (
+        """
+        root:
+          ProbeRod: r
+          rod: 2
+          mode: medium
+        """,
+        4,
+        ["parameter 'mode' must be one of fast|slow"],
+    ),
+    "child_given_a_list": (
+        """
+        root:
+          retry: r
+          num_failures: 2
+          child:
+            - ProbeSucceed: a
+        """,
+        4,
+        ["node 'r' (retry)", "not a list"],
+    ),
+    "repeat_zero_times": (
+        """
+        root:
+          repeat: r
+          num_success: 0
+          child: {ProbeSucceed: a}
+        """,
+        3,
+        ["num_success must be at least 1, or -1"],
+    ),
+    "timeout_not_positive": (
+        """
+        root:
+          timeout: t
+          seconds: -1
+          child: {ProbeSucceed: a}
+        """,
+        3,
+        ["seconds must be a positive number"],
+    ),
+    "selected_names_no_child": (
+        """
+        root:
+          parallel: p
+          policy: success_on_selected
+          selected: [nobody]
+          children:
+            - ProbeSucceed: somebody
+        """,
+        4,
+        ["node 'p' (parallel)", "'nobody' is not a child's name"],
+    ),
+    "node_is_not_a_mapping": (
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeSucceed: a
+            - just text
+        """,
+        5,
+        ["a node must be a mapping", "'just text'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_bad_tree_is_a_spec_error_naming_file_line_and_node(
+    case: str, tmp_path: Path, ctx: Context
+) -> None:
+    text, line, fragments = ERROR_CASES[case]
+    path = write(tmp_path, f"{case}.yaml", text)
+    err = error_of(path, ctx)
+    assert (err.file, err.line) == (str(path), line), str(err)
+    assert str(err).startswith(f"{path}:{line}: ")
+    for fragment in fragments:
+        assert fragment in str(err)
+
+
+def test_missing_include_names_the_including_file_and_line(tmp_path: Path, ctx: Context) -> None:
+    path = write(
+        tmp_path,
+        "main.yaml",
+        """
+        root:
+          sequence: s
+          children:
+            - ProbeSucceed: a
+            - include: nowhere.yaml
+        """,
+    )
+    err = error_of(path, ctx)
+    assert (err.file, err.line) == (str(path), 5)
+    assert "include 'nowhere.yaml'" in str(err) and "no such file" in str(err)
+
+
+def test_include_cycle_is_an_error_at_the_include_line(tmp_path: Path, ctx: Context) -> None:
+    write(tmp_path, "a.yaml", "root:\n  sequence: a\n  children:\n    - include: b.yaml\n")
+    b = write(
+        tmp_path, "b.yaml", "root:\n  retry: b\n  num_failures: 2\n  child:\n    include: a.yaml\n"
+    )
+    err = error_of(tmp_path / "a.yaml", ctx)
+    assert (err.file, err.line) == (str(b), 5)
+    assert "include cycle a.yaml -> b.yaml -> a.yaml" in str(err)
+
+
+def test_error_inside_an_included_file_names_that_file_and_line(
+    tmp_path: Path, ctx: Context
+) -> None:
+    sub = write(tmp_path, "sub.yaml", "root:\n  ProbeRod: push rod\n  rod: 3\n  speed: 2\n")
+    main = write(
+        tmp_path, "main.yaml", "root:\n  sequence: s\n  children:\n    - include: sub.yaml\n"
+    )
+    err = error_of(main, ctx)
+    assert (err.file, err.line) == (str(sub), 4)
+    assert "node 'push rod' (ProbeRod): unknown parameter 'speed'" in str(err)
+
+
+def test_yaml_syntax_error_in_an_included_file_names_that_file(
+    tmp_path: Path, ctx: Context
+) -> None:
+    sub = write(tmp_path, "sub.yaml", "root:\n  ProbeSucceed: [unclosed\n")
+    main = write(tmp_path, "main.yaml", "root:\n  include: sub.yaml\n")
+    err = error_of(main, ctx)
+    assert err.file == str(sub) and err.line is not None
+    assert "YAML syntax error" in str(err)
+
+
+def test_missing_tree_file_is_a_spec_error(tmp_path: Path, ctx: Context) -> None:
+    err = error_of(tmp_path / "absent.yaml", ctx)
+    assert err.file == str(tmp_path / "absent.yaml") and "cannot read file" in str(err)
+
+
+def test_tree_deeper_than_the_limit_is_rejected_not_crashed(tmp_path: Path, ctx: Context) -> None:
+    node: dict[str, Any] = {"ProbeSucceed": "bottom"}
+    for i in range(MAX_DEPTH + 5):
+        node = {"inverter": f"level {i}", "child": node}
+    path = tmp_path / "deep.yaml"
+    path.write_text(yaml.safe_dump({"root": node}), encoding="utf-8")
+    err = error_of(path, ctx)
+    assert err.file == str(path) and err.line is not None
+    assert f"deeper than {MAX_DEPTH}" in str(err)
+
+
+def test_recursive_yaml_alias_is_rejected_not_crashed(tmp_path: Path, ctx: Context) -> None:
+    path = write(tmp_path, "loop.yaml", "root: &n\n  inverter: loop\n  child: *n\n")
+    err = error_of(path, ctx)
+    assert err.file == str(path)
+
+
+def test_alias_bomb_is_rejected_by_the_node_limit(tmp_path: Path, ctx: Context) -> None:
+    items = ["    - &a0 {ProbeSucceed: x}"]
+    for i in range(1, 20):  # 2**20 nodes once the aliases are expanded
+        items.append(f"    - &a{i} {{sequence: s{i}, children: [*a{i - 1}, *a{i - 1}]}}")
+    text = "root:\n  sequence: top\n  children:\n" + "\n".join(items) + "\n"
+    path = write(tmp_path, "bomb.yaml", text)
+    err = error_of(path, ctx)
+    assert err.file == str(path) and f"more than {MAX_NODES} nodes" in str(err)
+
+
+def test_node_catalogue_lists_kinds_and_registered_leaves_with_parameters() -> None:
+    text = node_catalogue()
+    for key in KINDS:
+        assert f"{key}:" in text
+    assert "include:" in text
+    assert "ProbeRod: Declares typed parameters" in text
+    assert "rod (int, required): rod 2..4" in text
+    assert "mode (fast|slow, default 'fast')" in text
+    assert "num_failures (int, required)" in text
+
+
+# --- property: any text is a tree or a SpecError, never a crash -------------------------------
+
+_TMP = Path(tempfile.mkdtemp(prefix="bt_sorter_trees_"))
+_WORDS = [*KINDS, "include", "children", "child", "condition", "root", "name", "memory",
+          "policy", "seconds", "num_failures", "num_success", "selected", "rod", "key",
+          "failures", "mode", *(c.__name__ for c in PROBES)]  # fmt: skip
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(_WORDS)
+    | st.text(max_size=8)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(_WORDS) | st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+def _load_text(text: str) -> None:
+    path = _TMP / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        root = load_tree(path, make_ctx())
+    except SpecError as err:
+        assert err.file == str(path)
+        return
+    assert isinstance(root, py_trees.behaviour.Behaviour)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200))
+def test_any_text_loads_or_raises_only_spec_error(text: str) -> None:
+    _load_text(text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_values, st.booleans())
+def test_any_yaml_structure_loads_or_raises_only_spec_error(value: Any, wrap: bool) -> None:
+    _load_text(yaml.safe_dump({"root": value} if wrap else value))
+
+
+# --- the repository's own trees --------------------------------------------------------------
+
+
+def test_every_tree_in_the_repository_loads() -> None:
+    import bt_sorter.behaviours  # noqa: F401  (the real leaves)
+
+    files = sorted((REPO / "trees").rglob("*.yaml"))
+    loaded = {}
+    for path in files:
+        root = load_tree(path, make_ctx())
+        loaded[path.name] = sum(1 for _ in root.iterate())
+    assert set(loaded) == {p.name for p in files}
+    assert all(n >= 1 for n in loaded.values())
