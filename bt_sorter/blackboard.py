@@ -19,6 +19,7 @@ from bt_sorter.vision.classifier import Prediction
 
 GATES = (1, 2, 3)
 CLASSIFYING_RODS = (2, 3, 4)
+RODS = (1, 2, 3, 4)
 
 
 class Outcome(enum.StrEnum):
@@ -79,7 +80,9 @@ class Item:
     reject_reason: str = ""  # why it rides to bin 1, when it does
     entered: int = 0
     cleared: int = 0
-    edge_times: list[tuple[int, bool, float]] = field(default_factory=list)
+    cleared_at: dict[int, float] = field(default_factory=dict)  # gate -> falling edge time
+    evidence: set[int] = field(default_factory=set)  # gates with an edge matched to it
+    seen: bool = False  # a picture or an edge has shown it is really on the belt
     pushed_at: float | None = None
     uncertain: bool = False  # its position stopped being knowable
     outcome: Outcome | None = None
@@ -121,11 +124,18 @@ class ItemFifo:
         self._items.remove(item)
         self.done.append(item)
 
+    def discard(self, item: Item) -> None:
+        """Forget a feed that never put an item on the belt (nothing was ever seen)."""
+        self._items.remove(item)
+
     def __iter__(self) -> Iterator[Item]:
         return iter(list(self._items))
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __contains__(self, item: object) -> bool:
+        return any(i is item for i in self._items)
 
     @property
     def fed(self) -> int:
@@ -143,6 +153,31 @@ class ItemFifo:
         return None
 
 
+class Odometer:
+    """How far the belt has moved, from the belt commands the controller sent."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._changes: list[tuple[float, bool]] = []  # (time, running), in time order
+
+    def set(self, t: float, running: bool) -> None:
+        if not self._changes or self._changes[-1][1] != running:
+            self._changes.append((t, running))
+
+    def travel(self, t: float) -> float:
+        """Metres of belt movement from the first command up to line time ``t``."""
+        total, since = 0.0, None
+        for when, running in self._changes:
+            if when > t:
+                break
+            if since is not None:
+                total += (when - since) * self.speed
+            since = when if running else None
+        if since is not None:
+            total += (t - since) * self.speed
+        return total
+
+
 @dataclass
 class Blackboard:
     """Line facts (written in the pre-tick) and the in-flight items (written by leaves)."""
@@ -156,11 +191,16 @@ class Blackboard:
     bad_inputs: int = 0
     items: ItemFifo = field(default_factory=ItemFifo)
     belt_running: bool = False
-    rods_out: dict[int, bool] = field(default_factory=lambda: dict.fromkeys((1, 2, 3, 4), False))
-    rod_busy_until: dict[int, float] = field(default_factory=lambda: dict.fromkeys((1, 2, 3, 4), 0.0))
+    odometer: Odometer = field(default_factory=lambda: Odometer(0.1))
+    rods_out: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(RODS, False))
+    rod_pushed_at: dict[int, float] = field(default_factory=dict)  # rod -> when it went out
+    gate_changed_at: dict[int, float] = field(default_factory=lambda: dict.fromkeys(GATES, 0.0))
+    last_evidence_at: float = 0.0  # a picture or an edge matched to an item
     outbox: list[protocol.Command] = field(default_factory=list)
     alarms: list[str] = field(default_factory=list)
+    fault: str = ""  # the last fault a condition reported (for the alarm)
     stack_empty: bool = False
+    empty_feeds: int = 0  # feeds in a row that put nothing on the belt
     last_label: str | None = None
     unmatched_edges: int = 0
 
@@ -175,6 +215,7 @@ class Blackboard:
             event = ev.event
             if isinstance(event, protocol.GateEdge):
                 self.gates[event.gate] = event.blocked
+                self.gate_changed_at[event.gate] = ev.t
                 self.edges.append(Edge(event.gate, event.blocked, ev.t))
             elif isinstance(event, protocol.Picture):
                 self.pictures.append((ev.t, event.data))
@@ -188,12 +229,13 @@ class Blackboard:
         self.outbox.append(command)
         if command.action in (protocol.Action.PUSH, protocol.Action.PULL):
             out = command.action is protocol.Action.PUSH
-            for rod in (1, 2, 3, 4) if command.rod == 0 else (command.rod or 0,):
+            for rod in RODS if command.rod == 0 else (command.rod or 0,):
                 self.rods_out[rod] = out
-        elif command.action is protocol.Action.BELT_RUN:
-            self.belt_running = True
+                if out:
+                    self.rod_pushed_at[rod] = self.now
         else:
-            self.belt_running = False
+            self.belt_running = command.action is protocol.Action.BELT_RUN
+            self.odometer.set(self.now, self.belt_running)
 
     def take_outbox(self) -> list[protocol.Command]:
         out, self.outbox = self.outbox, []

@@ -154,6 +154,26 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def min_item_spacing(self) -> float:
+        """Head-to-head distance (m) that keeps a rod pushed for one item off the next.
+
+        A rod is out from its push (the item's tail at its gate) for push_hold plus one
+        stroke; the next item's head must not reach the rod's window before then.
+        """
+        geo = self.line
+        out_time = self.timings.push_hold + geo.rod_stroke_time
+        window_start = geo.rod_offset - geo.rod_window / 2
+        return geo.item_length + max(0.0, geo.belt_speed * out_time - window_start)
+
+    def feeder_cycle(self) -> float:
+        """Seconds from one feed to the next: rod 1 held out, then back."""
+        return self.timings.feed_hold + self.timings.feed_back
+
+    def limit_items_per_minute(self) -> float:
+        """The line's physical limit with these timings: feeder- or spacing-bound."""
+        spacing_time = max(self.min_item_spacing(), self.line.feed_zone) / self.line.belt_speed
+        return 60.0 / max(self.feeder_cycle(), spacing_time)
+
 
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a config file (the built-in default when ``path`` is None)."""

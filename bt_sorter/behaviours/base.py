@@ -124,4 +124,3 @@ def describe(cls: type[Leaf]) -> str:
         default = "required" if p.required else f"default {p.default!r}"
         lines.append(f"    {p.name} ({p.type_name()}, {default}): {p.doc}")
     return "\n".join(lines)
-

@@ -1,0 +1,142 @@
+"""The classifying rods: push an item's rod on the right edge, retract, or let it ride."""
+
+from __future__ import annotations
+
+import py_trees
+
+from bt_sorter import protocol
+from bt_sorter.behaviours.base import Leaf, Param, register
+from bt_sorter.behaviours.tracking import resolve_item
+from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
+
+Status = py_trees.common.Status
+
+
+@register
+class ItemHasRod(Leaf):
+    """SUCCESS if the current (oldest) item is decided and has a rod, else FAILURE."""
+
+    def update(self) -> Status:
+        item = self.bb.items.oldest()
+        ok = item is not None and item.decided and item.rod is not None and not item.uncertain
+        return Status.SUCCESS if ok else Status.FAILURE
+
+
+@register
+class PushRod(Leaf):
+    """Extend an item's rod on the clear edge of the gate just upstream of it.
+
+    ``rod: 0`` serves the current (oldest) item and its own rod; ``rod: 2..4`` serves
+    the oldest item routed to that rod. RUNNING until the edge; SUCCESS when the push
+    is requested (the item is recorded as sorted); FAILURE when the item cannot be
+    pushed safely (its edge went missing, or came more than ``max_delay`` ago).
+    """
+
+    params = (
+        Param("rod", int, "rod to extend (2..4); 0 = the current item's own rod", 0),
+        Param("max_delay", float, "latest push after the edge, in line seconds", 0.3),
+    )
+    rod: int
+    max_delay: float
+
+    def initialise(self) -> None:
+        self.item: Item | None = None
+
+    def _select(self) -> Item | None:
+        if self.rod == 0:
+            return self.bb.items.oldest()
+        return self.bb.items.first(
+            i
+            for i in self.bb.items
+            if i.decided and i.rod == self.rod and i.pushed_at is None and not i.uncertain
+        )
+
+    def update(self) -> Status:
+        self.item = self.item or self._select()
+        item = self.item
+        if item is None:
+            return Status.RUNNING
+        if item.outcome is not None or item.uncertain or item.rod is None:
+            return Status.FAILURE
+        if item.cleared < item.push_gate:
+            return Status.RUNNING
+        edge_at = item.cleared_at.get(item.push_gate)
+        if edge_at is None or self.bb.now - edge_at > self.max_delay:
+            item.uncertain = True
+            item.reject_reason = f"rod {item.rod} could not be pushed on its edge"
+            return Status.FAILURE
+        self.bb.command(protocol.push(item.rod))
+        item.pushed_at = self.bb.now
+        self.ctx.record.write(
+            "rod_extended",
+            self.bb.now,
+            rod=item.rod,
+            item=item.id,
+            label=item.label,
+            confidence=item.prediction.confidence if item.prediction else None,
+            after_edge=round(self.bb.now - edge_at, 4),
+        )
+        resolve_item(
+            self.ctx, item, self.bb.now, Outcome.SORTED, f"pushed by rod {item.rod}", item.rod
+        )
+        return Status.SUCCESS
+
+
+@register
+class RetractRod(Leaf):
+    """Retract a classifying rod ``hold`` s after it went out; SUCCESS ``back`` s later.
+
+    ``rod: 0`` retracts every classifying rod that is out. SUCCESS at once if none is.
+    """
+
+    params = (
+        Param("rod", int, "rod to retract (2..4); 0 = whichever are out", 0),
+        Param("hold", float, "seconds the rod stays out; default timings.push_hold", None),
+        Param("back", float, "seconds until it counts as back; default timings.push_back", None),
+    )
+    rod: int
+    hold: float | None
+    back: float | None
+
+    def initialise(self) -> None:
+        timings = self.ctx.config.timings
+        self.hold_s = timings.push_hold if self.hold is None else self.hold
+        self.back_s = timings.push_back if self.back is None else self.back
+        rods = CLASSIFYING_RODS if self.rod == 0 else (self.rod,)
+        self.rods = [r for r in rods if self.bb.rods_out[r]]
+        self.pulled_at: float | None = None
+
+    def update(self) -> Status:
+        if self.pulled_at is None:
+            if not self.rods:
+                return Status.SUCCESS
+            out_since = max(self.bb.rod_pushed_at.get(r, 0.0) for r in self.rods)
+            if self.elapsed_since(out_since) < self.hold_s:
+                return Status.RUNNING
+            for rod in self.rods:
+                self.bb.command(protocol.pull(rod))
+                self.ctx.record.write("rod_retracted", self.bb.now, rod=rod)
+            self.pulled_at = self.bb.now
+        return (
+            Status.SUCCESS
+            if self.elapsed_since(self.pulled_at) >= self.back_s
+            else (Status.RUNNING)
+        )
+
+    def terminate(self, new_status: Status) -> None:
+        if new_status == Status.INVALID and self.pulled_at is None:
+            for rod in self.rods:
+                self.bb.command(protocol.pull(rod))
+
+
+@register
+class WaitItemLeft(Leaf):
+    """RUNNING until the current (oldest) item has left the line (sorted, rejected or lost)."""
+
+    def initialise(self) -> None:
+        self.item = self.bb.items.oldest()
+
+    def update(self) -> Status:
+        if self.item is None or self.item.outcome is not None or self.item not in self.bb.items:
+            return Status.SUCCESS
+        return Status.RUNNING

@@ -1,0 +1,147 @@
+"""Tracking: where each item in flight is, from gate edges, pictures and the belt's travel.
+
+Items cannot overtake each other, and the belt moves at a known speed while it runs,
+so each item has an estimated position (the odometer since it landed). Every edge is
+given to the oldest item that can have caused it, and only if the estimate agrees
+within ``tolerance`` metres: an edge that fits no item (a flicker, a duplicate, a
+stray) is counted and ignored, and an edge that never came is noticed when the
+estimate has gone past the gate. An item whose push edge went missing is marked
+``uncertain`` and is never pushed.
+"""
+
+from __future__ import annotations
+
+import py_trees
+
+from bt_sorter.behaviours.base import Context, Leaf, Param, register
+from bt_sorter.blackboard import Edge, Item, Outcome
+
+Status = py_trees.common.Status
+
+
+def tail_position(ctx: Context, item: Item, t: float) -> float:
+    """Estimated position (m from the feeder) of ``item``'s upstream end at line time ``t``."""
+    landed = item.fed_at + ctx.config.line.feeder_stroke_time
+    odometer = ctx.bb.odometer
+    return odometer.travel(t) - odometer.travel(landed) if t > landed else 0.0
+
+
+@register
+class TrackItems(Leaf):
+    """Match this tick's gate edges and pictures to the items in flight. Always RUNNING.
+
+    Resolves an item without a rod as rejected (bin 1) when it clears gate 3, forgets
+    a feed that showed nothing by the time it should have reached gate 1, and marks
+    items whose edges went missing.
+    """
+
+    params = (Param("tolerance", float, "metres an edge may differ from the estimate", 0.025),)
+    tolerance: float
+
+    def update(self) -> Status:
+        for edge in self.bb.edges:
+            if not self._match_edge(edge):
+                self.bb.unmatched_edges += 1
+                self.ctx.record.write(
+                    "edge_unmatched", edge.t, gate=edge.gate, blocked=edge.blocked
+                )
+        while self.bb.pictures:
+            self._match_picture(*self.bb.pictures.popleft())
+        for item in self.bb.items:
+            self._check_missed(item)
+        return Status.RUNNING
+
+    def _fits(self, item: Item, position: float, edge: Edge, head: bool) -> bool:
+        end = tail_position(self.ctx, item, edge.t)
+        if head:
+            end += self.ctx.config.line.item_length
+        return abs(end - position) <= self.tolerance
+
+    def _match_edge(self, edge: Edge) -> bool:
+        gate_at = self.ctx.config.line.gate_positions[edge.gate - 1]
+        for item in self.bb.items:
+            if edge.blocked and item.entered < edge.gate and self._fits(item, gate_at, edge, True):
+                item.entered, item.cleared = edge.gate, edge.gate - 1
+            elif (
+                not edge.blocked
+                and item.cleared < edge.gate
+                and self._fits(item, gate_at, edge, False)
+            ):
+                item.entered = item.cleared = edge.gate
+                item.cleared_at[edge.gate] = edge.t
+            else:
+                continue
+            self._seen(item, edge.t)
+            item.evidence.add(edge.gate)
+            self.ctx.record.write(
+                "gate_edge", edge.t, item=item.id, gate=edge.gate, blocked=edge.blocked
+            )
+            if item.cleared == 3 and (item.rod is None or item.uncertain or not item.decided):
+                resolve_item(self.ctx, item, edge.t, Outcome.REJECTED, "rode to the belt end")
+            return True
+        return False
+
+    def _match_picture(self, t: float, data: bytes) -> None:
+        line = self.ctx.config.line
+        centre_at = line.camera_position - line.item_length / 2
+        taken = t - line.camera_delay
+        for item in self.bb.items:
+            position = tail_position(self.ctx, item, taken)
+            if item.picture is None and abs(position - centre_at) <= self.tolerance + (
+                line.item_length / 2
+            ):
+                item.picture, item.picture_at = data, t
+                self._seen(item, t)
+                self.ctx.record.write("picture_received", t, item=item.id, bytes=len(data))
+                return
+        self.ctx.record.write("picture_unmatched", t, bytes=len(data))
+
+    def _seen(self, item: Item, t: float) -> None:
+        item.seen, self.bb.last_evidence_at, self.bb.empty_feeds = True, t, 0
+
+    def _check_missed(self, item: Item) -> None:
+        """Notice edges that never came: the estimate is well past a gate not yet cleared."""
+        line = self.ctx.config.line
+        late = self.tolerance + line.item_length
+        tail = tail_position(self.ctx, item, self.bb.now)
+        if not item.seen:
+            if tail > line.gate_positions[0] + late:
+                self.bb.items.discard(item)
+                self.bb.empty_feeds += 1
+                self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
+            return
+        for gate in range(item.cleared + 1, 4):
+            if tail <= line.gate_positions[gate - 1] + late:
+                break
+            item.entered = item.cleared = gate
+            self.bb.gates[gate] = False  # believed clear: its clear edge was lost
+            if gate == item.push_gate and item.rod is not None and item.pushed_at is None:
+                item.uncertain = True
+                item.reject_reason = f"clear edge of gate {gate} missing: not pushed"
+            self.ctx.record.write("edge_missing", self.bb.now, item=item.id, gate=gate)
+        if tail > line.belt_length + late:
+            if 3 in item.evidence:
+                resolve_item(self.ctx, item, self.bb.now, Outcome.REJECTED, "rode to the belt end")
+            else:
+                last = max(item.evidence, default=0)
+                reason = f"not seen after gate {last}; estimated past the belt end"
+                resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
+
+
+def resolve_item(
+    ctx: Context, item: Item, t: float, outcome: Outcome, reason: str, bin_: int | None = None
+) -> None:
+    """End an item's story: out of the FIFO, into the record. Rejected items go to bin 1."""
+    if outcome is Outcome.REJECTED:
+        reason, bin_ = item.reject_reason or reason, 1
+    ctx.bb.items.resolve(item, outcome, reason, t)
+    ctx.record.write(
+        "item_resolved",
+        t,
+        item=item.id,
+        outcome=str(outcome),
+        bin=bin_,
+        reason=reason,
+        label=item.label,
+        confidence=item.prediction.confidence if item.prediction else None,
+    )

@@ -1,0 +1,175 @@
+"""Pictures and labels: wait for an item's picture, classify it off the tick, decide its rod."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import py_trees
+
+from bt_sorter.behaviours.base import Context, Leaf, Param, register
+from bt_sorter.behaviours.tracking import tail_position
+from bt_sorter.blackboard import Item
+from bt_sorter.vision.classifier import UNKNOWN, ClassifyError, Prediction, apply_threshold
+
+Status = py_trees.common.Status
+
+
+def oldest_undecided(ctx: Context, with_picture: bool = False) -> Item | None:
+    """The oldest item in flight whose label is not decided yet."""
+    for item in ctx.bb.items:
+        if not item.decided and (item.picture is not None or not with_picture):
+            return item
+    return None
+
+
+def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
+    """Fix an item's label and rod; a label with no route, or too late, rides to bin 1."""
+    rod = ctx.config.sorting.routes.get(label)
+    if rod is not None and item.cleared >= rod - 1:
+        rod, reason = None, f"label came after it passed gate {rod - 1}"
+    item.label, item.rod, item.decided = label, rod, True
+    if rod is None:
+        item.reject_reason = reason or f"label {label!r} has no rod"
+    ctx.bb.last_label = label
+    ctx.record.write(
+        "item_classified",
+        ctx.bb.now,
+        item=item.id,
+        label=label,
+        rod=rod,
+        confidence=item.prediction.confidence if item.prediction else None,
+        backend=item.prediction.backend if item.prediction else None,
+    )
+
+
+@register
+class AwaitPicture(Leaf):
+    """Wait for the picture of the oldest undecided item.
+
+    SUCCESS once it has one; RUNNING before; FAILURE when the item is ``margin`` metres
+    past the camera without a picture, or has left the line.
+    """
+
+    params = (Param("margin", float, "metres past the camera before giving up", 0.1),)
+    margin: float
+
+    def initialise(self) -> None:
+        self.item: Item | None = None
+
+    def update(self) -> Status:
+        if self.item is None:
+            self.item = oldest_undecided(self.ctx)
+            if self.item is None:
+                return Status.RUNNING
+        if self.item.picture is not None:
+            return Status.SUCCESS
+        line = self.ctx.config.line
+        past = tail_position(self.ctx, self.item, self.bb.now) - line.camera_position
+        if self.item.outcome is not None or self.item not in self.bb.items or past > self.margin:
+            self.feedback_message = f"no picture for item {self.item.id}"
+            return Status.FAILURE
+        return Status.RUNNING
+
+
+@register
+class Classify(Leaf):
+    """Classify the oldest undecided item that has a picture, on a worker thread.
+
+    RUNNING while the back end works; SUCCESS with the item's label and rod decided
+    (a weak answer becomes ``unknown``: bin 1); FAILURE when the back end fails (a
+    broken picture, a service down), so the tree can retry or fall back.
+    """
+
+    params = (Param("backend", str, "which classifier: primary (config) or fallback", "primary"),)
+    backend: str
+
+    def initialise(self) -> None:
+        self.item = oldest_undecided(self.ctx, with_picture=True)
+        self.future: concurrent.futures.Future[Prediction] | None = None
+        worker = self.ctx.classifiers.get(self.backend)
+        if self.item is not None and worker is not None and self.item.picture is not None:
+            self.future = worker.submit(self.item.picture)
+
+    def update(self) -> Status:
+        if self.item is None or self.future is None:
+            self.feedback_message = f"nothing to classify with {self.backend!r}"
+            return Status.FAILURE
+        if not self.future.done():
+            return Status.RUNNING
+        try:
+            prediction = self.future.result()
+        except ClassifyError as exc:
+            self.ctx.record.write(
+                "classify_failed",
+                self.bb.now,
+                item=self.item.id,
+                backend=self.backend,
+                error=str(exc),
+            )
+            return Status.FAILURE
+        if self.item.decided:
+            return Status.SUCCESS
+        self.item.prediction = prediction
+        threshold = self.ctx.config.sorting.confidence_threshold
+        label = apply_threshold(prediction, threshold).label
+        decide(self.ctx, self.item, label, "no confident label" if label == UNKNOWN else "")
+        return Status.SUCCESS
+
+    def terminate(self, new_status: Status) -> None:
+        if new_status == Status.INVALID and self.future is not None:
+            self.future.cancel()
+
+
+@register
+class RejectItem(Leaf):
+    """Decide the oldest undecided item as ``unknown``: no rod, bin 1. SUCCESS; FAILURE if none."""
+
+    params = (Param("reason", str, "why, for the record", "no usable picture"),)
+    reason: str
+
+    def update(self) -> Status:
+        item = oldest_undecided(self.ctx)
+        if item is None:
+            return Status.FAILURE
+        decide(self.ctx, item, UNKNOWN, self.reason)
+        return Status.SUCCESS
+
+
+@register
+class SavePicture(Leaf):
+    """Collection mode: save the oldest unsaved picture as ``<folder>/<label>/<item>.jpg``.
+
+    The label comes from the command line (``run.py --label``). The file is written
+    on a worker thread. SUCCESS when a picture was handed over, RUNNING until one is there.
+    """
+
+    params = (Param("folder", str, "where the dataset grows (one sub-folder per label)"),)
+    folder: str
+    pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def update(self) -> Status:
+        label = str(self.ctx.options.get("label") or UNKNOWN)
+        for item in self.bb.items:
+            if item.picture is not None and not item.decided:
+                target = Path(self.folder) / label / f"{label}_{int(self.bb.now * 1000)}_{item.id}"
+                if self.pool is None:
+                    self.pool = concurrent.futures.ThreadPoolExecutor(1, "save-picture")
+                self.pool.submit(_write, target.with_suffix(_suffix(item.picture)), item.picture)
+                decide(self.ctx, item, UNKNOWN, "collected")
+                self.ctx.record.write("picture_saved", self.bb.now, item=item.id, path=str(target))
+                return Status.SUCCESS
+        return Status.RUNNING
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def _suffix(data: bytes) -> str:
+    return ".png" if data.startswith(b"\x89PNG") else ".jpg"
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
