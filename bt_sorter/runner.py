@@ -122,6 +122,7 @@ class Runner:
         self.longest_tick = 0.0
         self._overrun_logged_at = -1e9
         self._periods: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
+        self._lateness: deque[float] = deque(maxlen=_PERIOD_SAMPLES)  # tick start - deadline
         self._first_start: float | None = None
         self._last_start: float | None = None
 
@@ -181,6 +182,7 @@ class Runner:
                 log.info("stop_requested", reason=self.stop_reason, tick=bb.tick)
                 return self._stop_code
             start = time.monotonic()
+            self._lateness.append(start - next_deadline)
             self._tick()
             end = time.monotonic()
             self._account(start, end)
@@ -296,7 +298,11 @@ class Runner:
     # -- figures -------------------------------------------------------------------------
 
     def stats(self) -> dict[str, float | int]:
-        """Tick count, overruns, achieved rate and period jitter (ms) of this run so far."""
+        """Tick count, overruns, achieved rate, period jitter and deadline lateness (ms).
+
+        ``jitter_*`` is |tick-to-tick period - set period|; ``late_*`` is how long after
+        its deadline a tick started (one late tick shows twice in the jitter, once here).
+        """
         periods = list(self._periods)
         out: dict[str, float | int] = {
             "ticks": self.ticks,
@@ -315,6 +321,10 @@ class Runner:
             out["jitter_p50_ms"] = round(_percentile(jitter, 50), 3)
             out["jitter_p99_ms"] = round(_percentile(jitter, 99), 3)
             out["period_mean_ms"] = round(statistics.fmean(periods) * 1000, 3)
+        lateness = sorted(max(0.0, x) * 1000 for x in self._lateness)
+        if lateness:
+            out["late_p50_ms"] = round(_percentile(lateness, 50), 3)
+            out["late_p99_ms"] = round(_percentile(lateness, 99), 3)
         return out
 
 
