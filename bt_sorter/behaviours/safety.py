@@ -91,19 +91,19 @@ class RaiseAlarm(Leaf):
 
 
 @register
-class StackHasItems(Leaf):
-    """SUCCESS while feeds put items on the belt; FAILURE after ``empty_feeds`` empty ones in a row.
+class StackEmpty(Leaf):
+    """SUCCESS once ``empty_feeds`` feeds in a row put nothing on the belt, else FAILURE.
 
-    On FAILURE the stack is taken as empty and the run ends normally.
+    On SUCCESS the stack is taken as empty (the run may end normally).
     """
 
     params = (Param("empty_feeds", int, "empty feeds in a row that mean the stack is empty", 2),)
     empty_feeds: int
 
     def update(self) -> Status:
-        if self.bb.empty_feeds >= self.empty_feeds:
-            if not self.bb.stack_empty:
-                self.ctx.record.write("stack_empty", self.bb.now, empty_feeds=self.bb.empty_feeds)
-            self.bb.stack_empty = True
+        if self.bb.empty_feeds < self.empty_feeds:
             return Status.FAILURE
+        if not self.bb.stack_empty:
+            self.bb.stack_empty = True
+            self.ctx.record.write("stack_empty", self.bb.now, empty_feeds=self.bb.empty_feeds)
         return Status.SUCCESS
