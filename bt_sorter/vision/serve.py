@@ -27,6 +27,8 @@ PREDICT_PATH = "/aisim_tf_pre"
 HEALTH_PATH = "/health"
 DEFAULT_PORT = 8088
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+DRAIN_LIMIT = 16 * 1024 * 1024  # most bytes of a refused body read (and dropped)
+DRAIN_TIMEOUT = 0.5  # s to wait for more of a refused body
 ROOT = Path(__file__).resolve().parents[2]
 
 log = get_logger(__name__)
@@ -72,6 +74,24 @@ class ClassifyHandler(BaseHTTPRequestHandler):
         log.info("request_refused", path=self.path, status=int(status), reason=reason)
         self._answer(status, {"results": [], "code": 1, "error": reason}, close)
 
+    def _discard(self, length: int) -> None:
+        """Read and drop a bounded part of a refused body so the client sees the answer.
+
+        Closing a socket with unread data resets the connection, and a client still sending
+        would lose the 413. At most :data:`DRAIN_LIMIT` bytes are read, with a short timeout.
+        """
+        self.wfile.flush()
+        left = min(length, DRAIN_LIMIT)
+        self.connection.settimeout(DRAIN_TIMEOUT)
+        try:
+            while left > 0:
+                chunk = self.rfile.read1(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
     def do_GET(self) -> None:
         if self.path == HEALTH_PATH:
             self._answer(HTTPStatus.OK, self.server.health)
@@ -96,6 +116,7 @@ class ClassifyHandler(BaseHTTPRequestHandler):
         if length > self.server.max_body:
             reason = f"body of {length} bytes is over the limit of {self.server.max_body}"
             self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, reason, close=True)
+            self._discard(length)
             return
         data = self.rfile.read(length) if length else b""
         if len(data) != length:

@@ -1,0 +1,69 @@
+"""The training and evaluation commands produce a usable, resumable model and honest scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from bt_sorter.sim.render import write_dataset
+from bt_sorter.vision import evaluate, train
+from bt_sorter.vision.torch_backend import TorchClassifier
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pictures")
+    write_dataset(root, 5, seed=21, size=96)
+    return root
+
+
+def _train(data: Path, out: Path, epochs: int, *extra: str) -> int:
+    return train.main(
+        ["--data", str(data), "--out", str(out), "--epochs", str(epochs), "--input-size", "48",
+         "--batch-size", "8", "--val-split", "0.25", "--seed", "1", "--no-progress", *extra]
+    )  # fmt: skip
+
+
+def test_training_writes_model_index_metrics_and_plots_and_resumes(
+    data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert _train(data, out, 1, "--half") == 0
+    classes = json.loads((out / "class_indices.json").read_text())
+    assert classes == {"0": "half_ripe", "1": "raw", "2": "ripe"}
+    classifier = TorchClassifier(out / "best.pth", threads=1)
+    assert classifier.info.input_size == 48
+    assert list(classifier.classes) == ["half_ripe", "raw", "ripe"]
+    for name in ("curves.png", "confusion.png"):
+        assert cv2.imread(str(out / name)) is not None
+    assert _train(data, out, 2, "--resume", str(out / "checkpoint.pth")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1]
+    assert metrics["val_pictures"] == 3
+    assert sum(map(sum, metrics["val_confusion"])) == 3
+
+
+def test_training_on_a_folder_without_classes_fails_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(tmp_path, tmp_path / "out", 1) == 2
+    assert "no class sub-folders" in capsys.readouterr().err
+
+
+def test_evaluate_scores_agree_with_the_classifier_picture_by_picture(
+    data: Path, tmp_path: Path
+) -> None:
+    model = Path(__file__).resolve().parents[1] / "models" / "resnet18_tomato.pth"
+    report = tmp_path / "scores.json"
+    assert evaluate.main(["--model", str(model), "--data", str(data), "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    classifier = TorchClassifier(model, threads=2)
+    right = sum(
+        classifier.classify(p.read_bytes()).label == p.parent.name for p in data.rglob("*.jpg")
+    )
+    assert scores["pictures"] == 15
+    assert scores["accuracy"] == pytest.approx(right / 15)
+    assert sum(map(sum, scores["confusion"])) == 15
