@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Timings
+from bt_sorter.config import LineGeometry, Timings
 
 EDGE_TIMEOUT = 40.0  # line s to wait for an item's gate edge before giving up on it
 
@@ -53,6 +53,8 @@ class SequentialClient:
         routes: Mapping[str, int],
         speed: float,
         timings: Timings | None = None,
+        edge_timeout: float = EDGE_TIMEOUT,
+        geometry: LineGeometry | None = None,
     ) -> None:
         host, _, port = broker.rpartition(":")
         self.host, self.port = host, int(port)
@@ -60,6 +62,8 @@ class SequentialClient:
         self.labels = labels
         self.routes = routes
         self.timings = timings or Timings()
+        self.edge_timeout = edge_timeout
+        self.geometry = geometry or LineGeometry()
         self.clock = LineClock(speed)
         self.inbox: queue.Queue[bytes] = queue.Queue()
         self.result = ScriptedRun()
@@ -108,11 +112,19 @@ class SequentialClient:
                 self.sleep(t.push_hold)
                 self.send(protocol.pull(rod))
                 self.sleep(t.push_back)
+        if self.items and not rod:
+            self.sleep(self.time_to_belt_end())
         self.send(protocol.ALL_PULL)
         self.sleep(t.stop_wait)
         self.send(protocol.BELT_STOP)
         self.drain()
         return self.result
+
+    def time_to_belt_end(self) -> float:
+        """Line s from an item clearing gate 3 until it has fallen off the belt end."""
+        geo = self.geometry
+        travel = geo.belt_length - geo.gate_positions[-1] + geo.item_length / 2
+        return travel / geo.belt_speed + 0.5
 
     def feed(self) -> None:
         self.send(protocol.push(1))
@@ -131,9 +143,9 @@ class SequentialClient:
     def sleep(self, line_seconds: float) -> None:
         time.sleep(self.clock.wall(line_seconds))
 
-    def wait_for_edge(self, gate: int, blocked: bool, timeout: float = EDGE_TIMEOUT) -> bool:
+    def wait_for_edge(self, gate: int, blocked: bool) -> bool:
         """Consume messages until gate ``gate`` reports ``blocked``; False on timeout."""
-        deadline = time.monotonic() + self.clock.wall(timeout)
+        deadline = time.monotonic() + self.clock.wall(self.edge_timeout)
         while (left := deadline - time.monotonic()) > 0:
             try:
                 payload = self.inbox.get(timeout=left)
