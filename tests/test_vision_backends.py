@@ -103,3 +103,10 @@ def test_factory_builds_http_and_refuses_unknown_names() -> None:
     assert isinstance(classifier, HttpClassifier)
     with pytest.raises(ValueError, match="unknown classifier backend"):
         make_classifier("magic", ClassifierConfig(), ROOT)
+
+
+def test_factory_builds_the_hsv_fallback_that_needs_no_weights() -> None:
+    classifier = make_classifier("hsv", ClassifierConfig(model="models/absent.pth"), ROOT)
+    assert classifier.name == "hsv"
+    picture = render_picture(np.random.default_rng([8, 0]), "ripe")
+    assert classifier.classify(picture).label in LABELS

@@ -1,0 +1,163 @@
+"""Vision figures: in-process latency and throughput, service latency and RSS, training speed.
+
+    python bench/vision.py [--model models/resnet18_tomato.pth] [--n 100] [--threads 2]
+
+Pictures are rendered by the simulator's renderer (256 px JPEGs, all three classes). The
+service runs as its own process (``python -m bt_sorter.vision.serve``) on a free loopback
+port; its peak RSS is the kernel's high-water mark (VmHWM) for that process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bt_sorter.broker import free_port, wait_for_port  # noqa: E402
+from bt_sorter.sim.render import LABELS, render_picture, write_dataset  # noqa: E402
+from bt_sorter.vision.dataset import PictureDataset, scan_folder  # noqa: E402
+from bt_sorter.vision.preprocess import decode_picture  # noqa: E402
+from bt_sorter.vision.resnet import build  # noqa: E402
+from bt_sorter.vision.serve import PREDICT_PATH  # noqa: E402
+from bt_sorter.vision.torch_backend import TorchClassifier  # noqa: E402
+from bt_sorter.vision.train import train_one_epoch  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def pictures(n: int, seed: int = 9000) -> list[bytes]:
+    return [render_picture(np.random.default_rng([seed, i]), LABELS[i % 3]) for i in range(n)]
+
+
+def bench_in_process(model: Path, pics: list[bytes], threads: int) -> None:
+    classifier = TorchClassifier(model, threads)
+    for p in pics[:5]:
+        classifier.classify(p)
+    times = []
+    for p in pics:
+        start = time.perf_counter()
+        classifier.classify(p)
+        times.append((time.perf_counter() - start) * 1000)
+    print(
+        f"in-process batch 1 (decode+preprocess+forward), {threads} threads, "
+        f"{classifier.info.input_size} px: p50 {statistics.median(times):.1f} ms  "
+        f"p99 {pct(times, 0.99):.1f} ms  (n={len(times)})"
+    )
+    images = [decode_picture(p) for p in pics]
+    for batch in (1, 8, 32):
+        classifier.classify_images(images[:batch])
+        start = time.perf_counter()
+        done = 0
+        while done < len(images):
+            chunk = images[done : done + batch]
+            classifier.classify_images(chunk)
+            done += len(chunk)
+        rate = done / (time.perf_counter() - start)
+        print(f"in-process throughput batch {batch:>2} (preprocess+forward): {rate:.0f} pictures/s")
+
+
+def post(port: int, body: bytes) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    start = time.perf_counter()
+    conn.request("POST", PREDICT_PATH, body=body)
+    response = conn.getresponse()
+    response.read()
+    elapsed = (time.perf_counter() - start) * 1000
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"service answered {response.status}")
+    return elapsed
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_service(model: Path, pics: list[bytes], threads: int) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(model),
+         "--port", str(port), "--threads", str(threads), "--log-level", "warning"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        if not wait_for_port("127.0.0.1", port, timeout=60):
+            raise RuntimeError("service did not start")
+        for p in pics[:5]:
+            post(port, p)
+        for clients in (1, 4):
+            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                start = time.perf_counter()
+                times = list(pool.map(lambda p: post(port, p), pics))
+                rate = len(pics) / (time.perf_counter() - start)
+            print(
+                f"service, {clients} concurrent client(s): p50 {statistics.median(times):.1f} ms  "
+                f"p99 {pct(times, 0.99):.1f} ms  {rate:.0f} requests/s (n={len(times)})"
+            )
+        print(f"service peak RSS (VmHWM): {peak_rss_mib(process.pid):.0f} MiB")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def bench_training(input_size: int, threads: int, per_class: int = 32) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(Path(tmp), per_class, seed=77)
+        classes, samples = scan_folder(Path(tmp))
+        loader = DataLoader(
+            PictureDataset(samples, input_size, train=True), batch_size=32, shuffle=True
+        )
+        model = build("resnet18", len(classes))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, loader, 0, progress=False)
+        start = time.perf_counter()
+        train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, loader, 1, progress=False)
+        seconds = time.perf_counter() - start
+    per_pic = seconds / len(samples)
+    print(
+        f"training resnet18 at {input_size} px, batch 32, {threads} threads: "
+        f"{per_pic * 1000:.1f} ms per picture (augment+forward+backward); "
+        f"{per_pic * 1000:.0f} s per 1000-picture epoch; "
+        f"{per_pic * 3060 / 60:.1f} min per epoch of the shipped model's 3060 training pictures"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet18_tomato.pth")
+    parser.add_argument("--n", type=int, default=100, help="pictures per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    pics = pictures(args.n)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
+    bench_in_process(args.model, pics, args.threads)
+    bench_service(args.model, pics, args.threads)
+    input_size = TorchClassifier(args.model, args.threads).info.input_size
+    bench_training(input_size, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
