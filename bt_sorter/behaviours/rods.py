@@ -34,8 +34,9 @@ class PushRod(Leaf):
 
     params = (
         Param("rod", int, "rod to extend (2..4); 0 = the current item's own rod", 0),
-        Param("max_delay", float, "latest push after the edge, in line seconds", 0.3),
-    )
+        Param("max_delay", float, "latest push after the edge, line seconds; 0 = half the "
+              "time the item still overlaps the rod's window", 0.0),
+    )  # fmt: skip
     rod: int
     max_delay: float
 
@@ -61,7 +62,9 @@ class PushRod(Leaf):
         if item.cleared < item.push_gate:
             return Status.RUNNING
         edge_at = item.cleared_at.get(item.push_gate)
-        if edge_at is None or self.bb.now - edge_at > self.max_delay:
+        line = self.ctx.config.line
+        max_delay = self.max_delay or (line.rod_offset + line.rod_window / 2) / line.belt_speed / 2
+        if edge_at is None or self.bb.now - edge_at > max_delay:
             item.uncertain = True
             item.reject_reason = f"rod {item.rod} could not be pushed on its edge"
             return Status.FAILURE

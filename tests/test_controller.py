@@ -1,0 +1,40 @@
+"""The controller end to end: run.py, a real broker, the simulator process, the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_line(tmp_path: Path, *args: str, timeout: float = 240.0) -> tuple[int, dict[str, Any]]:
+    """``python run.py`` on the built-in line; its exit code and summary JSON."""
+    summary = tmp_path / "summary.json"
+    cmd = [sys.executable, "run.py", "--viz", "none", "--summary", str(summary), *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert summary.exists(), done.stderr[-3000:]
+    return done.returncode, json.loads(summary.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker_kind", ["mosquitto", "amqtt"])
+def test_sequential_tree_sorts_30_items_without_a_missort(tmp_path: Path, broker_kind: str) -> None:
+    code, summary = run_line(
+        tmp_path, "--tree", "trees/sort.yaml", "--items", "30", "--seed", "3", "--speed", "10",
+        "--broker-kind", broker_kind,
+    )  # fmt: skip
+    line = summary["line"]
+    assert code == 0
+    assert summary["stop_reason"] == "max_items_resolved"
+    assert line["items"] == 30
+    assert line["correct"] == 30, line
+    assert line["missorted"] == 0
+    assert line["lost"] == 0
+    assert line["jammed"] == 0
+    assert summary["outcomes"] == {"sorted": 30}
