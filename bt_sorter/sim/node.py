@@ -16,6 +16,7 @@ import heapq
 import itertools
 import json
 import queue
+import resource
 import threading
 import time
 from collections import Counter
@@ -100,6 +101,7 @@ class SimNode:
         self._last_command = 0.0
         self._picture_faults: dict[int, str] = {}
         self._ledger: IO[str] | None = None
+        self._started = (time.monotonic(), time.process_time())
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ MQTT
@@ -118,6 +120,8 @@ class SimNode:
             log.error("broker_refused", reason=str(reason))
             return
         log.info("broker_connected", broker=f"{self.options.host}:{self.options.port}")
+        if not self._subscribed.is_set():  # first connection: line time starts now
+            self.clock = LineClock(self.options.speed)
         client.subscribe(protocol.COMMAND_TOPIC, qos=0)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: Any, codes: Any, _p: Any) -> None:
@@ -140,7 +144,7 @@ class SimNode:
         self.commands.put((at, command))
 
     def connect(self) -> None:
-        """Connect and subscribe; line time starts once the broker acknowledged both."""
+        """Connect and subscribe; line time starts when the broker accepted the connection."""
         self.client.connect(self.options.host, self.options.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(CONNECT_TIMEOUT):
@@ -149,8 +153,6 @@ class SimNode:
                 f"no subscription on {self.options.host}:{self.options.port} "
                 f"within {CONNECT_TIMEOUT:.0f} s"
             )
-        self.clock = LineClock(self.options.speed)
-        self._last_command = 0.0
 
     # ------------------------------------------------------------------ running
     def request_stop(self) -> None:
@@ -160,6 +162,7 @@ class SimNode:
     def run(self) -> dict[str, Any]:
         """Step the line until it ends; write ledger and summary; the summary."""
         self._open_ledger()
+        self._started = (time.monotonic(), time.process_time())
         period = 1.0 / STEP_HZ
         deadline = time.monotonic()
         reason = "stopped"
@@ -275,11 +278,24 @@ class SimNode:
             speed=self.options.speed,
             seed=self.options.seed,
         )
+        summary["process"] = self._process_cost()
         log.info("simulator_ended", reason=reason, line_time=round(at, 3))
         if self.options.summary is not None:
             self.options.summary.parent.mkdir(parents=True, exist_ok=True)
             self.options.summary.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
         return summary
+
+    def _process_cost(self) -> dict[str, float]:
+        """CPU and memory this process used while the line ran (for bench/sim.py)."""
+        wall0, cpu0 = self._started
+        wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return {
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "cpu_percent_of_one_core": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
+            "peak_rss_mib": round(peak_kib / 1024, 1),
+        }
 
     def _fault_counts(self) -> dict[str, int]:
         counts = {
