@@ -335,7 +335,15 @@ class _Builder:
             raise spec.error(
                 f"two node kinds {named} in one node (a node has exactly one)", kinds[1]
             )
-        first = next(iter(spec))
+        words = {w for k in _all_kinds() for w in _other_keys(k)}
+        unknown = [k for k in spec if k not in words]
+        if not unknown:
+            found = ", ".join(repr(k) for k in spec)
+            raise spec.error(
+                f"node without a kind (found only {found}); start it with a kind such as "
+                "'sequence: <name>' or '<Leaf>: <name>'"
+            )
+        first = unknown[0]
         name = spec[first]
         label = f"node {name!r}: " if isinstance(name, str) else ""
         hint = _hint(first, _all_kinds()) or " (run.py --help-nodes lists the kinds)"

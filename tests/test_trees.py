@@ -638,9 +638,11 @@ def test_node_catalogue_lists_kinds_and_registered_leaves_with_parameters() -> N
 # --- property: any text is a tree or a SpecError, never a crash -------------------------------
 
 _TMP = Path(tempfile.mkdtemp(prefix="bt_sorter_trees_"))
-_WORDS = [*KINDS, "include", "children", "child", "condition", "root", "name", "memory",
-          "policy", "seconds", "num_failures", "num_success", "selected", "rod", "key",
-          "failures", "mode", *(c.__name__ for c in PROBES)]  # fmt: skip
+_KIND_WORDS = [*KINDS, "include", *(c.__name__ for c in PROBES)]
+_PARAM_WORDS = ["children", "child", "condition", "root", "name", "memory", "policy", "seconds",
+                "num_failures", "num_success", "selected", "synchronise", "rod", "key",
+                "failures", "mode"]  # fmt: skip
+_WORDS = _KIND_WORDS + _PARAM_WORDS
 _scalars = (
     st.none()
     | st.booleans()
@@ -656,6 +658,36 @@ _values = st.recursive(
         | st.dictionaries(st.sampled_from(_WORDS) | st.text(max_size=6), inner, max_size=4)
     ),
     max_leaves=25,
+)
+
+_PARAM_VALUES = _scalars | st.lists(st.sampled_from(["a", "x", "work"]), max_size=2)
+
+
+def _shaped(kind: str, name: Any, params: dict[str, Any], kids: list[Any]) -> dict[str, Any]:
+    """A node of ``kind`` with the structural keys its kind takes, and some parameters."""
+    node = {kind: name, **params}
+    shape = KINDS[kind].shape if kind in KINDS else "leaf"
+    if shape == "composite":
+        node["children"] = kids
+    elif shape == "decorator":
+        node["child"] = kids[0] if kids else None
+        if kind == "eternal_guard":
+            node["condition"] = kids[-1] if kids else None
+    return node
+
+
+_names = st.text(min_size=1, max_size=5) | st.sampled_from([None, 3, ""])
+_params = st.dictionaries(st.sampled_from(_PARAM_WORDS[4:]), _PARAM_VALUES, max_size=2)
+_leaves = st.builds(_shaped, st.sampled_from(_KIND_WORDS), _names, _params, st.just([]))
+_nodes = st.recursive(  # mostly well-shaped trees with random parameters: reach the builders
+    _leaves,
+    lambda inner: (
+        st.builds(
+            _shaped, st.sampled_from(_KIND_WORDS), _names, _params, st.lists(inner, max_size=3)
+        )
+        | st.lists(inner, max_size=2)
+    ),
+    max_leaves=12,
 )
 
 
@@ -677,7 +709,7 @@ def test_any_text_loads_or_raises_only_spec_error(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_values, st.booleans())
+@given(_values | _nodes, st.booleans())
 def test_any_yaml_structure_loads_or_raises_only_spec_error(value: Any, wrap: bool) -> None:
     _load_text(yaml.safe_dump({"root": value} if wrap else value))
 
