@@ -82,6 +82,7 @@ class Item:
     cleared: int = 0
     cleared_at: dict[int, float] = field(default_factory=dict)  # gate -> falling edge time
     evidence: set[int] = field(default_factory=set)  # gates with an edge matched to it
+    anchor: tuple[float, float] | None = None  # (time, tail position) at its latest edge
     seen: bool = False  # a picture or an edge has shown it is really on the belt
     pushed_at: float | None = None
     uncertain: bool = False  # its position stopped being knowable

@@ -143,3 +143,11 @@ class WaitItemLeft(Leaf):
         if self.item is None or self.item.outcome is not None or self.item not in self.bb.items:
             return Status.SUCCESS
         return Status.RUNNING
+
+
+@register
+class WaitLineClear(Leaf):
+    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved."""
+
+    def update(self) -> Status:
+        return Status.RUNNING if len(self.bb.items) else Status.SUCCESS

@@ -1,11 +1,11 @@
 """Tracking: where each item in flight is, from gate edges, pictures and the belt's travel.
 
 Items cannot overtake each other, and the belt moves at a known speed while it runs,
-so each item has an estimated position (the odometer since it landed). Every edge is
-given to the oldest item that can have caused it, and only if the estimate agrees
-within ``tolerance`` metres: an edge that fits no item (a flicker, a duplicate, a
-stray) is counted and ignored, and an edge that never came is noticed when the
-estimate has gone past the gate. An item whose push edge went missing is marked
+so each item has an estimated position (the odometer since its latest edge, or since
+it landed). Every edge is given to the oldest item that can have caused it, and only
+if the estimate agrees within a window (``early``/``late`` metres): an edge that fits
+no item (a flicker, a duplicate, a stray) is counted and ignored, and an edge that
+never came is noticed when the estimate has gone well past the gate. An item whose push edge went missing is marked
 ``uncertain`` and is never pushed.
 """
 
@@ -20,9 +20,15 @@ Status = py_trees.common.Status
 
 
 def tail_position(ctx: Context, item: Item, t: float) -> float:
-    """Estimated position (m from the feeder) of ``item``'s upstream end at line time ``t``."""
-    landed = item.fed_at + ctx.config.line.feeder_stroke_time
+    """Estimated position (m from the feeder) of ``item``'s upstream end at line time ``t``.
+
+    Measured from its latest gate edge when it has one, else from when it landed.
+    """
     odometer = ctx.bb.odometer
+    if item.anchor is not None:
+        since, position = item.anchor
+        return position + odometer.travel(t) - odometer.travel(since)
+    landed = item.fed_at + ctx.config.line.feeder_stroke_time
     return odometer.travel(t) - odometer.travel(landed) if t > landed else 0.0
 
 
@@ -35,15 +41,36 @@ class TrackItems(Leaf):
     items whose edges went missing.
     """
 
-    params = (Param("tolerance", float, "metres an edge may differ from the estimate", 0.025),)
-    tolerance: float
+    params = (
+        Param("early", float, "metres an edge may come before the estimate says", 0.02),
+        Param("late", float, "metres an edge may come after the estimate says (messages "
+              "are only ever late)", 0.06),
+        Param("feed_slack", float, "extra metres either way before an item's first edge "
+              "(its feed time is known to a tick or two)", 0.04),
+    )  # fmt: skip
+    early: float
+    late: float
+    feed_slack: float
+
+    def _window(self, item: Item) -> tuple[float, float]:
+        """How far (m) an edge may be early and late for this item."""
+        slack = 0.0 if item.anchor is not None else self.feed_slack
+        return self.early + slack, self.late + slack
+
+    def _fits(self, item: Item, edge: Edge) -> bool:
+        early, late = self._window(item)
+        return -early <= self._offset(item, edge) <= late
 
     def update(self) -> Status:
         for edge in self.bb.edges:
             if not self._match_edge(edge):
                 self.bb.unmatched_edges += 1
                 self.ctx.record.write(
-                    "edge_unmatched", edge.t, gate=edge.gate, blocked=edge.blocked
+                    "edge_unmatched",
+                    edge.t,
+                    gate=edge.gate,
+                    blocked=edge.blocked,
+                    offsets=[round(self._offset(i, edge), 3) for i in self.bb.items],
                 )
         while self.bb.pictures:
             self._match_picture(*self.bb.pictures.popleft())
@@ -51,22 +78,21 @@ class TrackItems(Leaf):
             self._check_missed(item)
         return Status.RUNNING
 
-    def _fits(self, item: Item, position: float, edge: Edge, head: bool) -> bool:
-        end = tail_position(self.ctx, item, edge.t)
-        if head:
-            end += self.ctx.config.line.item_length
-        return abs(end - position) <= self.tolerance
+    def _offset(self, item: Item, edge: Edge) -> float:
+        """How far (m) the item's estimated end is past the gate at the edge's time.
+
+        Positive: the estimate is ahead, the edge came late.
+        """
+        line = self.ctx.config.line
+        end = tail_position(self.ctx, item, edge.t) + (line.item_length if edge.blocked else 0)
+        return end - line.gate_positions[edge.gate - 1]
 
     def _match_edge(self, edge: Edge) -> bool:
-        gate_at = self.ctx.config.line.gate_positions[edge.gate - 1]
         for item in self.bb.items:
-            if edge.blocked and item.entered < edge.gate and self._fits(item, gate_at, edge, True):
+            fits = self._fits(item, edge)
+            if edge.blocked and item.entered < edge.gate and fits:
                 item.entered, item.cleared = edge.gate, edge.gate - 1
-            elif (
-                not edge.blocked
-                and item.cleared < edge.gate
-                and self._fits(item, gate_at, edge, False)
-            ):
+            elif not edge.blocked and item.cleared < edge.gate and fits:
                 item.entered = item.cleared = edge.gate
                 item.cleared_at[edge.gate] = edge.t
             else:
@@ -74,7 +100,12 @@ class TrackItems(Leaf):
             self._seen(item, edge.t)
             item.evidence.add(edge.gate)
             self.ctx.record.write(
-                "gate_edge", edge.t, item=item.id, gate=edge.gate, blocked=edge.blocked
+                "gate_edge",
+                edge.t,
+                item=item.id,
+                gate=edge.gate,
+                blocked=edge.blocked,
+                offset=round(self._offset(item, edge), 4),
             )
             if item.cleared == 3 and (item.rod is None or item.uncertain or not item.decided):
                 resolve_item(self.ctx, item, edge.t, Outcome.REJECTED, "rode to the belt end")
@@ -87,9 +118,9 @@ class TrackItems(Leaf):
         taken = t - line.camera_delay
         for item in self.bb.items:
             position = tail_position(self.ctx, item, taken)
-            if item.picture is None and abs(position - centre_at) <= self.tolerance + (
-                line.item_length / 2
-            ):
+            early, late = self._window(item)
+            half = line.item_length / 2
+            if item.picture is None and -early - half <= position - centre_at <= late + half:
                 item.picture, item.picture_at = data, t
                 self._seen(item, t)
                 self.ctx.record.write("picture_received", t, item=item.id, bytes=len(data))
@@ -102,7 +133,7 @@ class TrackItems(Leaf):
     def _check_missed(self, item: Item) -> None:
         """Notice edges that never came: the estimate is well past a gate not yet cleared."""
         line = self.ctx.config.line
-        late = self.tolerance + line.item_length
+        late = self._window(item)[1] + line.item_length
         tail = tail_position(self.ctx, item, self.bb.now)
         if not item.seen:
             if tail > line.gate_positions[0] + late:
