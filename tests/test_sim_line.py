@@ -14,6 +14,7 @@ from bt_sorter.sim.line import (
     Line,
     LineEvent,
     PictureDue,
+    RodState,
     draw_labels,
 )
 
@@ -194,3 +195,21 @@ def test_labels_follow_seed_and_mix() -> None:
     assert set(draw_labels(50, 3, {"ripe": 1.0, "raw": 0.0})) == {"ripe"}
     with pytest.raises(ValueError):
         draw_labels(5, 1, {"ripe": 0.0})
+
+
+def test_retracting_rod_does_not_sweep_and_states_follow_the_stroke() -> None:
+    script: list[tuple[float, Command]] = []
+    landed = feed(script, 0.0)
+    start, _ = GEO.rod_window_of(2)
+    enters = time_tail_reaches(start - L, landed)  # the head reaches the window
+    pulled = enters - 0.05  # retracting (0.2 s stroke) while the item comes in
+    line = running_line(["ripe"])
+    run_script(line, [*script, (pulled - 0.5, push(2))], pulled - 0.4)
+    assert line.rod_state(2) is RodState.EXTENDING
+    run_script(line, [], pulled)
+    assert line.rod_state(2) is RodState.EXTENDED
+    run_script(line, [(pulled, pull(2))], enters + 0.01)
+    assert line.rod_state(2) is RodState.RETRACTING
+    line.advance(30.0)
+    assert line.rod_state(2) is RodState.RETRACTED
+    assert bins(line) == {1: 1}

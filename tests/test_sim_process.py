@@ -194,3 +194,20 @@ def test_out_of_range_fault_rate_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--drop-rate must be within 0..1" in done.stderr
+
+
+def test_line_ends_after_lingering_with_the_belt_left_running(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    from bt_sorter.sim.scripted import SequentialClient
+
+    sim = start_simulator(
+        broker.address, summary=tmp_path / "s.json", items=1, speed=20, extra_args=["--linger", "3"]
+    )
+    with sim, SequentialClient(broker.address, items=1, labels=None, routes={}, speed=20) as client:
+        client.send(protocol.BELT_RUN)
+        client.feed()
+        summary = sim.wait(timeout=20)
+    assert summary["ended_because"] == "line_empty_and_lingered"
+    assert summary["bins"]["1"] == 1
+    assert summary["line_time"] >= summary["last_exit_time"] + 3
