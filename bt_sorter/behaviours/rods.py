@@ -134,13 +134,18 @@ class RetractRod(Leaf):
 
 @register
 class WaitItemLeft(Leaf):
-    """RUNNING until the current (oldest) item has left the line (sorted, rejected or lost)."""
+    """RUNNING until the current (oldest) item is past the last rod (or off the line).
+
+    Past gate 3 nothing can happen to it but the fall into bin 1 (the course controller
+    feeds the next item then); its record is closed when it has fallen off the end.
+    """
 
     def initialise(self) -> None:
         self.item = self.bb.items.oldest()
 
     def update(self) -> Status:
-        if self.item is None or self.item.outcome is not None or self.item not in self.bb.items:
+        item = self.item
+        if item is None or item.outcome is not None or item.cleared >= 3:
             return Status.SUCCESS
         return Status.RUNNING
 

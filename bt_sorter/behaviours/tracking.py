@@ -5,8 +5,8 @@ so each item has an estimated position (the odometer since its latest edge, or s
 it landed). Every edge is given to the oldest item that can have caused it, and only
 if the estimate agrees within a window (``early``/``late`` metres): an edge that fits
 no item (a flicker, a duplicate, a stray) is counted and ignored, and an edge that
-never came is noticed when the estimate has gone well past the gate. An item whose push edge went missing is marked
-``uncertain`` and is never pushed.
+never came is noticed when the estimate has gone well past the gate. An item whose
+push edge went missing is marked ``uncertain`` and is never pushed.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def tail_position(ctx: Context, item: Item, t: float) -> float:
 class TrackItems(Leaf):
     """Match this tick's gate edges and pictures to the items in flight. Always RUNNING.
 
-    Resolves an item without a rod as rejected (bin 1) when it clears gate 3, forgets
-    a feed that showed nothing by the time it should have reached gate 1, and marks
-    items whose edges went missing.
+    Resolves an item nobody pushed as rejected (bin 1) once it has fallen off the belt
+    end, forgets a feed that showed nothing by the time it should have reached gate 1,
+    and marks items whose edges went missing.
     """
 
     params = (
@@ -107,8 +107,9 @@ class TrackItems(Leaf):
                 blocked=edge.blocked,
                 offset=round(self._offset(item, edge), 4),
             )
-            if item.cleared == 3 and (item.rod is None or item.uncertain or not item.decided):
-                resolve_item(self.ctx, item, edge.t, Outcome.REJECTED, "rode to the belt end")
+            line = self.ctx.config.line
+            gate_at = line.gate_positions[edge.gate - 1]
+            item.anchor = (edge.t, gate_at - line.item_length if edge.blocked else gate_at)
             return True
         return False
 

@@ -1,0 +1,266 @@
+"""Leaves on a hand-driven blackboard: tracking, rods, vision, safety.
+
+Time is set by the test (``bb.now``); the belt runs from t = 0 at the default 0.1 m/s,
+items land 0.5 s after their feed, gates stand at 0.5, 0.8 and 1.1 m, items are 0.06 m
+long. An item fed at t = 0 blocks gate 1 at t = 4.9 and clears it at t = 5.5.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import py_trees
+import pytest
+
+from bt_sorter import protocol
+from bt_sorter.behaviours.base import Context
+from bt_sorter.blackboard import Blackboard, Item, Odometer, Outcome, Received
+from bt_sorter.clock import LineClock
+from bt_sorter.config import load_config
+from bt_sorter.record import Record
+from bt_sorter.sim.render import render_picture
+from bt_sorter.trees import load_tree
+from bt_sorter.vision.classifier import ClassifierWorker
+from bt_sorter.vision.http_backend import HttpClassifier
+
+Status = py_trees.common.Status
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Context:
+    config = load_config()
+    context = Context(
+        bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
+        config=config,
+        clock=LineClock(1.0),
+        record=Record(tmp_path / "record.jsonl"),
+    )
+    context.bb.connected = True
+    context.bb.command(protocol.BELT_RUN)
+    context.bb.take_outbox()
+    return context
+
+
+def tree(ctx: Context, tmp_path: Path, text: str) -> py_trees.behaviour.Behaviour:
+    path = tmp_path / "tree.yaml"
+    path.write_text(text)
+    return load_tree(path, ctx)
+
+
+def step(
+    ctx: Context, root: py_trees.behaviour.Behaviour, t: float, *edges: tuple[int, bool]
+) -> list[protocol.Command]:
+    """Advance to line time ``t`` with these gate edges received at ``t``; the commands sent."""
+    ctx.bb.ingest([Received(t, protocol.GateEdge(gate, blocked)) for gate, blocked in edges])
+    ctx.bb.now = t
+    root.tick_once()
+    return ctx.bb.take_outbox()
+
+
+def fed(ctx: Context, t: float, rod: int | None, label: str = "ripe") -> Item:
+    item = ctx.bb.items.feed(t)
+    item.label, item.rod, item.decided, item.seen = label, rod, True, True
+    return item
+
+
+TRACK_AND_RODS = """
+root:
+  parallel: line
+  policy: success_on_all
+  children:
+    - TrackItems: track
+    - repeat: rod 2
+      num_success: -1
+      child:
+        sequence: rod 2 cycle
+        children:
+          - PushRod: push 2
+            rod: 2
+          - RetractRod: retract 2
+            rod: 2
+    - repeat: rod 3
+      num_success: -1
+      child:
+        sequence: rod 3 cycle
+        children:
+          - PushRod: push 3
+            rod: 3
+          - RetractRod: retract 3
+            rod: 3
+"""
+
+
+def test_rod_fires_on_the_clear_edge_of_the_gate_upstream(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    item = fed(ctx, 0.0, rod=2)
+    assert step(ctx, root, 4.9, (1, True)) == []
+    assert step(ctx, root, 5.5, (1, False)) == [protocol.push(2)]
+    assert item.outcome is Outcome.SORTED
+    assert step(ctx, root, 6.6) == [protocol.pull(2)]
+
+
+def test_each_rod_fires_on_its_own_items_edge(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    first = fed(ctx, 0.0, rod=3)  # ahead: clears gate 1 at 5.5, gate 2 at 8.5
+    second = fed(ctx, 2.5, rod=2)  # behind by 0.25 m: clears gate 1 at 8.0
+    step(ctx, root, 4.9, (1, True))
+    assert step(ctx, root, 5.5, (1, False)) == []  # gate 1 cleared by the rod-3 item
+    step(ctx, root, 7.4, (1, True))
+    step(ctx, root, 7.9, (2, True))
+    assert step(ctx, root, 8.0, (1, False)) == [protocol.push(2)]
+    assert second.outcome is Outcome.SORTED and first.outcome is None
+    assert step(ctx, root, 8.5, (2, False)) == [protocol.push(3)]
+    assert first.outcome is Outcome.SORTED
+
+
+def test_edge_that_fits_no_item_is_ignored(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    item = fed(ctx, 0.0, rod=2)
+    assert step(ctx, root, 3.0, (1, True), (1, False)) == []  # item still 0.2 m short of gate 1
+    assert ctx.bb.unmatched_edges == 2
+    assert item.cleared == 0
+    step(ctx, root, 4.9, (1, True))
+    assert step(ctx, root, 5.5, (1, False)) == [protocol.push(2)]
+
+
+def test_flicker_in_the_middle_of_an_item_is_not_taken_for_its_clear_edge(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    fed(ctx, 0.0, rod=2)
+    step(ctx, root, 4.9, (1, True))
+    assert step(ctx, root, 5.2, (1, False), (1, True)) == []  # half-way through the gate
+    assert step(ctx, root, 5.5, (1, False)) == [protocol.push(2)]
+
+
+def test_item_whose_clear_edge_is_lost_is_not_pushed_and_rides_to_bin_1(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    item = fed(ctx, 0.0, rod=2)
+    passes = {7.9: (2, True), 8.5: (2, False), 10.9: (3, True), 11.5: (3, False)}
+    sent = step(ctx, root, 4.9, (1, True))  # the clear edge of gate 1 never comes
+    for tick in range(1, 150):
+        t = round(4.9 + tick * 0.1, 1)
+        sent += step(ctx, root, t, *[passes[t]] if t in passes else [])
+    assert sent == []
+    assert item.uncertain
+    assert item.outcome is Outcome.REJECTED
+    assert "missing" in item.outcome_reason
+    assert ctx.bb.unmatched_edges == 0
+
+
+def test_duplicate_clear_edge_does_not_push_the_next_item(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    fed(ctx, 0.0, rod=2)
+    behind = fed(ctx, 2.5, rod=2)
+    step(ctx, root, 4.9, (1, True))
+    assert step(ctx, root, 5.5, (1, False), (1, False)) == [protocol.push(2)]
+    assert behind.outcome is None and behind.cleared == 0
+    assert ctx.bb.unmatched_edges == 1
+
+
+def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(
+        ctx, tmp_path,
+        "root:\n  selector: until empty\n  children:\n"
+        "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
+    )  # fmt: skip
+    ctx.bb.items.feed(0.0)
+    ctx.bb.items.feed(2.5)
+    step(ctx, root, 1.0)
+    assert root.status == Status.RUNNING
+    step(ctx, root, 20.0)  # both estimates are far past gate 1: nothing was there
+    assert len(ctx.bb.items) == 0 and ctx.bb.items.done == []
+    step(ctx, root, 20.1)
+    assert ctx.bb.stack_empty and root.status == Status.SUCCESS
+
+
+def test_stuck_item_runs_the_abort_branch(ctx: Context, tmp_path: Path) -> None:
+    root = tree(
+        ctx, tmp_path,
+        """
+root:
+  selector: line
+  children:
+    - parallel: healthy
+      policy: success_on_one
+      children:
+        - LineHealthy: moving
+        - TrackItems: track
+    - sequence: abort
+      children:
+        - RetractAllRods: all rods back
+        - StopBelt: stop belt
+        - RaiseAlarm: alarm
+""",
+    )  # fmt: skip
+    fed(ctx, 0.0, rod=2)
+    assert step(ctx, root, 4.9, (1, True)) == []
+    assert step(ctx, root, 6.0) == []
+    sent = step(ctx, root, 8.0)  # gate 1 blocked for 3.1 s: 5 item passages
+    assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
+    assert ctx.bb.alarms and "gate 1" in ctx.bb.alarms[0]
+
+
+class _HeldService(http.server.BaseHTTPRequestHandler):
+    """A classification service that answers only once the test lets it."""
+
+    release = threading.Event()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.release.wait(10)
+        body = b'{"results": [{"label": "half_ripe", "confidence": 0.9}], "code": 0, "error": ""}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def held_service() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HeldService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _HeldService.release.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}/aisim_tf_pre"
+    _HeldService.release.set()
+    server.shutdown()
+
+
+def test_classify_does_not_block_the_tick_while_the_service_thinks(
+    ctx: Context, tmp_path: Path, held_service: str
+) -> None:
+    ctx.classifiers["primary"] = ClassifierWorker(HttpClassifier(held_service, 10.0))
+    root = tree(ctx, tmp_path, "root:\n  Classify: classify\n")
+    item = ctx.bb.items.feed(0.0)
+    item.picture = render_picture(np.random.default_rng(1), "half_ripe")
+    ticked = threading.Event()
+
+    def tick_twice() -> None:
+        root.tick_once()
+        root.tick_once()
+        ticked.set()
+
+    threading.Thread(target=tick_twice, daemon=True).start()
+    assert ticked.wait(5.0), "a tick waited for the classification service"
+    assert root.status == Status.RUNNING and not item.decided
+    _HeldService.release.set()
+    for _ in range(200):
+        root.tick_once()
+        if root.status != Status.RUNNING:
+            break
+        threading.Event().wait(0.02)
+    ctx.classifiers["primary"].close()
+    assert root.status == Status.SUCCESS
+    assert (item.label, item.rod) == ("half_ripe", 3)
