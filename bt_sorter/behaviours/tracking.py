@@ -1,12 +1,13 @@
 """Tracking: where each item in flight is, from gate edges, pictures and the belt's travel.
 
 Items cannot overtake each other, and the belt moves at a known speed while it runs,
-so each item has an estimated position (the odometer since its latest edge, or since
-it landed). Every edge is given to the oldest item that can have caused it, and only
-if the estimate agrees within a window (``early``/``late`` metres): an edge that fits
-no item (a flicker, a duplicate, a stray) is counted and ignored, and an edge that
-never came is noticed when the estimate has gone well past the gate. An item whose
-push edge went missing is marked ``uncertain`` and is never pushed.
+so each item has an estimated position: the odometer since it landed, moved forward by
+any edge that shows it further along. Every edge is given to the oldest item that can
+have caused it, and only if the estimate agrees within a window (``early``/``late``
+metres): an edge that fits no item (a flicker, a duplicate, a stray) is counted and
+ignored, and an edge that never came is noticed when the estimate has gone well past
+the gate. An item whose push edge went missing is marked ``uncertain`` and is never
+pushed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ Status = py_trees.common.Status
 def tail_position(ctx: Context, item: Item, t: float) -> float:
     """Estimated position (m from the feeder) of ``item``'s upstream end at line time ``t``.
 
-    Measured from its latest gate edge when it has one, else from when it landed.
+    From when it landed (rod 1's stroke after the feed command), moved forward by any
+    edge that showed it further along.
     """
     odometer = ctx.bb.odometer
     if item.anchor is not None:
@@ -107,9 +109,11 @@ class TrackItems(Leaf):
                 blocked=edge.blocked,
                 offset=round(self._offset(item, edge), 4),
             )
+            # A message is only ever late, so the edge says the item is at least this far:
+            # move the estimate forward to it, never back.
             line = self.ctx.config.line
-            gate_at = line.gate_positions[edge.gate - 1]
-            item.anchor = (edge.t, gate_at - line.item_length if edge.blocked else gate_at)
+            at_least = line.gate_positions[edge.gate - 1] - (line.item_length * edge.blocked)
+            item.anchor = (edge.t, max(at_least, tail_position(self.ctx, item, edge.t)))
             return True
         return False
 
