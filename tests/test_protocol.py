@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bt_sorter import protocol as p
 
@@ -79,3 +81,31 @@ def test_a_bad_key_does_not_hide_a_good_one() -> None:
 )
 def test_bad_commands_are_bad_input(payload: bytes) -> None:
     assert isinstance(p.parse_command(payload), p.BadInput)
+
+
+@given(st.binary(max_size=2048))
+def test_any_bytes_on_the_feedback_topic_parse_to_events_never_an_exception(data: bytes) -> None:
+    events = p.parse_feedback(data)
+    assert events
+    assert all(isinstance(e, p.GateEdge | p.Picture | p.BadInput) for e in events)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*p.GATE_KEYS, "image", "other"]), json_values))
+def test_any_json_object_on_the_feedback_topic_gives_one_event_per_key(obj: dict) -> None:
+    events = p.parse_feedback(json.dumps(obj).encode())
+    assert len(events) == max(1, len(obj))
+    for key, event in zip(obj, events, strict=False):
+        if isinstance(event, p.GateEdge):
+            assert obj[key] is event.blocked
+
+
+@given(st.binary(max_size=512))
+def test_any_bytes_on_the_command_topic_parse_to_a_command_or_bad_input(data: bytes) -> None:
+    assert isinstance(p.parse_command(data), p.Command | p.BadInput)
