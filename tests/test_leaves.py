@@ -264,3 +264,40 @@ def test_classify_does_not_block_the_tick_while_the_service_thinks(
     ctx.classifiers["primary"].close()
     assert root.status == Status.SUCCESS
     assert (item.label, item.rod) == ("half_ripe", 3)
+
+
+SEQUENTIAL_ROUTE = """
+root:
+  parallel: line
+  policy: success_on_selected
+  selected: [route item]
+  children:
+    - TrackItems: track
+    - selector: route item
+      children:
+        - sequence: push rod for label
+          children:
+            - ItemHasRod: item has a rod
+            - PushRod: push rod at its gate
+            - RetractRod: retract rod
+        - WaitItemLeft: let it ride to bin 1
+"""
+
+
+def test_sequential_route_serves_the_new_item_while_an_unsorted_one_rides_on(
+    ctx: Context, tmp_path: Path
+) -> None:
+    riding = fed(ctx, 0.0, rod=None, label="unknown")
+    root = tree(ctx, tmp_path, SEQUENTIAL_ROUTE)
+    step(ctx, root, 10.9, (3, True))
+    step(ctx, root, 11.5, (3, False))  # past the last rod: still on the belt for 3 s
+    assert root.status == Status.SUCCESS  # the course feeds the next item now
+    nxt = fed(ctx, 11.6, rod=2)
+    root = tree(ctx, tmp_path, SEQUENTIAL_ROUTE)
+    sent = step(ctx, root, 11.6)
+    assert root.status == Status.RUNNING  # waiting for the new item, not the riding one
+    sent += step(ctx, root, 16.5, (1, True))
+    sent += step(ctx, root, 17.1, (1, False))
+    assert sent == [protocol.push(2)]
+    assert nxt.outcome is Outcome.SORTED
+    assert riding.outcome is Outcome.REJECTED  # it fell off the end meanwhile

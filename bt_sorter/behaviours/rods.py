@@ -14,10 +14,10 @@ Status = py_trees.common.Status
 
 @register
 class ItemHasRod(Leaf):
-    """SUCCESS if the current (oldest) item is decided and has a rod, else FAILURE."""
+    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE."""
 
     def update(self) -> Status:
-        item = self.bb.items.oldest()
+        item = self.bb.items.newest()
         ok = item is not None and item.decided and item.rod is not None and not item.uncertain
         return Status.SUCCESS if ok else Status.FAILURE
 
@@ -26,14 +26,14 @@ class ItemHasRod(Leaf):
 class PushRod(Leaf):
     """Extend an item's rod on the clear edge of the gate just upstream of it.
 
-    ``rod: 0`` serves the current (oldest) item and its own rod; ``rod: 2..4`` serves
+    ``rod: 0`` serves the current item (the newest fed) and its own rod; ``rod: 2..4`` serves
     the oldest item routed to that rod. RUNNING until the edge; SUCCESS when the push
     is requested (the item is recorded as sorted); FAILURE when the item cannot be
     pushed safely (its edge went missing, or came more than ``max_delay`` ago).
     """
 
     params = (
-        Param("rod", int, "rod to extend (2..4); 0 = the current item's own rod", 0),
+        Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
         Param("max_delay", float, "latest push after the edge, line seconds; 0 = half the "
               "time the item still overlaps the rod's window", 0.0),
     )  # fmt: skip
@@ -45,7 +45,7 @@ class PushRod(Leaf):
 
     def _select(self) -> Item | None:
         if self.rod == 0:
-            return self.bb.items.oldest()
+            return self.bb.items.newest()
         return self.bb.items.first(
             i
             for i in self.bb.items
@@ -134,14 +134,14 @@ class RetractRod(Leaf):
 
 @register
 class WaitItemLeft(Leaf):
-    """RUNNING until the current (oldest) item is past the last rod (or off the line).
+    """RUNNING until the current item (the newest fed) is past the last rod, or gone.
 
     Past gate 3 nothing can happen to it but the fall into bin 1 (the course controller
     feeds the next item then); its record is closed when it has fallen off the end.
     """
 
     def initialise(self) -> None:
-        self.item = self.bb.items.oldest()
+        self.item = self.bb.items.newest()
 
     def update(self) -> Status:
         item = self.item
