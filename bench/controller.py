@@ -1,0 +1,479 @@
+"""The controller's figures: tick rate and jitter, idle CPU, edge → command latency, peak RSS.
+
+Run: ``python bench/controller.py`` (options: ``--items``, ``--speed``, ``--seconds``, ...).
+Everything runs as separate processes on loopback, as a user runs it. ``--speed X`` also
+divides the tick period (50 Hz on a real line is 50·X Hz of wall time), so the figures
+"at 50 Hz" come from runs at speed 1:
+
+* real-time run (speed 1, 50 Hz): a broker, the simulator and ``run.py --broker`` sort
+  for ``--rate-seconds``, then the controller gets SIGINT; achieved rate and period
+  jitter come from the controller's own runner stats (``--summary``).
+* latency run (``--items`` at ``--speed``): the same, to the last item. An observer MQTT
+  client subscribed to the feedback and command topics timestamps every message on
+  arrival from the broker; each push of rod k (2..4) is paired with the latest preceding
+  falling edge of gate k-1. The target is one tick period of that run + 5 ms.
+* idle run (speed 1): a broker and ``run.py --broker`` with no simulator, so after the
+  first feed the tree waits for a picture that never comes; the controller's CPU time is
+  sampled with psutil over ``--seconds`` after ``--warmup``, then it gets SIGINT.
+
+Peak RSS is sampled (psutil, every 0.1 s) over both sorting runs, beside the kernel's
+``VmHWM`` high-water mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bt_sorter import protocol
+from bt_sorter.broker import start_broker
+from bt_sorter.config import load_config
+from bt_sorter.sim.process import start_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = ROOT / "run.py"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = math.ceil(q / 100 * len(ordered)) - 1
+    return ordered[max(0, min(len(ordered) - 1, rank))]
+
+
+class Observer:
+    """A paho client on the broker that timestamps feedback and command messages on arrival."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.messages: list[tuple[float, str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-observer"
+        )
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        client.connect(host, port)
+        client.loop_start()
+        if not self._subscribed.wait(10.0):
+            self.close()
+            raise RuntimeError(f"observer could not subscribe on {host}:{port}")
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe([(protocol.FEEDBACK_TOPIC, 0), (protocol.COMMAND_TOPIC, 0)])
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        t = time.monotonic()  # first thing: the arrival time
+        with self._lock:
+            self.messages.append((t, msg.topic, bytes(msg.payload)))
+
+    def snapshot(self) -> list[tuple[float, str, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@dataclass
+class Latency:
+    """Gate-edge → rod-command latencies (ms) and how many pushes had no edge before them."""
+
+    samples_ms: list[float] = field(default_factory=list)
+    pushes: int = 0
+    unpaired: int = 0
+
+
+def edge_to_command(messages: list[tuple[float, str, bytes]]) -> Latency:
+    """Pair each push of rod k (2..4) with the latest falling edge of gate k-1 before it."""
+    out = Latency()
+    last_clear: dict[int, float] = {}
+    for t, topic, payload in messages:
+        if topic == protocol.FEEDBACK_TOPIC:
+            for event in protocol.parse_feedback(payload):
+                if isinstance(event, protocol.GateEdge) and not event.blocked:
+                    last_clear[event.gate] = t
+        elif topic == protocol.COMMAND_TOPIC:
+            command = protocol.parse_command(payload)
+            if not isinstance(command, protocol.Command):
+                continue
+            if command.action is not protocol.Action.PUSH or command.rod not in (2, 3, 4):
+                continue
+            out.pushes += 1
+            edge = last_clear.get(command.rod - 1)
+            if edge is None:
+                out.unpaired += 1
+            else:
+                out.samples_ms.append((t - edge) * 1000)
+    return out
+
+
+class RssSampler:
+    """Samples the resident memory of a process and its children until stopped."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        self.process = psutil.Process(pid)
+        self.every = every
+        self.peak_rss = 0
+        self.peak_hwm = 0  # the kernel's own high-water mark (VmHWM), Linux only
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in tree))
+                self.peak_hwm = max(self.peak_hwm, _vm_hwm(self.process.pid))
+            except psutil.Error:
+                return  # the process ended
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size in bytes from /proc/PID/status; 0 where there is none."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def controller_cmd(tree: Path, address: str, speed: float, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(RUN_PY), "--tree", str(tree), "--broker", address,
+        "--speed", str(speed), "--viz", "none", *extra,
+    ]  # fmt: skip
+
+
+def sorting_run(
+    args: argparse.Namespace,
+    workdir: Path,
+    name: str,
+    speed: float,
+    items: int,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """A real sorting run against the simulator: latency, tick stats, RSS, the line's truth.
+
+    With ``seconds`` the controller gets SIGINT after that long (exit 130 expected);
+    without, it runs until ``items`` items are resolved (exit 0 expected).
+    """
+    summary_path = workdir / f"{name}.json"
+    log_path = workdir / f"{name}.log"
+    with start_broker(kind=args.broker_kind) as broker:
+        observer = Observer(broker.host, broker.port)
+        try:
+            sim = start_simulator(
+                broker.address,
+                summary=workdir / f"{name}_sim.json",
+                items=items,
+                seed=args.seed,
+                speed=speed,
+            )
+            with sim, log_path.open("w") as log:
+                cmd = controller_cmd(
+                    args.tree, broker.address, speed,
+                    "--max-items", str(items), "--summary", str(summary_path),
+                )  # fmt: skip
+                started = time.monotonic()
+                proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
+                sampler = RssSampler(proc.pid)
+                try:
+                    if seconds is not None:
+                        try:
+                            proc.wait(timeout=seconds)
+                        except subprocess.TimeoutExpired:
+                            proc.send_signal(signal.SIGINT)
+                    code = proc.wait(timeout=120 + items * 40 / speed)
+                finally:
+                    sampler.stop()
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                wall = time.monotonic() - started
+                truth = sim.stop(timeout=10.0) or {}
+        finally:
+            observer.close()
+        messages = observer.snapshot()
+    expected = 130 if seconds is not None else 0
+    if code != expected or not summary_path.exists():
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{name} run exited {code}, expected {expected}:\n{tail}")
+    summary = json.loads(summary_path.read_text())
+    return {
+        "latency": edge_to_command(messages),
+        "ticks": summary["ticks"],
+        "summary": summary,
+        "truth": truth,
+        "peak_rss": sampler.peak_rss,
+        "peak_hwm": sampler.peak_hwm,
+        "wall_s": wall,
+        "speed": speed,
+        "broker": broker.kind,
+    }
+
+
+def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """CPU % of one core of the connected controller while it waits with nothing happening."""
+    summary_path = workdir / "controller_idle.json"
+    log_path = workdir / "controller_idle.log"
+    with start_broker(kind=args.broker_kind) as broker:
+        observer = Observer(broker.host, broker.port)
+        cmd = controller_cmd(
+            args.tree, broker.address, args.idle_speed, "--summary", str(summary_path)
+        )
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        started = threading.Event()
+        lines: list[str] = []
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if '"runner_started"' in line:
+                    started.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            if not started.wait(60.0):
+                raise RuntimeError("controller did not start ticking:\n" + "".join(lines[-20:]))
+            time.sleep(args.warmup)
+            process = psutil.Process(proc.pid)
+            cpu0, t0 = _cpu_seconds(process), time.monotonic()
+            n0 = len(observer.snapshot())
+            time.sleep(args.seconds)
+            cpu1, t1 = _cpu_seconds(process), time.monotonic()
+            window = observer.snapshot()[n0:]
+            alive = proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30.0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5.0)
+            observer.close()
+        log_path.write_text("".join(lines))
+    if not alive:
+        raise RuntimeError(
+            f"controller ended inside the idle window (exit {proc.returncode}); "
+            "lower --idle-speed or --seconds"
+        )
+    commands = [
+        str(protocol.parse_command(p)) for _, topic, p in window if topic == protocol.COMMAND_TOPIC
+    ]
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return {
+        "cpu_percent": (cpu1 - cpu0) / (t1 - t0) * 100,
+        "window_s": t1 - t0,
+        "commands_in_window": commands,
+        "exit_code": code,
+        "ticks": summary.get("ticks", {}),
+    }
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds of ``process`` and its children."""
+    total = 0.0
+    for p in (process, *process.children(recursive=True)):
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
+
+
+def tick_rows(label: str, ticks: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rate (against the runner's own setting), jitter, lateness and overruns of one run."""
+    hz_set = float(ticks.get("tick_hz_set", math.nan))
+    achieved = float(ticks.get("tick_hz_achieved", math.nan))
+    return [
+        (
+            f"tick rate, {label}",
+            f"{_fmt(achieved)} Hz of {hz_set:g} Hz set ({ticks.get('ticks')} ticks)",
+            "within 1% of the setting",
+            _ok(abs(achieved - hz_set) <= 0.01 * hz_set),
+        ),
+        (
+            f"  period jitter p50 / p99, {label}",
+            f"{_fmt(ticks.get('jitter_p50_ms'))} / {_fmt(ticks.get('jitter_p99_ms'))} ms",
+            "",
+            "",
+        ),
+        (
+            f"  start lateness p50 / p99, {label}",
+            f"{_fmt(ticks.get('late_p50_ms'))} / {_fmt(ticks.get('late_p99_ms'))} ms",
+            "",
+            "",
+        ),
+        (
+            f"  overruns / longest tick, {label}",
+            f"{ticks.get('overruns')} / {_fmt(ticks.get('longest_tick_ms'))} ms",
+            "",
+            "",
+        ),
+    ]
+
+
+def latency_rows(label: str, run: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Edge → command p50/p99 of one run against one of its tick periods + 5 ms."""
+    lat: Latency = run["latency"]
+    period_ms = 1000.0 / float(run["ticks"]["tick_hz_set"])
+    p50, p99 = percentile(lat.samples_ms, 50), percentile(lat.samples_ms, 99)
+    if not lat.samples_ms:
+        return [(f"edge -> rod command, {label}", f"no paired pushes ({lat.pushes})", "", "")]
+    return [
+        (
+            f"edge -> rod command p50 / p99, {label}",
+            f"{p50:.2f} / {p99:.2f} ms (max {max(lat.samples_ms, default=math.nan):.2f}, "
+            f"n={len(lat.samples_ms)}, unpaired {lat.unpaired})",
+            f"p99 < {period_ms + 5:.1f} ms (tick {period_ms:.1f} + 5)",
+            _ok(p99 < period_ms + 5.0 and lat.unpaired == 0),
+        )
+    ]
+
+
+def table(rows: list[tuple[str, str, str, str]]) -> list[str]:
+    """Rows as aligned text columns under a header."""
+    header = ("figure", "value", "target", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths).rstrip())
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return out
+
+
+def _ok(passed: bool) -> str:
+    return "ok" if passed else "MISSED"
+
+
+def describe_run(name: str, run: dict[str, Any]) -> str:
+    summary, truth = run["summary"], run["truth"]
+    facts = ", ".join(f"{k} {truth.get(k)}" for k in ("items", "correct", "missorted", "lost"))
+    return (
+        f"{name}: speed {run['speed']:g}, {run['wall_s']:.1f} s wall on {run['broker']}, "
+        f"stopped {summary['stop_reason']}; controller resolved {summary['resolved']} "
+        f"{summary['outcomes']}; line truth: {facts}; rod pushes {run['latency'].pushes}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/controller.py",
+        description="Controller figures: tick rate/jitter, idle CPU, edge->command latency, RSS.",
+    )
+    add = parser.add_argument
+    add("--tree", type=Path, default=ROOT / "trees" / "sort.yaml", help="tree file")
+    add("--items", type=int, default=20, help="items in the latency run (20)")
+    add("--speed", type=float, default=4.0, help="latency run's line speed (4)")
+    add("--rate-seconds", type=float, default=20.0,
+        help="length of the real-time (speed 1, 50 Hz) sorting run, s (20)")  # fmt: skip
+    add("--seconds", type=float, default=10.0, help="idle CPU window, s (10)")
+    add("--warmup", type=float, default=2.0, help="idle: s after ticking starts (2)")
+    add("--idle-speed", type=float, default=1.0, help="idle run's line speed (1)")
+    add("--seed", type=int, default=1, help="simulator seed (1)")
+    add("--broker-kind", choices=("mosquitto", "amqtt"), default=None)
+    add("--json", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args(argv)
+    tick_hz = load_config().timings.tick_hz
+
+    with tempfile.TemporaryDirectory(prefix="bench_controller_") as tmp:
+        workdir = Path(tmp)
+        print(f"real-time run: speed 1 ({tick_hz:g} Hz), {args.rate_seconds:g} s ...", flush=True)
+        rate = sorting_run(args, workdir, "realtime", 1.0, 30, seconds=args.rate_seconds)
+        print(f"latency run: {args.items} items at speed {args.speed:g} ...", flush=True)
+        fast = sorting_run(args, workdir, "latency", args.speed, args.items)
+        print(f"idle run: {args.seconds:g} s window at speed {args.idle_speed:g} ...", flush=True)
+        idle = idle_run(args, workdir)
+
+    print()
+    print(describe_run("real-time run", rate))
+    print(describe_run("latency run", fast))
+    print(f"idle run: commands in the window: {idle['commands_in_window'] or 'none'}")
+    print()
+    fast_label = f"speed {args.speed:g}"
+    rows = tick_rows("speed 1", rate["ticks"])
+    rows += tick_rows(fast_label, fast["ticks"])
+    rows += tick_rows("idle", idle["ticks"]) if idle["ticks"] else []
+    rows.append(
+        (
+            "idle CPU, one core",
+            f"{idle['cpu_percent']:.2f} % over {idle['window_s']:.1f} s "
+            f"at {idle['ticks'].get('tick_hz_set', math.nan):g} Hz",
+            "< 5 %",
+            _ok(idle["cpu_percent"] < 5.0),
+        )
+    )
+    rows += latency_rows(fast_label, fast)
+    rows += latency_rows("speed 1", rate)
+    peak_rss = max(rate["peak_rss"], fast["peak_rss"])
+    peak_hwm = max(rate["peak_hwm"], fast["peak_hwm"])
+    rows.append(
+        (
+            "peak RSS, controller",
+            f"{peak_rss / 2**20:.0f} MiB sampled, {peak_hwm / 2**20:.0f} MiB VmHWM",
+            "",
+            "",
+        )
+    )
+    for line in table(rows):
+        print(line)
+    if args.json:
+        figures = {
+            "ticks_speed_1": rate["ticks"],
+            "ticks_latency_run": fast["ticks"],
+            "ticks_idle": idle["ticks"],
+            "idle_cpu_percent": round(idle["cpu_percent"], 3),
+            "edge_to_command_ms": {
+                name: {
+                    "p50": percentile(run["latency"].samples_ms, 50),
+                    "p99": percentile(run["latency"].samples_ms, 99),
+                    "n": len(run["latency"].samples_ms),
+                    "unpaired": run["latency"].unpaired,
+                }
+                for name, run in (("speed_1", rate), ("latency_run", fast))
+            },
+            "peak_rss_bytes": peak_rss,
+            "peak_hwm_bytes": peak_hwm,
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
