@@ -112,6 +112,7 @@ class ItemFifo:
     def __init__(self) -> None:
         self._items: collections.deque[Item] = collections.deque()
         self.done: list[Item] = []
+        self.empty_feeds = 0  # feeds that put nothing on the belt, in all
         self._next_id = 1
 
     def feed(self, t: float) -> Item:
@@ -128,6 +129,7 @@ class ItemFifo:
     def discard(self, item: Item) -> None:
         """Forget a feed that never put an item on the belt (nothing was ever seen)."""
         self._items.remove(item)
+        self.empty_feeds += 1
 
     def __iter__(self) -> Iterator[Item]:
         return iter(list(self._items))
@@ -140,7 +142,8 @@ class ItemFifo:
 
     @property
     def fed(self) -> int:
-        return self._next_id - 1
+        """Items that really went on the belt: feeds less the empty ones."""
+        return self._next_id - 1 - self.empty_feeds
 
     def oldest(self) -> Item | None:
         return self._items[0] if self._items else None
