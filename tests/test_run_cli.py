@@ -1,0 +1,285 @@
+"""run.py as a user runs it: a subprocess against a real mosquitto and the simulator process."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bt_sorter import protocol
+from bt_sorter.behaviours import REGISTRY
+from bt_sorter.broker import BrokerProcess, free_port
+from bt_sorter.sim.process import start_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = str(ROOT / "run.py")
+SORT_TREE = str(ROOT / "trees" / "sort.yaml")
+
+
+def run_py(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """``python run.py ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, RUN_PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+class CommandObserver:
+    """A paho client on the command topic; keeps every command with its arrival time."""
+
+    def __init__(self, broker: BrokerProcess) -> None:
+        self.commands: list[tuple[float, protocol.Command | protocol.BadInput]] = []
+        self._changed = threading.Condition()
+        subscribed = threading.Event()
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        client.on_connect = lambda c, *_: c.subscribe(protocol.COMMAND_TOPIC)
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.on_message = self._on_message
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        self._client = client
+        assert subscribed.wait(10.0), "observer could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._changed:
+            self.commands.append((time.monotonic(), protocol.parse_command(msg.payload)))
+            self._changed.notify_all()
+
+    def wait_for(
+        self, command: protocol.Command, after: float = 0.0, timeout: float = 30.0
+    ) -> bool:
+        """True once ``command`` has arrived later than monotonic time ``after``."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: any(c == command and t > after for t, c in self.commands), timeout
+            )
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class Controller:
+    """``run.py`` running in the background; its stderr (JSON log lines) kept as it comes."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, RUN_PY, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        self.stdout = ""
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.log.append(line)
+                self._changed.notify_all()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        self.stdout = self.process.stdout.read()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The structured log events called ``name`` so far."""
+        with self._changed:
+            lines = list(self.log)
+        out = []
+        for line in lines:
+            if f'"{name}"' in line:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == name:
+                    out.append(event)
+        return out
+
+    def wait_for_log(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def stop(self, sig: signal.Signals, timeout: float = 30.0) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout=5.0)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self) -> str:
+        return "".join(self.log[-30:])
+
+
+@pytest.fixture
+def observer(broker: BrokerProcess) -> Iterator[CommandObserver]:
+    obs = CommandObserver(broker)
+    yield obs
+    obs.close()
+
+
+def test_ctrl_c_stops_the_line_safely(
+    broker: BrokerProcess, observer: CommandObserver, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.json"
+    sim = start_simulator(broker.address, summary=tmp_path / "sim.json", items=3, speed=4)
+    controller = Controller(
+        "--tree", SORT_TREE, "--broker", broker.address, "--speed", "4",
+        "--viz", "none", "--summary", str(summary),
+    )  # fmt: skip
+    try:
+        assert observer.wait_for(protocol.BELT_RUN, timeout=60.0), controller.log_tail()
+        time.sleep(1.0)  # the line is running: feeding, carrying
+        interrupted_at = time.monotonic()
+        code = controller.stop(signal.SIGINT)
+        assert observer.wait_for(protocol.BELT_STOP, after=interrupted_at, timeout=5.0)
+    finally:
+        controller.kill()
+        sim.stop()
+
+    assert code == 130
+    after = [c for t, c in observer.commands if t > interrupted_at]
+    assert protocol.ALL_PULL in after
+    first_pull = after.index(protocol.ALL_PULL)
+    # all rods back first, then the belt stops, and nothing else moves after that
+    assert after[first_pull:] == [protocol.ALL_PULL, protocol.BELT_STOP]
+    assert json.loads(summary.read_text())["stop_reason"] == "sigint"
+
+
+def test_check_prints_the_tree_and_exits_0_without_a_broker() -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+
+    done = run_py("--tree", SORT_TREE, "--check", "--broker", nowhere)
+
+    assert done.returncode == 0, done.stderr
+    for node in ("sorting line", "line is moving", "push rod at its gate", "raise alarm"):
+        assert node in done.stdout
+    assert "ok" in done.stdout.splitlines()[-1]
+
+
+INVALID_TREES = {
+    "unknown_node": (
+        "root:\n  sequence: s\n  children:\n    - StartBelt: go\n    - NoSuchLeaf: x\n",
+        5,
+        "NoSuchLeaf",
+    ),
+    "bad_parameter": (
+        "root:\n  sequence: s\n  children:\n    - StartBelt: go\n    - Wait: w\n"
+        "      seconds: long\n",
+        6,
+        "seconds",
+    ),
+    "missing_include": (
+        "root:\n  sequence: s\n  children:\n    - StartBelt: go\n"
+        "    - include: no_such_subtree.yaml\n",
+        5,
+        "no_such_subtree.yaml",
+    ),
+    "yaml_syntax_error": (
+        "root:\n  sequence: s\n  children: [\n    - StartBelt: go\n",
+        4,
+        "YAML",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_TREES))
+def test_invalid_tree_exits_2_naming_file_and_line(case: str, tmp_path: Path) -> None:
+    text, line, word = INVALID_TREES[case]
+    tree = tmp_path / f"{case}.yaml"
+    tree.write_text(text)
+
+    done = run_py("--tree", str(tree), "--check")
+
+    assert done.returncode == 2
+    assert f"{tree}:{line}:" in done.stderr
+    assert word in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+INVALID_CONFIGS = {
+    "unknown_key": ("timings:\n  tick_hz: 50\n  tick_hzz: 5\n", 3, "tick_hzz"),
+    "wrong_type": ("broker:\n  port: 1883\ntimings:\n  tick_hz: fast\n", 4, "tick_hz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_CONFIGS))
+def test_invalid_config_exits_2_naming_file_and_line(case: str, tmp_path: Path) -> None:
+    text, line, word = INVALID_CONFIGS[case]
+    config = tmp_path / f"{case}.yaml"
+    config.write_text(text)
+
+    done = run_py("--tree", SORT_TREE, "--config", str(config), "--check")
+
+    assert done.returncode == 2
+    assert f"{config}:{line}:" in done.stderr
+    assert word in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_lists_every_leaf_with_its_parameters() -> None:
+    done = run_py("--help")
+
+    assert done.returncode == 0
+    sections = re.split(r"\n  (?=[A-Z]\w*: )", done.stdout)
+    by_leaf = {s.split(":", 1)[0]: s for s in sections[1:]}
+    assert REGISTRY, "no leaves registered"
+    for name, leaf in REGISTRY.items():
+        assert name in by_leaf, f"{name} missing from --help"
+        for param in leaf.params:
+            assert f"{param.name} (" in by_leaf[name], f"{name}.{param.name} missing from --help"
+
+
+def test_unreachable_broker_keeps_retrying_and_sigterm_stops_with_exit_130(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "quick_retry.yaml"
+    config.write_text("broker:\n  reconnect_min_delay: 0.2\n  reconnect_max_delay: 0.5\n")
+    summary = tmp_path / "summary.json"
+    controller = Controller(
+        "--tree", SORT_TREE, "--config", str(config), "--broker", f"127.0.0.1:{free_port()}",
+        "--max-items", "2", "--speed", "4", "--viz", "none", "--summary", str(summary),
+    )  # fmt: skip
+    try:
+        started = controller.wait_for_log(lambda: bool(controller.events("runner_started")), 40)
+        assert started, controller.log_tail()
+        failures = len(controller.events("broker_connect_failed"))
+        retried = controller.wait_for_log(
+            lambda: len(controller.events("broker_connect_failed")) > failures + 1, 10.0
+        )
+        assert retried, controller.log_tail()
+        assert controller.process.poll() is None, controller.log_tail()
+        code = controller.stop(signal.SIGTERM)
+    finally:
+        controller.kill()
+
+    assert code == 130, controller.log_tail()
+    stopped = controller.events("line_stopped")
+    assert stopped and stopped[-1]["reason"] == "sigterm"
+    assert json.loads(summary.read_text())["stop_reason"] == "sigterm"
+    assert not controller.events("runner_failed")
