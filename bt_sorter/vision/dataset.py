@@ -71,8 +71,20 @@ def split_samples(
     return train, val
 
 
-def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class Jitter:
+    """Ranges of the photometric augmentation."""
+
+    brightness: tuple[float, float] = (0.6, 1.5)  # gain on the whole picture
+    cast: float = 0.12  # per-channel gain in 1 ± cast: a light-colour cast over the whole scene
+    contrast: float = 0.2  # contrast in 1 ± contrast
+
+
+def augment(
+    image: np.ndarray, rng: np.random.Generator, jitter: Jitter | None = None
+) -> np.ndarray:
     """A randomly flipped, rotated, re-lit and blurred copy of a BGR ``uint8`` picture."""
+    jitter = jitter or Jitter()
     h, w = image.shape[:2]
     if rng.random() < 0.5:
         image = image[:, ::-1]
@@ -87,9 +99,9 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         borderMode=cv2.BORDER_REFLECT_101,
     )  # fmt: skip
     out = image.astype(np.float32)
-    brightness = rng.uniform(0.6, 1.5)
-    cast = 1.0 + rng.uniform(-0.12, 0.12, 3).astype(np.float32)
-    contrast = rng.uniform(0.8, 1.2)
+    brightness = rng.uniform(*jitter.brightness)
+    cast = 1.0 + rng.uniform(-jitter.cast, jitter.cast, 3).astype(np.float32)
+    contrast = rng.uniform(1.0 - jitter.contrast, 1.0 + jitter.contrast)
     mean = out.mean()
     out = ((out - mean) * contrast + mean) * brightness * cast[None, None, :]
     if rng.random() < 0.3:
@@ -105,8 +117,15 @@ class PictureDataset(Dataset[tuple[torch.Tensor, int]]):
     The JPEG bytes are read once and kept in memory; decoding happens on every read.
     """
 
-    def __init__(self, samples: Sequence[Sample], input_size: int, train: bool) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        input_size: int,
+        train: bool,
+        jitter: Jitter | None = None,
+    ) -> None:
         self.samples = list(samples)
+        self.jitter = jitter or Jitter()
         self.input_size = input_size
         self.train = train
         self._bytes: list[bytes | None] = [None] * len(self.samples)
@@ -130,7 +149,7 @@ class PictureDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.train:
             # Seeded through torch's generator, so --seed fixes the augmentation too.
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            image = augment(image, rng)
+            image = augment(image, rng, self.jitter)
         tensor = torch.from_numpy(preprocess(image, self.input_size))
         return tensor, self.samples[index].target
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from bt_sorter.vision.dataset import PictureDataset, scan_folder, split_samples
+from bt_sorter.vision.dataset import Jitter, PictureDataset, scan_folder, split_samples
 from bt_sorter.vision.evaluate import confusion_matrix, per_class, plot_confusion
 from bt_sorter.vision.preprocess import write_class_indices
 from bt_sorter.vision.resnet import ARCHS, build
@@ -146,6 +146,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-step-size", type=int, default=5, help="step schedule period")
     parser.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule factor")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument(
+        "--brightness",
+        type=float,
+        nargs=2,
+        default=(0.6, 1.5),
+        metavar=("LOW", "HIGH"),
+        help="augmentation: picture gain range",
+    )
+    parser.add_argument(
+        "--cast",
+        type=float,
+        default=0.12,
+        help="augmentation: per-channel gain in 1 ± CAST (light colour)",
+    )
+    parser.add_argument(
+        "--contrast", type=float, default=0.2, help="augmentation: contrast in 1 ± CONTRAST"
+    )
     parser.add_argument("--val-split", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
@@ -179,9 +196,10 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_class_indices(args.out / "class_indices.json", classes)
 
+    jitter = Jitter(tuple(args.brightness), args.cast, args.contrast)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(
-        PictureDataset(train_samples, args.input_size, train=True),
+        PictureDataset(train_samples, args.input_size, train=True, jitter=jitter),
         batch_size=args.batch_size, shuffle=True, num_workers=args.workers, generator=generator,
         drop_last=len(train_samples) > args.batch_size,
     )  # fmt: skip
