@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -149,6 +150,16 @@ def test_http_classifier_reports_an_unreachable_service_as_classify_error() -> N
     client = HttpClassifier(f"http://127.0.0.1:{free_port()}{PREDICT_PATH}", timeout=1)
     with pytest.raises(ClassifyError, match="unreachable"):
         client.classify(_pictures(1, seed=105)[0])
+
+
+def test_http_classifier_reports_a_silent_service_as_a_timeout() -> None:
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        client = HttpClassifier(f"http://127.0.0.1:{port}{PREDICT_PATH}", timeout=0.3)
+        with pytest.raises(ClassifyError, match="timed out"):
+            client.classify(_pictures(1, seed=107)[0])
 
 
 def test_service_cli_binds_loopback_and_answers() -> None:

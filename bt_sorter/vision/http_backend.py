@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -45,7 +44,8 @@ class HttpClassifier:
             reason = _error_of(body) or f"HTTP {exc.code}"
             raise ClassifyError(f"service answered {exc.code}: {reason}") from exc
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            if isinstance(exc, socket.timeout | TimeoutError):
+            reason = getattr(exc, "reason", exc)
+            if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
                 raise ClassifyError(f"service timed out after {self.timeout} s") from exc
             raise ClassifyError(f"service unreachable: {exc}") from exc
         if len(body) > MAX_ANSWER_BYTES:
