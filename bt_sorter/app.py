@@ -12,11 +12,13 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import signal
 import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bt_sorter import log as logs
@@ -25,7 +27,7 @@ from bt_sorter.blackboard import Blackboard, Odometer, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, load_config
 from bt_sorter.record import Record
-from bt_sorter.runner import EXIT_ERROR, EXIT_INVALID, Runner
+from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
 from bt_sorter.trees import load_tree, node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
@@ -173,9 +175,24 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """run.py. Ctrl-C or SIGTERM before the runner starts (loading, starting the line) ends
+    the run with exit 130 and nothing moved; from then on the runner stops the line safely."""
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        log.warning("interrupted_before_start")
+        return EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
     external = (args.broker is not None or args.config is not None) and not args.builtin
     try:
         config = load_config(args.config or DEFAULT_CONFIG)
@@ -224,10 +241,8 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
             port = int(port_text)
             max_items = max_items or args.items or config.sim.items
         adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port)
-        adapter.start()
+        adapter.start()  # connects in the background; the runner holds the tree until then
         stack.callback(adapter.stop)
-        if not adapter.wait_connected(10.0):
-            log.warning("broker_unreachable", host=host, port=port, action="retrying")
         runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items)
         code = runner.run()
         truth = None

@@ -14,7 +14,7 @@ A tree file is data (safe YAML, no code)::
 
 Each node mapping has exactly one kind key: a composite, a decorator (py_trees.decorators),
 a leaf from :data:`REGISTRY`, or ``include``. Composites and decorators declare their
-parameters with :class:`Param`, like leaves, so validation and ``--help-nodes`` are uniform.
+parameters with :class:`Param`, like leaves, so validation and ``run.py --help`` are uniform.
 Every problem is a :class:`SpecError` naming file, line and node.
 """
 
@@ -346,7 +346,7 @@ class _Builder:
         first = unknown[0]
         name = spec[first]
         label = f"node {name!r}: " if isinstance(name, str) else ""
-        hint = _hint(first, _all_kinds()) or " (run.py --help-nodes lists the kinds)"
+        hint = _hint(first, _all_kinds()) or " (run.py --help lists the kinds)"
         raise spec.error(f"{label}unknown node kind {first!r}{hint}", first)
 
     def check_params(self, spec: Located, key: str, label: str) -> dict[str, Any]:

@@ -285,11 +285,6 @@ def test_unreachable_broker_keeps_retrying_and_sigterm_stops_with_exit_130(
     assert not controller.events("runner_failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app._run waits up to 10 s for the broker before Runner.run installs its signal "
-    "handlers: SIGINT there ends in a KeyboardInterrupt traceback, SIGTERM kills (-15)",
-)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_signal_while_first_connecting_exits_130_without_a_traceback(
     sig: signal.Signals,
