@@ -37,6 +37,7 @@ TREES = ("trees/sort.yaml", "trees/sort_pipelined.yaml")
 EXIT_ABORTED = 3
 RUN_TIMEOUT = 900.0  # wall s for one run before the bench gives up on it
 RESTART_PAUSE = 1.0  # wall s between stopping the broker and starting the new one
+GRACE_S = 30.0  # wall s run.py may run on once the simulator (the line) has ended
 
 
 @dataclass(frozen=True)
@@ -198,18 +199,24 @@ def restart_row(tree: str, row: Row, args: argparse.Namespace, workdir: Path) ->
             pass  # wakes twice a second only to notice a run.py that ended early
         before.stop()
         feeds_before = before.feeds
+        result_note = ""
         if proc.poll() is not None:
             result_note = f"run.py ended (exit {proc.returncode}) before the restart"
-        else:
-            result_note = ""
         broker.stop()
         down = time.monotonic()
         time.sleep(RESTART_PAUSE)
         broker = start_broker(port=port)
         up, up_wall = time.monotonic(), time.time()
         after = Monitor(broker.host, port)
-        code = proc.wait(RUN_TIMEOUT)
-        truth = sim.wait(60.0 / args.speed + 30.0)
+        truth = sim.wait(RUN_TIMEOUT)
+        try:
+            code = proc.wait(GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # run.py writes its summary on SIGTERM
+            code = proc.wait(30.0)
+            result_note += (
+                f"; run.py still running {GRACE_S:.0f} s after the simulator ended: SIGTERM"
+            )
         after.stop()
     finally:
         if proc is not None and proc.poll() is None:
@@ -227,7 +234,7 @@ def restart_row(tree: str, row: Row, args: argparse.Namespace, workdir: Path) ->
         time.monotonic() - started, "python bench/faults.py --rows restart",
     )  # fmt: skip
     if result_note:
-        result.notes.append(result_note)
+        result.notes.append(result_note.removeprefix("; "))
     first = after.commands[0][0] if after.commands else None
     firsts = ", ".join(name for _t, name in after.commands[:3])
     result.notes.append(f"first commands after restart: {firsts or 'none'}")
