@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ TREES = ("trees/sort.yaml", "trees/sort_pipelined.yaml")
 EXIT_ABORTED = 3
 RUN_TIMEOUT = 900.0  # wall s for one run before the bench gives up on it
 RESTART_PAUSE = 1.0  # wall s between stopping the broker and starting the new one
+RETRY_STORM = 10  # classify_failed events for one item that count as a retry storm
 GRACE_S = 30.0  # wall s run.py may run on once the simulator (the line) has ended
 
 
@@ -262,6 +264,22 @@ def sim_reconnect(sim_summary: Path, up_wall: float) -> str:
     return "never" if len(stamps) < 2 else f"{stamps[1] - up_wall:.2f} s after it started"
 
 
+def before_alarm(record: list[dict[str, Any]], n: int = 4) -> str:
+    """The last ``n`` events other than gate edges before the alarm, compactly."""
+    events = [e for e in record if e["event"] != "gate_edge"]
+    at = next((i for i, e in enumerate(events) if e["event"] == "alarm_raised"), len(events))
+    return " → ".join(compact(e) for e in events[max(0, at - n) : at + 1])
+
+
+def compact(event: dict[str, Any]) -> str:
+    facts = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "confidence"))
+    return f"{event['event']}({facts})"
+
+
+def first_event(record: list[dict[str, Any]], item: int, name: str) -> str:
+    return next((compact(e) for e in record if e["event"] == name and e.get("item") == item), "")
+
+
 def routes() -> dict[str, int]:
     return dict(load_config().sorting.routes)
 
@@ -331,7 +349,8 @@ def assess(result: Result, route: dict[str, int]) -> tuple[list[str], list[str]]
             misses.append(f"no safe stop: exit {s.get('exit_code')}, record has "
                           f"{[e for e in order if e in events]} of {list(order)}")  # fmt: skip
     elif stopped or s.get("exit_code") != 0:
-        misses.append(f"line stopped: exit {s.get('exit_code')}, alarms {s.get('alarms')}")
+        misses.append(f"line stopped: exit {s.get('exit_code')}, alarms {s.get('alarms')}; "
+                      f"record to the stop: {before_alarm(result.record)}")  # fmt: skip
     note = list(result.notes)
     faults = [e["reason"] for e in result.record if e["event"] == "line_fault"]
     if s.get("alarms") and not faults:
@@ -341,6 +360,15 @@ def assess(result: Result, route: dict[str, int]) -> tuple[list[str], list[str]]
     if s.get("reasons"):
         note.append("bin 1/lost: " + ", ".join(f"{k} ×{v}" for k, v in s["reasons"].items()))
     note += [f"missort by {w.split(':')[0]}" for w in wrong if w.startswith("classifier")]
+    retries = Counter(e["item"] for e in result.record if e["event"] == "classify_failed")
+    if retries and max(retries.values()) > RETRY_STORM:
+        item, count = retries.most_common(1)[0]
+        note.append(f"classify_failed ×{count} for item {item}")
+        first = first_event(result.record, item, "classify_failed")
+        misses.append(f"item {item}: classify_failed {count} times, no give-up: {first}")
+    missing = sum(1 for e in result.record if e["event"] == "edge_missing")
+    if missing:
+        note.append(f"edge_missing ×{missing}")
     if s.get("bad_inputs"):
         note.append(f"bad inputs {s['bad_inputs']}")
     if s.get("unmatched_edges"):
