@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -28,7 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bt_sorter.broker import free_port, wait_for_port  # noqa: E402
-from bt_sorter.sim.render import LABELS, render_picture, write_dataset  # noqa: E402
+from bt_sorter.sim.render import (  # noqa: E402
+    BORDERLINE_BAND,
+    LABELS,
+    MARGIN,
+    RAW_MAX,
+    RIPE_MIN,
+    render_picture,
+    render_ripeness,
+    ripeness_label,
+    write_dataset,
+)
 from bt_sorter.vision.dataset import PictureDataset, scan_folder  # noqa: E402
 from bt_sorter.vision.preprocess import decode_picture  # noqa: E402
 from bt_sorter.vision.resnet import build  # noqa: E402
@@ -71,6 +82,30 @@ def bench_in_process(model: Path, pics: list[bytes], threads: int) -> None:
             done += len(chunk)
         rate = done / (time.perf_counter() - start)
         print(f"in-process throughput batch {batch:>2} (preprocess+forward): {rate:.0f} pictures/s")
+
+
+def bench_borderline(model: Path, per_side: int, threads: int) -> None:
+    """Accuracy on fruit whose ripeness sits MARGIN..MARGIN+BAND from a class threshold."""
+    classifier = TorchClassifier(model, threads)
+    right = total = 0
+    wrong: list[str] = []
+    for t, threshold in enumerate((RAW_MAX, RIPE_MIN)):
+        for s, side in enumerate((-1.0, 1.0)):
+            for i in range(per_side):
+                rng = np.random.default_rng([31337, t, s, i])
+                ripeness = threshold + side * (MARGIN + rng.random() * BORDERLINE_BAND)
+                image = render_ripeness(rng, ripeness)
+                _, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+                label = classifier.classify(jpeg.tobytes()).label
+                total += 1
+                if label == ripeness_label(ripeness):
+                    right += 1
+                else:
+                    wrong.append(f"r={ripeness:.3f}->{label}")
+    print(
+        f"borderline-only accuracy (ripeness {MARGIN}..{MARGIN + BORDERLINE_BAND} from a "
+        f"threshold, train domain): {right / total:.4f} ({right}/{total}) {' '.join(wrong[:10])}"
+    )
 
 
 def post(port: int, body: bytes) -> float:
@@ -153,6 +188,7 @@ def main() -> int:
     pics = pictures(args.n)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
     bench_in_process(args.model, pics, args.threads)
+    bench_borderline(args.model, args.n, args.threads)
     bench_service(args.model, pics, args.threads)
     input_size = TorchClassifier(args.model, args.threads).info.input_size
     bench_training(input_size, args.threads)
