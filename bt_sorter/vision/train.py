@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_class_indices(args.out / "class_indices.json", classes)
 
-    jitter = Jitter(tuple(args.brightness), args.cast, args.contrast)
+    jitter = Jitter((args.brightness[0], args.brightness[1]), args.cast, args.contrast)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(
         PictureDataset(train_samples, args.input_size, train=True, jitter=jitter),
