@@ -200,6 +200,9 @@ class Blackboard:
     rod_pushed_at: dict[int, float] = field(default_factory=dict)  # rod -> when it went out
     gate_changed_at: dict[int, float] = field(default_factory=lambda: dict.fromkeys(GATES, 0.0))
     last_evidence_at: float = 0.0  # a picture or an edge matched to an item
+    missed_since_evidence: int = 0  # expected edges that did not come since then
+    blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item kept out of it
+    offline_resyncs: int = 0  # reconnections after a loss of the broker
     outbox: list[protocol.Command] = field(default_factory=list)
     alarms: list[str] = field(default_factory=list)
     fault: str = ""  # the last fault a condition reported (for the alarm)
@@ -214,6 +217,8 @@ class Blackboard:
         bad: list[protocol.BadInput] = []
         for ev in events:
             if isinstance(ev, ConnectionChanged):
+                if ev.connected and not self.connected:
+                    self._resync(ev.t)
                 self.connected = ev.connected
                 continue
             event = ev.event
@@ -227,6 +232,19 @@ class Blackboard:
                 self.bad_inputs += 1
                 bad.append(event)
         return bad
+
+    def _resync(self, t: float) -> None:
+        """Back online: what happened while offline is unknown, not evidence of a fault.
+
+        Gate states are unknown (taken as clear until their next edge); the silence and
+        the edges missed while offline do not count towards a stalled belt or a stuck
+        item. Items whose edges were missed are resolved by tracking as usual.
+        """
+        self.gates = dict.fromkeys(GATES, False)
+        self.gate_changed_at = dict.fromkeys(GATES, t)
+        self.blocked_gates.clear()
+        self.last_evidence_at, self.missed_since_evidence = t, 0
+        self.offline_resyncs += 1
 
     def command(self, command: protocol.Command) -> None:
         """Request a command; the runner publishes the outbox after the tick."""

@@ -182,10 +182,7 @@ def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
     assert ctx.bb.stack_empty and root.status == Status.SUCCESS
 
 
-def test_stuck_item_runs_the_abort_branch(ctx: Context, tmp_path: Path) -> None:
-    root = tree(
-        ctx, tmp_path,
-        """
+HEALTH = """
 root:
   selector: line
   children:
@@ -199,14 +196,43 @@ root:
         - RetractAllRods: all rods back
         - StopBelt: stop belt
         - RaiseAlarm: alarm
-""",
-    )  # fmt: skip
-    fed(ctx, 0.0, rod=2)
-    assert step(ctx, root, 4.9, (1, True)) == []
-    assert step(ctx, root, 6.0) == []
-    sent = step(ctx, root, 8.0)  # gate 1 blocked for 3.1 s: 5 item passages
+"""
+
+
+def run_until(ctx: Context, root: py_trees.behaviour.Behaviour, end: float,
+              edges: dict[float, tuple[int, bool]]) -> list[protocol.Command]:  # fmt: skip
+    """Tick every 0.1 s up to ``end`` with the given edges at their times; commands sent."""
+    sent: list[protocol.Command] = []
+    for tick in range(round(end * 10) + 1):
+        t = tick / 10
+        sent += step(ctx, root, t, *[edges[t]] if t in edges else [])
+    return sent
+
+
+def test_item_stuck_in_a_gate_runs_the_abort_branch(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    fed(ctx, 0.0, rod=2)  # reaches gate 1 at 4.9 and sticks there
+    fed(ctx, 2.5, rod=3)  # held back behind it: no edge at gate 1 ever
+    sent = run_until(ctx, root, 10.0, {4.9: (1, True)})
     assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
-    assert ctx.bb.alarms and "gate 1" in ctx.bb.alarms[0]
+    assert ctx.bb.alarms and "gate 1" in ctx.bb.alarms[0] and "stuck" in ctx.bb.alarms[0]
+
+
+def test_one_lost_clear_edge_does_not_stop_the_line(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    fed(ctx, 0.0, rod=None)
+    fed(ctx, 2.5, rod=None)
+    edges = {4.9: (1, True), 7.4: (1, True), 8.0: (1, False), 7.9: (2, True), 8.5: (2, False)}
+    sent = run_until(ctx, root, 12.0, edges)  # the first item's clear edge at 5.5 is lost
+    assert sent == [] and ctx.bb.alarms == []
+
+
+def test_stalled_belt_runs_the_abort_branch(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    fed(ctx, 0.0, rod=None)  # the belt stalls at 5.0: nothing moves after gate 1's edge
+    sent = run_until(ctx, root, 20.0, {4.9: (1, True)})
+    assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
+    assert "stalled" in ctx.bb.alarms[0]
 
 
 class _HeldService(http.server.BaseHTTPRequestHandler):

@@ -56,7 +56,8 @@ class FeedIsSafe(Leaf):
 
     Safe means: rod 1 is back; the newest item will be far enough ahead when the new
     one lands (Config.min_item_spacing, from belt speed, rod window and rod timing,
-    plus ``margin`` metres); at most ``max_in_flight`` items are on the belt.
+    plus ``margin`` metres); at most ``max_in_flight`` items are on the belt; and no
+    expected edge is missing since the last evidence (the belt may have stalled).
     """
 
     params = (
@@ -68,6 +69,8 @@ class FeedIsSafe(Leaf):
 
     def update(self) -> Status:
         if self.bb.rods_out[1] or len(self.bb.items) >= self.max_in_flight:
+            return Status.RUNNING
+        if self.bb.missed_since_evidence:  # the belt may have stalled: do not feed onto it
             return Status.RUNNING
         newest = self.bb.items.newest()
         if newest is None:

@@ -16,45 +16,35 @@ Status = py_trees.common.Status
 class LineHealthy(Leaf):
     """RUNNING while the line moves as it should; FAILURE (with the reason) when it does not.
 
-    Faults: a gate blocked for longer than ``max_block`` seconds (a stuck item), or
-    items in flight that have been seen but no sensor evidence at all for ``max_quiet``
-    seconds while the belt runs (a stalled belt). Defaults follow from the geometry.
+    Faults, from what tracking noticed: an item that reached neither edge of a gate
+    which read blocked all along (a stuck item in the gate), or ``min_missed`` expected
+    edges missing with no evidence at all for ``max_quiet`` seconds while the belt runs
+    (a stalled belt). A single lost message is neither.
     """
 
     params = (
-        Param(
-            "max_block", float, "longest a gate may stay blocked, seconds; 0 = 4 item passages", 0.0
-        ),
-        Param(
-            "max_quiet",
-            float,
-            "longest without any evidence, seconds; 0 = 2 gate-to-gate travels",
-            0.0,
-        ),
-    )
-    max_block: float
+        Param("max_quiet", float, "seconds without any evidence; 0 = two sensor-to-sensor "
+              "travels of the widest gap", 0.0),
+        Param("min_missed", int, "expected edges missing since the last evidence", 2),
+    )  # fmt: skip
     max_quiet: float
+    min_missed: int
 
     def update(self) -> Status:
-        line = self.ctx.config.line
         if not self.bb.belt_running:
             return Status.RUNNING
-        max_block = self.max_block or 4 * line.item_length / line.belt_speed
-        for gate, blocked in self.bb.gates.items():
-            since = self.bb.gate_changed_at[gate]
-            if blocked and self.bb.now - since > max_block:
-                return self._fault(
-                    f"gate {gate} blocked for {self.bb.now - since:.1f} s: item stuck"
-                )
+        for gate, item in self.bb.blocked_gates.items():
+            return self._fault(f"gate {gate} stays blocked and item {item} never reached it: "
+                               "item stuck")  # fmt: skip
+        line = self.ctx.config.line
         points = (0.0, line.camera_position, *line.gate_positions, line.belt_length)
         widest = max(b - a for a, b in itertools.pairwise(points))
         max_quiet = self.max_quiet or 2 * (widest + line.item_length) / line.belt_speed
-        seen = [item for item in self.bb.items if item.seen]
         quiet = self.bb.now - self.bb.last_evidence_at
-        if seen and quiet > max_quiet:
-            return self._fault(
-                f"no sensor evidence for {quiet:.1f} s with {len(seen)} items: belt stalled"
-            )
+        missed = self.bb.missed_since_evidence
+        if missed >= self.min_missed and quiet > max_quiet:
+            return self._fault(f"no sensor evidence for {quiet:.1f} s, {missed} expected edges "
+                               "missing: belt stalled")  # fmt: skip
         return Status.RUNNING
 
     def _fault(self, reason: str) -> Status:

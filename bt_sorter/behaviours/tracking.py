@@ -97,6 +97,7 @@ class TrackItems(Leaf):
             elif not edge.blocked and item.cleared < edge.gate and fits:
                 item.entered = item.cleared = edge.gate
                 item.cleared_at[edge.gate] = edge.t
+                self.bb.blocked_gates.pop(edge.gate, None)
             else:
                 continue
             self._seen(item, edge.t)
@@ -134,6 +135,7 @@ class TrackItems(Leaf):
 
     def _seen(self, item: Item, t: float) -> None:
         item.seen, self.bb.last_evidence_at, self.bb.empty_feeds = True, t, 0
+        self.bb.missed_since_evidence = 0
 
     def _check_missed(self, item: Item) -> None:
         """Notice edges that never came: the estimate is well past a gate not yet cleared."""
@@ -149,8 +151,12 @@ class TrackItems(Leaf):
         for gate in range(item.cleared + 1, 4):
             if tail <= line.gate_positions[gate - 1] + late:
                 break
+            if item.entered < gate and self.bb.gates[gate]:
+                # Neither edge came while the gate read blocked all along: something sits
+                # in the gate and this item never got there. One lost edge cannot do that.
+                self.bb.blocked_gates[gate] = item.id
             item.entered = item.cleared = gate
-            self.bb.gates[gate] = False  # believed clear: its clear edge was lost
+            self.bb.missed_since_evidence += 1
             if gate == item.push_gate and item.rod is not None and item.pushed_at is None:
                 item.uncertain = True
                 item.reject_reason = f"clear edge of gate {gate} missing: not pushed"

@@ -123,16 +123,18 @@ class Classify(Leaf):
 
 @register
 class RejectItem(Leaf):
-    """Decide the oldest undecided item as ``unknown``: no rod, bin 1. SUCCESS; FAILURE if none."""
+    """Decide the oldest undecided item as ``unknown``: no rod, bin 1. SUCCESS.
+
+    With no undecided item (it has left the line meanwhile) there is nothing to do: SUCCESS.
+    """
 
     params = (Param("reason", str, "why, for the record", "no usable picture"),)
     reason: str
 
     def update(self) -> Status:
         item = oldest_undecided(self.ctx)
-        if item is None:
-            return Status.FAILURE
-        decide(self.ctx, item, UNKNOWN, self.reason)
+        if item is not None:
+            decide(self.ctx, item, UNKNOWN, self.reason)
         return Status.SUCCESS
 
 

@@ -109,6 +109,7 @@ class SimNode:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=self.options.client_id, clean_session=True
         )
+        client.reconnect_delay_set(min_delay=0.1, max_delay=2.0)  # back soon after a restart
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
