@@ -203,6 +203,7 @@ class Blackboard:
     missed_since_evidence: int = 0  # expected edges that did not come since then
     blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item kept out of it
     offline_resyncs: int = 0  # reconnections after a loss of the broker
+    ever_connected: bool = False
     outbox: list[protocol.Command] = field(default_factory=list)
     alarms: list[str] = field(default_factory=list)
     fault: str = ""  # the last fault a condition reported (for the alarm)
@@ -217,9 +218,10 @@ class Blackboard:
         bad: list[protocol.BadInput] = []
         for ev in events:
             if isinstance(ev, ConnectionChanged):
-                if ev.connected and not self.connected:
+                if ev.connected and not self.connected and self.ever_connected:
                     self._resync(ev.t)
                 self.connected = ev.connected
+                self.ever_connected |= ev.connected
                 continue
             event = ev.event
             if isinstance(event, protocol.GateEdge):
@@ -238,13 +240,22 @@ class Blackboard:
 
         Gate states are unknown (taken as clear until their next edge); the silence and
         the edges missed while offline do not count towards a stalled belt or a stuck
-        item. Items whose edges were missed are resolved by tracking as usual.
+        item. Items whose edges were missed are resolved by tracking as usual. The belt
+        and rod commands are sent again.
         """
         self.gates = dict.fromkeys(GATES, False)
         self.gate_changed_at = dict.fromkeys(GATES, t)
         self.blocked_gates.clear()
         self.last_evidence_at, self.missed_since_evidence = t, 0
         self.offline_resyncs += 1
+        # Commands sent while offline were lost: say again what the line should be doing.
+        # A rod believed retracted is pulled again; one believed out is left to its leaf.
+        self.outbox.append(protocol.BELT_RUN if self.belt_running else protocol.BELT_STOP)
+        retracted = [rod for rod in RODS if not self.rods_out[rod]]
+        pulls = (
+            [protocol.ALL_PULL] if len(retracted) == len(RODS) else map(protocol.pull, retracted)
+        )
+        self.outbox.extend(pulls)
 
     def command(self, command: protocol.Command) -> None:
         """Request a command; the runner publishes the outbox after the tick."""

@@ -18,7 +18,7 @@ import pytest
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Item, Odometer, Outcome, Received
+from bt_sorter.blackboard import Blackboard, ConnectionChanged, Item, Odometer, Outcome, Received
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
 from bt_sorter.record import Record
@@ -327,3 +327,26 @@ def test_sequential_route_serves_the_new_item_while_an_unsorted_one_rides_on(
     assert sent == [protocol.push(2)]
     assert nxt.outcome is Outcome.SORTED
     assert riding.outcome is Outcome.REJECTED  # it fell off the end meanwhile
+
+
+def test_back_online_the_line_is_told_again_what_it_should_be_doing(ctx: Context) -> None:
+    ctx.bb.ingest([ConnectionChanged(0.0, True)])
+    ctx.bb.command(protocol.push(3))
+    ctx.bb.take_outbox()
+    ctx.bb.ingest([ConnectionChanged(1.0, False), ConnectionChanged(2.0, True)])
+    # belt running, rod 3 out (its leaf retracts it), every other rod pulled again
+    assert ctx.bb.take_outbox() == [protocol.BELT_RUN, protocol.pull(1), protocol.pull(2),
+                                    protocol.pull(4)]  # fmt: skip
+    assert ctx.bb.last_evidence_at == 2.0
+
+
+def test_waiting_for_the_newest_items_picture_fails_when_that_feed_was_empty(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, "root:\n  AwaitPicture: wait\n  item: newest\n")
+    step(ctx, root, 0.0)
+    assert root.status == Status.FAILURE  # nothing was fed
+    ctx.bb.items.feed(0.0)
+    root = tree(ctx, tmp_path, "root:\n  AwaitPicture: wait\n  item: newest\n")
+    step(ctx, root, 1.0)
+    assert root.status == Status.RUNNING

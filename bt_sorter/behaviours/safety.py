@@ -8,6 +8,8 @@ import py_trees
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Leaf, Param, register
+from bt_sorter.behaviours.tracking import resolve_item
+from bt_sorter.blackboard import Outcome
 
 Status = py_trees.common.Status
 
@@ -67,7 +69,8 @@ class RetractAllRods(Leaf):
 class RaiseAlarm(Leaf):
     """Raise the alarm: the run stops safely with the abort exit code. SUCCESS.
 
-    The reason is the last fault a condition reported, else ``reason``.
+    The reason is the last fault a condition reported, else ``reason``. Items still in
+    flight are recorded as lost, with the reason.
     """
 
     params = (Param("reason", str, "what to say when no fault was reported", "line aborted"),)
@@ -77,6 +80,9 @@ class RaiseAlarm(Leaf):
         reason = self.bb.fault or self.reason
         self.bb.alarms.append(reason)
         self.ctx.record.write("alarm_raised", self.bb.now, reason=reason)
+        for item in self.bb.items:  # nothing will move them on: account for them now
+            resolve_item(self.ctx, item, self.bb.now, Outcome.LOST,
+                         f"on the line when it stopped: {reason}")  # fmt: skip
         return Status.SUCCESS
 
 

@@ -143,7 +143,8 @@ class TrackItems(Leaf):
         late = self._window(item)[1] + line.item_length
         tail = tail_position(self.ctx, item, self.bb.now)
         if not item.seen:
-            if tail > line.gate_positions[0] + late:
+            # Nothing seen of it: an empty feed, unless the belt may have stalled under it.
+            if tail > line.gate_positions[0] + late and not self.bb.missed_since_evidence:
                 self.bb.items.discard(item)
                 self.bb.empty_feeds += 1
                 self.ctx.record.write("feed_empty", self.bb.now, item=item.id)

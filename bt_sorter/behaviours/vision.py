@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from pathlib import Path
+from typing import Literal
 
 import py_trees
 
@@ -45,29 +46,45 @@ def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
 
 @register
 class AwaitPicture(Leaf):
-    """Wait for the picture of the oldest undecided item.
+    """Wait for the picture of an undecided item.
 
-    SUCCESS once it has one; RUNNING before; FAILURE when the item is ``margin`` metres
-    past the camera without a picture, or has left the line.
+    ``item: oldest`` waits for the oldest undecided item (RUNNING while there is none:
+    a pipeline's vision branch); ``item: newest`` takes the item just fed (FAILURE if it
+    has gone: a sequential tree's feed that put nothing on the belt). SUCCESS once the
+    item has a picture; FAILURE when it is ``margin`` metres past the camera without one,
+    or has left the line.
     """
 
-    params = (Param("margin", float, "metres past the camera before giving up", 0.1),)
+    params = (
+        Param("margin", float, "metres past the camera before giving up", 0.1),
+        Param("item", Literal["oldest", "newest"], "which item: the oldest undecided, or the "
+              "newest fed", "oldest"),
+    )  # fmt: skip
     margin: float
+    item: str
 
     def initialise(self) -> None:
-        self.item: Item | None = None
+        self.target: Item | None = None
 
     def update(self) -> Status:
-        if self.item is None:
-            self.item = oldest_undecided(self.ctx)
-            if self.item is None:
-                return Status.RUNNING
-        if self.item.picture is not None:
+        if self.target is None:
+            if self.item == "newest":
+                newest = self.bb.items.newest()
+                if newest is None or newest.decided:
+                    self.feedback_message = "the item just fed has gone"
+                    return Status.FAILURE
+                self.target = newest
+            else:
+                self.target = oldest_undecided(self.ctx)
+                if self.target is None:
+                    return Status.RUNNING
+        target = self.target
+        if target.picture is not None:
             return Status.SUCCESS
         line = self.ctx.config.line
-        past = tail_position(self.ctx, self.item, self.bb.now) - line.camera_position
-        if self.item.outcome is not None or self.item not in self.bb.items or past > self.margin:
-            self.feedback_message = f"no picture for item {self.item.id}"
+        past = tail_position(self.ctx, target, self.bb.now) - line.camera_position
+        if target.outcome is not None or target not in self.bb.items or past > self.margin:
+            self.feedback_message = f"no picture for item {target.id}"
             return Status.FAILURE
         return Status.RUNNING
 
