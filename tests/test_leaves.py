@@ -350,3 +350,15 @@ def test_waiting_for_the_newest_items_picture_fails_when_that_feed_was_empty(
     root = tree(ctx, tmp_path, "root:\n  AwaitPicture: wait\n  item: newest\n")
     step(ctx, root, 1.0)
     assert root.status == Status.RUNNING
+
+
+def test_letting_an_item_ride_ends_when_its_feed_turns_out_empty(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, SEQUENTIAL_ROUTE)
+    ctx.bb.items.feed(0.0).decided = True  # labelled unknown: nothing was seen of it
+    step(ctx, root, 1.0)
+    assert root.status == Status.RUNNING
+    step(ctx, root, 8.0)  # far past gate 1 and never seen: forgotten as an empty feed
+    assert ctx.bb.items.empty_feeds == 1
+    assert root.status == Status.SUCCESS

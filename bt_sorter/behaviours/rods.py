@@ -145,7 +145,7 @@ class WaitItemLeft(Leaf):
 
     def update(self) -> Status:
         item = self.item
-        if item is None or item.outcome is not None or item.cleared >= 3:
+        if item is None or item.cleared >= 3 or item not in self.bb.items:  # past, or gone
             return Status.SUCCESS
         return Status.RUNNING
 
