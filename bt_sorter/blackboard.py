@@ -204,6 +204,7 @@ class Blackboard:
     blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item kept out of it
     offline_resyncs: int = 0  # reconnections after a loss of the broker
     ever_connected: bool = False
+    resynced_at: float | None = None  # when the broker last came back
     outbox: list[protocol.Command] = field(default_factory=list)
     alarms: list[str] = field(default_factory=list)
     fault: str = ""  # the last fault a condition reported (for the alarm)
@@ -247,7 +248,7 @@ class Blackboard:
         self.gate_changed_at = dict.fromkeys(GATES, t)
         self.blocked_gates.clear()
         self.last_evidence_at, self.missed_since_evidence = t, 0
-        self.offline_resyncs += 1
+        self.offline_resyncs, self.resynced_at = self.offline_resyncs + 1, t
         # Commands sent while offline were lost: say again what the line should be doing.
         # A rod believed retracted is pulled again; one believed out is left to its leaf.
         self.outbox.append(protocol.BELT_RUN if self.belt_running else protocol.BELT_STOP)

@@ -251,7 +251,7 @@ class Runner:
             self.stop_reason = "tree_failed"
             log.error("tree_failed", tick=bb.tick, root=self.root.name)
             return EXIT_ABORTED
-        if bb.stack_empty:
+        if bb.stack_empty and not len(bb.items):  # and the last items have reached their bins
             self.stop_reason = "stack_empty"
             return EXIT_OK
         done = len(bb.items.done)

@@ -199,11 +199,15 @@ root:
 """
 
 
-def run_until(ctx: Context, root: py_trees.behaviour.Behaviour, end: float,
-              edges: dict[float, tuple[int, bool]]) -> list[protocol.Command]:  # fmt: skip
-    """Tick every 0.1 s up to ``end`` with the given edges at their times; commands sent."""
+Edges = dict[float, tuple[int, bool]]
+
+
+def run_until(
+    ctx: Context, root: py_trees.behaviour.Behaviour, end: float, edges: Edges, start: float = 0.0
+) -> list[protocol.Command]:
+    """Tick every 0.1 s from ``start`` to ``end`` with these edges at their times; commands."""
     sent: list[protocol.Command] = []
-    for tick in range(round(end * 10) + 1):
+    for tick in range(round(start * 10), round(end * 10) + 1):
         t = tick / 10
         sent += step(ctx, root, t, *[edges[t]] if t in edges else [])
     return sent
@@ -362,3 +366,21 @@ def test_letting_an_item_ride_ends_when_its_feed_turns_out_empty(
     step(ctx, root, 8.0)  # far past gate 1 and never seen: forgotten as an empty feed
     assert ctx.bb.items.empty_feeds == 1
     assert root.status == Status.SUCCESS
+
+
+def test_edges_lost_with_the_broker_are_not_taken_for_a_stalled_belt(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    ctx.bb.ingest([ConnectionChanged(0.0, True)])
+    passed = fed(ctx, 0.0, rod=None)  # runs through every gate while we are offline
+    unseen = ctx.bb.items.feed(5.0)  # fed just before the broker went; never seen
+    step(ctx, root, 4.9, (1, True))
+    ctx.bb.ingest([ConnectionChanged(5.5, False)])
+    ctx.bb.now = 5.5  # the tree holds while offline: no ticks
+    ctx.bb.ingest([ConnectionChanged(14.0, True)])
+    ctx.bb.take_outbox()
+    sent = run_until(ctx, root, 25.0, {}, start=14.0)
+    assert sent == [] and ctx.bb.alarms == []
+    assert passed.outcome is Outcome.LOST and "gate 1" in passed.outcome_reason
+    assert unseen.outcome is Outcome.LOST and "broker" in unseen.outcome_reason

@@ -137,14 +137,30 @@ class TrackItems(Leaf):
         item.seen, self.bb.last_evidence_at, self.bb.empty_feeds = True, t, 0
         self.bb.missed_since_evidence = 0
 
+    def _offline_blind(self, item: Item, late: float) -> bool:
+        """Whether ``item``'s overdue evidence may have been lost while the broker was away.
+
+        True for an item fed before the broker came back, for as long as an edge it made
+        while we were offline could still be overdue now.
+        """
+        back = self.bb.resynced_at
+        if back is None or item.fed_at >= back:
+            return False
+        return self.bb.now - back <= late / self.ctx.config.line.belt_speed or not item.seen
+
     def _check_missed(self, item: Item) -> None:
         """Notice edges that never came: the estimate is well past a gate not yet cleared."""
         line = self.ctx.config.line
         late = self._window(item)[1] + line.item_length
         tail = tail_position(self.ctx, item, self.bb.now)
+        offline = self._offline_blind(item, late)
         if not item.seen:
-            # Nothing seen of it: an empty feed, unless the belt may have stalled under it.
-            if tail > line.gate_positions[0] + late and not self.bb.missed_since_evidence:
+            if tail <= line.gate_positions[0] + late:
+                return
+            if offline:  # its messages may have been lost with the broker
+                reason = "never seen: fed before the broker was lost"
+                resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
+            elif not self.bb.missed_since_evidence:  # else the belt may have stalled under it
                 self.bb.items.discard(item)
                 self.bb.empty_feeds += 1
                 self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
@@ -157,7 +173,8 @@ class TrackItems(Leaf):
                 # in the gate and this item never got there. One lost edge cannot do that.
                 self.bb.blocked_gates[gate] = item.id
             item.entered = item.cleared = gate
-            self.bb.missed_since_evidence += 1
+            if not offline:  # an edge lost with the broker is no sign of a stalled belt
+                self.bb.missed_since_evidence += 1
             if gate == item.push_gate and item.rod is not None and item.pushed_at is None:
                 item.uncertain = True
                 item.reject_reason = f"clear edge of gate {gate} missing: not pushed"
