@@ -413,10 +413,11 @@ Definitions:
 
 Targets, checked per row (column *targets*): every fed item is in a bin 1-4 or jam and the
 controller resolved every one as sorted, rejected or lost *with a reason* (except stuck
-item / stalled belt, where the fault holds items); no missort by a wrong push (only the classifier may be wrong); no jam; the line
-keeps running (exit 0, no alarm) in every row except stuck item / stalled belt, which
-must stop safely: exit {EXIT_ABORTED} with `belt_stopped` and `alarm_raised` in the record
-(the abort branch retracts all rods in the step before `belt_stopped`; the record has no
+item / stalled belt, where the fault holds items); no missort by a wrong push (only the
+classifier may be wrong); no jam; the line keeps running (exit 0, no alarm) in every row
+except stuck item / stalled belt, which must stop safely: exit {EXIT_ABORTED} with
+`belt_stopped` and `alarm_raised` in the record (the abort branch retracts all rods in the
+step before `belt_stopped`; the record has no
 event of its own for that). The note says when the alarm came without a `line_fault`.
 """
 
