@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 BrokerKind = Literal["mosquitto", "amqtt"]
 
@@ -49,6 +49,17 @@ def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM ``process`` and wait ``timeout`` s for it; SIGKILL it if it does not go."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
 @dataclass
 class BrokerProcess:
     """A running broker process on 127.0.0.1:``port``."""
@@ -69,13 +80,7 @@ class BrokerProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the broker and wait for it; kill it if it does not go."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        stop_process(self.process, timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import py_trees
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from peer import Peer
 
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
@@ -103,45 +102,21 @@ class FeedAndResolve(Leaf):
 # -- the world -----------------------------------------------------------------------
 
 
-class Line:
-    """A paho client on the broker in the line's place: records aa and the status topic."""
+class Line(Peer):
+    """The line's place on the broker: records the command and the status topics."""
 
     def __init__(self, broker: BrokerProcess, status_topic: str) -> None:
+        super().__init__(broker, protocol.COMMAND_TOPIC, status_topic)
         self.status_topic = status_topic
-        self.received: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"line-{uuid.uuid4()}")
-        ready = threading.Event()
-
-        def on_connect(client: mqtt.Client, *_: object) -> None:
-            client.subscribe([(protocol.COMMAND_TOPIC, 0), (status_topic, 0)])
-            ready.set()
-
-        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-            with self._lock:
-                self.received.append((msg.topic, msg.payload))
-
-        self.client.on_connect = on_connect
-        self.client.on_message = on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert ready.wait(5)
-        time.sleep(0.05)
 
     def commands(self) -> list[protocol.Command | protocol.BadInput]:
-        with self._lock:
-            return [protocol.parse_command(p) for t, p in self.received if t == "aa"]
+        return [protocol.parse_command(p) for p in self.payloads(protocol.COMMAND_TOPIC)]
 
     def statuses(self) -> list[dict[str, object]]:
-        with self._lock:
-            return [json.loads(p) for t, p in self.received if t == self.status_topic]
+        return [json.loads(p) for p in self.payloads(self.status_topic)]
 
     def send(self, payload: bytes) -> None:
-        self.client.publish(protocol.FEEDBACK_TOPIC, payload).wait_for_publish(2)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.publish(payload)
 
 
 class World:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from bt_sorter.broker import stop_process
+
 READY_EVENT = "sim_ready"
 
 
@@ -70,13 +72,7 @@ class SimProcess:
 
     def stop(self, timeout: float = 10.0) -> dict[str, Any] | None:
         """SIGTERM (the simulator writes ledger and summary), kill if it hangs; the summary."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        stop_process(self.process, timeout)
         try:
             return self._summary(self.process.returncode)
         except SimulatorError:
