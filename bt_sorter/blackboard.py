@@ -209,7 +209,7 @@ class Blackboard:
     alarms: list[str] = field(default_factory=list)
     fault: str = ""  # the last fault a condition reported (for the alarm)
     stack_empty: bool = False
-    empty_feeds: int = 0  # feeds in a row that put nothing on the belt
+    empty_feeds_in_a_row: int = 0  # feeds in a row that put nothing on the belt
     last_label: str | None = None
     unmatched_edges: int = 0
 

@@ -97,9 +97,11 @@ class StackEmpty(Leaf):
     empty_feeds: int
 
     def update(self) -> Status:
-        if self.bb.empty_feeds < self.empty_feeds:
+        if self.bb.empty_feeds_in_a_row < self.empty_feeds:
             return Status.FAILURE
         if not self.bb.stack_empty:
             self.bb.stack_empty = True
-            self.ctx.record.write("stack_empty", self.bb.now, empty_feeds=self.bb.empty_feeds)
+            self.ctx.record.write(
+                "stack_empty", self.bb.now, empty_feeds=self.bb.empty_feeds_in_a_row
+            )
         return Status.SUCCESS

@@ -134,7 +134,7 @@ class TrackItems(Leaf):
         self.ctx.record.write("picture_unmatched", t, bytes=len(data))
 
     def _seen(self, item: Item, t: float) -> None:
-        item.seen, self.bb.last_evidence_at, self.bb.empty_feeds = True, t, 0
+        item.seen, self.bb.last_evidence_at, self.bb.empty_feeds_in_a_row = True, t, 0
         self.bb.missed_since_evidence = 0
 
     def _offline_blind(self, item: Item, late: float) -> bool:
@@ -162,7 +162,7 @@ class TrackItems(Leaf):
                 resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
             elif not self.bb.missed_since_evidence:  # else the belt may have stalled under it
                 self.bb.items.discard(item)
-                self.bb.empty_feeds += 1
+                self.bb.empty_feeds_in_a_row += 1
                 self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
             return
         for gate in range(item.cleared + 1, 4):
