@@ -1,16 +1,27 @@
-"""A plain paho client on the test broker in the line's place: plays it, records what it hears."""
+"""Test helpers: a plain paho client in the line's place on the test broker, and polling."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``cond`` every 10 ms until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
 
 
 class Peer:

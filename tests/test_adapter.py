@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from peer import Peer
+from peer import Peer, wait_until
 
 from bt_sorter import protocol
 from bt_sorter.adapter import AdapterConfigError, MqttAdapter
@@ -16,15 +15,6 @@ from bt_sorter.blackboard import Blackboard, ConnectionChanged, Received
 from bt_sorter.broker import BrokerProcess, start_broker
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, TlsConfig
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def broker_config(broker: BrokerProcess, **changes: object) -> BrokerConfig:

@@ -9,12 +9,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import py_trees
 import pytest
-from peer import Peer
+from peer import Peer, wait_until
 
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
@@ -28,15 +28,6 @@ from bt_sorter.runner import EXIT_ABORTED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 Status = py_trees.common.Status
 STOP_WAIT = 0.2  # line seconds between all-pull and belt-stop in these tests
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 # -- tiny leaves ------------------------------------------------------------------------
