@@ -83,6 +83,7 @@ class Item:
     cleared_at: dict[int, float] = field(default_factory=dict)  # gate -> falling edge time
     evidence: set[int] = field(default_factory=set)  # gates with an edge matched to it
     anchor: tuple[float, float] | None = None  # (time, tail position) at its latest edge
+    missed: int = 0  # its expected edges that did not come since its latest one
     seen: bool = False  # a picture or an edge has shown it is really on the belt
     pushed_at: float | None = None
     uncertain: bool = False  # its position stopped being knowable

@@ -233,8 +233,8 @@ def test_one_lost_clear_edge_does_not_stop_the_line(ctx: Context, tmp_path: Path
 
 def test_stalled_belt_runs_the_abort_branch(ctx: Context, tmp_path: Path) -> None:
     root = tree(ctx, tmp_path, HEALTH)
-    fed(ctx, 0.0, rod=None)  # the belt stalls at 5.0: nothing moves after gate 1's edge
-    sent = run_until(ctx, root, 20.0, {4.9: (1, True)})
+    fed(ctx, 0.0, rod=None)  # the belt stalls at 6.0, with the item between gates 1 and 2
+    sent = run_until(ctx, root, 20.0, {4.9: (1, True), 5.5: (1, False)})
     assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
     assert "stalled" in ctx.bb.alarms[0]
 
@@ -384,3 +384,20 @@ def test_edges_lost_with_the_broker_are_not_taken_for_a_stalled_belt(
     assert sent == [] and ctx.bb.alarms == []
     assert passed.outcome is Outcome.LOST and "gate 1" in passed.outcome_reason
     assert unseen.outcome is Outcome.LOST and "broker" in unseen.outcome_reason
+
+
+def test_single_item_stuck_in_a_gate_is_reported_as_stuck(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    fed(ctx, 0.0, rod=None)  # blocks gate 1 at 4.9 and stays there
+    sent = run_until(ctx, root, 11.0, {4.9: (1, True)})
+    assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
+    assert "gate 1 stays blocked" in ctx.bb.alarms[0]
+
+
+def test_two_lost_edges_in_a_row_do_not_stop_the_line(ctx: Context, tmp_path: Path) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    item = fed(ctx, 0.0, rod=None)  # gate 1's clear edge and gate 2's blocked edge are lost
+    edges = {4.9: (1, True), 8.5: (2, False), 10.9: (3, True), 11.5: (3, False)}
+    sent = run_until(ctx, root, 16.0, edges)
+    assert sent == [] and ctx.bb.alarms == []
+    assert item.outcome is Outcome.REJECTED

@@ -18,10 +18,10 @@ Status = py_trees.common.Status
 class LineHealthy(Leaf):
     """RUNNING while the line moves as it should; FAILURE (with the reason) when it does not.
 
-    Faults, from what tracking noticed: an item that reached neither edge of a gate
-    which read blocked all along (a stuck item in the gate), or ``min_missed`` expected
-    edges missing with no evidence at all for ``max_quiet`` seconds while the belt runs
-    (a stalled belt). A single lost message is neither.
+    Faults, from what tracking noticed: a gate that stays blocked while an item is stuck
+    in it (three of its edges overdue) or held back by it (neither edge of the gate came),
+    or ``min_missed`` expected edges missing with no evidence at all for ``max_quiet``
+    seconds while the belt runs (a stalled belt). A single lost message is neither.
     """
 
     params = (
@@ -36,8 +36,8 @@ class LineHealthy(Leaf):
         if not self.bb.belt_running:
             return Status.RUNNING
         for gate, item in self.bb.blocked_gates.items():
-            return self._fault(f"gate {gate} stays blocked and item {item} never reached it: "
-                               "item stuck")  # fmt: skip
+            return self._fault(f"gate {gate} stays blocked; item {item} is stuck in it or "
+                               "held back by what is")  # fmt: skip
         line = self.ctx.config.line
         points = (0.0, line.camera_position, *line.gate_positions, line.belt_length)
         widest = max(b - a for a, b in itertools.pairwise(points))

@@ -102,6 +102,7 @@ class TrackItems(Leaf):
                 continue
             self._seen(item, edge.t)
             item.evidence.add(edge.gate)
+            item.missed = 0
             self.ctx.record.write(
                 "gate_edge",
                 edge.t,
@@ -172,6 +173,13 @@ class TrackItems(Leaf):
                 # Neither edge came while the gate read blocked all along: something sits
                 # in the gate and this item never got there. One lost edge cannot do that.
                 self.bb.blocked_gates[gate] = item.id
+            item.missed += 1 if item.entered == gate else 2
+            last = max(item.evidence, default=0)
+            inside = last if last and last not in item.cleared_at else 0  # seen going in only
+            if item.missed >= 3 and inside and self.bb.gates[inside]:
+                # Its last edge took it into a gate that still reads blocked, and three edges
+                # after that never came: it is stuck in that gate.
+                self.bb.blocked_gates[inside] = item.id
             item.entered = item.cleared = gate
             if not offline:  # an edge lost with the broker is no sign of a stalled belt
                 self.bb.missed_since_evidence += 1
