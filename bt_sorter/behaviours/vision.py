@@ -98,7 +98,10 @@ class Classify(Leaf):
     broken picture, a service down), so the tree can retry or fall back.
     """
 
-    params = (Param("backend", str, "which classifier: primary (config) or fallback", "primary"),)
+    params = (
+        Param("backend", Literal["primary", "fallback"], "which classifier: the config's "
+              "back end, or the fallback (HSV unless the config says reject)", "primary"),
+    )  # fmt: skip
     backend: str
 
     def initialise(self) -> None:
