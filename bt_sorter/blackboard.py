@@ -95,12 +95,6 @@ class Item:
     def zone(self) -> int:
         return self.entered + self.cleared
 
-    def at_gate(self, gate: int) -> bool:
-        return self.entered == gate and self.cleared == gate - 1
-
-    def has_cleared(self, gate: int) -> bool:
-        return self.cleared >= gate
-
     @property
     def push_gate(self) -> int:
         """The gate whose falling edge triggers this item's rod (3 when it has none)."""
@@ -152,11 +146,6 @@ class ItemFifo:
     def newest(self) -> Item | None:
         return self._items[-1] if self._items else None
 
-    def first(self, pred: Iterable[Item] | None = None) -> Item | None:
-        for item in pred if pred is not None else self._items:
-            return item
-        return None
-
 
 class Odometer:
     """How far the belt has moved, from the belt commands the controller sent."""
@@ -203,7 +192,6 @@ class Blackboard:
     last_evidence_at: float = 0.0  # a picture or an edge matched to an item
     missed_since_evidence: int = 0  # expected edges that did not come since then
     blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item kept out of it
-    offline_resyncs: int = 0  # reconnections after a loss of the broker
     ever_connected: bool = False
     resynced_at: float | None = None  # when the broker last came back
     outbox: list[protocol.Command] = field(default_factory=list)
@@ -249,7 +237,7 @@ class Blackboard:
         self.gate_changed_at = dict.fromkeys(GATES, t)
         self.blocked_gates.clear()
         self.last_evidence_at, self.missed_since_evidence = t, 0
-        self.offline_resyncs, self.resynced_at = self.offline_resyncs + 1, t
+        self.resynced_at = t
         # Commands sent while offline were lost: say again what the line should be doing.
         # A rod believed retracted is pulled again; one believed out is left to its leaf.
         self.outbox.append(protocol.BELT_RUN if self.belt_running else protocol.BELT_STOP)

@@ -449,11 +449,6 @@ def load_tree(path: str | Path, ctx: Context) -> Behaviour:
     return builder.tree_file(load_file(path), str(path), 0)
 
 
-def count_nodes(root: Behaviour) -> int:
-    """How many behaviours the tree has (guard conditions not included)."""
-    return sum(1 for _ in root.iterate())
-
-
 def node_catalogue() -> str:
     """Help text: the composites, decorators, include and every registered leaf."""
     out = ["Composites (a 'children:' list of nodes):"]

@@ -46,11 +46,11 @@ class PushRod(Leaf):
     def _select(self) -> Item | None:
         if self.rod == 0:
             return self.bb.items.newest()
-        return self.bb.items.first(
-            i
-            for i in self.bb.items
+        eligible = (
+            i for i in self.bb.items
             if i.decided and i.rod == self.rod and i.pushed_at is None and not i.uncertain
-        )
+        )  # fmt: skip
+        return next(eligible, None)
 
     def update(self) -> Status:
         self.item = self.item or self._select()
