@@ -29,6 +29,7 @@ import queue
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ from paho.mqtt.properties import Properties
 
 from bt_sorter import log as logs
 from bt_sorter import protocol
+from bt_sorter.broker import stop_process
 from bt_sorter.config import ClassifierConfig
 from bt_sorter.vision.classifier import BadPictureError, Classifier, ClassifyError, Prediction
 from bt_sorter.vision.mqtt_backend import CONNECT_TIMEOUT, connect_v5, mqtt5_refusal
@@ -274,6 +276,57 @@ class Worker:
             return
         assert isinstance(reply_topic, str)
         self._requests.put(Request(bytes(msg.payload), reply_topic, correlation, time.monotonic()))
+
+
+class WorkerProcess:
+    """``python -m bt_sorter.vision.worker`` started by :func:`start_worker` (bench, tests)."""
+
+    def __init__(self, process: subprocess.Popen[str], worker_id: str, log_path: Path) -> None:
+        self.process = process
+        self.id = worker_id
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the worker vanishes mid-work, as a crashed machine would."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """SIGTERM and wait; the worker's summary (None when it was killed)."""
+        stop_process(self.process, timeout)
+        out = self.process.stdout.read() if self.process.stdout else ""
+        lines = [line for line in out.splitlines() if line.startswith('{"worker"')]
+        return json.loads(lines[-1]) if lines else None
+
+
+def start_worker(
+    broker: str, worker_id: str, log_dir: Path, *args: str, ready_timeout: float = 120.0
+) -> WorkerProcess:
+    """Start a worker on ``broker`` (HOST:PORT); return once it has joined its group."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"worker-{worker_id}.log"
+    cmd = [sys.executable, "-m", "bt_sorter.vision.worker", "--broker", broker, "--id", worker_id]
+    with log_path.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            [*cmd, *args], stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=ROOT
+        )
+    assert process.stdout is not None
+    ready: list[str] = []
+    reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(ready_timeout)
+    if not ready or '"worker_ready"' not in ready[0]:
+        stop_process(process, 5.0)
+        tail = log_path.read_text("utf-8", errors="replace")[-1500:]
+        raise RuntimeError(f"worker {worker_id} did not join within {ready_timeout} s: {tail}")
+    return WorkerProcess(process, worker_id, log_path)
 
 
 def build_parser() -> argparse.ArgumentParser:
