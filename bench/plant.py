@@ -324,7 +324,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     print(
         "| lines | items/min per line (min / mean) | vs lone line (min) | missorted | bin 1 "
-        "| classify p50 / p99 ms | unanswered | CPU % each: controller / simulator / worker / mosquitto |"
+        "| classify p50 / p99 ms | unanswered "
+        "| CPU % each: controller / simulator / worker / mosquitto |"
     )
     print("|---|---|---|---|---|---|---|---|")
     held = 0
