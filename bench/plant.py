@@ -308,9 +308,8 @@ def main() -> int:
     return 0
 
 
-def print_run(
-    run: dict[str, Any], lone: dict[str, Any], args: argparse.Namespace, stream: Any
-) -> None:
+def print_run(run: dict[str, Any], stream: Any) -> None:
+    """One line of progress while the sweep runs."""
     rates = [line["items_per_min"] for line in run["per_line"].values()]
     print(f"{run['lines']} lines: items/min {rates} latency p50 {run['latency_p50_ms']} ms "
           f"p99 {run['latency_p99_ms']} ms", file=stream, flush=True)  # fmt: skip
