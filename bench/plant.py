@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -148,12 +149,12 @@ def run_lines(
     args: argparse.Namespace,
     out: Path,
     sniffer: Sniffer,
-    kill_one: bool = False,
+    kill: str | None = None,
 ) -> dict[str, Any]:
     """n lines side by side on the broker; their figures."""
     config = out / "plant.yaml"
     config.write_text("classifier:\n  backend: mqtt\n", encoding="utf-8")
-    run_dir = out / f"{n}_lines{'_kill' if kill_one else ''}"
+    run_dir = out / f"{n}_lines{'_' + kill if kill else ''}"
     run_dir.mkdir(parents=True, exist_ok=True)
     names = [f"line{k}" for k in range(1, n + 1)]
     sniffer.take()
@@ -187,16 +188,16 @@ def run_lines(
     meter.watch(pids)
     started = time.monotonic()
     killed = None
-    if kill_one:
+    if kill:
         victim = workers[0]
         target = max(1, n * args.items // 3)
-        while time.monotonic() - started < 300:
-            classified = sum(_classified(run_dir / f"{m}.record.jsonl") for m in names)
-            if classified >= target:
-                break
-            time.sleep(0.05)
+        records = [run_dir / f"{m}.record.jsonl" for m in names]
+        _wait(lambda: sum(_count(r, '"backend": "mqtt:') for r in records) >= target)
+        if kill == "hang":  # alive but silent: the broker still hands it its share
+            os.kill(victim.pid, signal.SIGSTOP)
+            _wait(lambda: sum(_count(r, "no worker answered") for r in records) > 0)
         victim.kill()
-        killed = {"worker": victim.id, "after_items_classified": target}
+        killed = {"worker": victim.id, "mode": kill, "after_items_classified": target}
     for process in controllers.values():
         process.wait(timeout=600)
     truths = {name: sims[name].wait(timeout=120) for name in names}
@@ -218,10 +219,16 @@ def run_lines(
     }
 
 
-def _classified(record: Path) -> int:
+def _wait(condition: Any, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _count(record: Path, text: str) -> int:
     if not record.exists():
         return 0
-    return record.read_text("utf-8").count('"backend": "mqtt:')
+    return record.read_text("utf-8").count(text)
 
 
 def _line_figures(run_dir: Path, name: str, truth: dict[str, Any]) -> dict[str, Any]:
@@ -293,10 +300,12 @@ def main() -> int:
                 results.append(run_lines(n, broker.address, workers, broker.process.pid, args,
                                          out, sniffer))  # fmt: skip
                 print_run(results[-1], sys.stderr)
-            if not args.no_kill and args.workers > 1:
+            for mode in () if args.no_kill or args.workers < 2 else ("kill", "hang"):
+                if not workers[0].alive():  # the victim of the last run: a fresh one
+                    workers[0] = start_worker(broker.address, f"w1{mode}", out, "--threads", "1")
                 results.append(run_lines(args.lines, broker.address, workers,
                                          broker.process.pid, args, out, sniffer,
-                                         kill_one=True))  # fmt: skip
+                                         kill=mode))  # fmt: skip
         finally:
             sniffer.close()
             for worker in workers:
@@ -337,7 +346,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             held = run["lines"]
         cpu = run["cpu"]
         print(
-            f"| {run['lines']} | {min(rates):.2f} / {statistics.fmean(rates):.2f} | {worst:.0%} "
+            f"| {run['lines']} | {min(rates):.2f} / {statistics.fmean(rates):.2f} | {worst:.1%} "
             f"| {missorted} | {sum(line['bin1'] for line in lines)} "
             f"| {run['latency_p50_ms']} / {run['latency_p99_ms']} "
             f"| {sum(line['requests_unanswered'] for line in lines)} "
@@ -350,7 +359,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             continue
         lines = run["per_line"]
         print()
-        print(f"worker {run['killed']['worker']} killed (SIGKILL) after "
+        how = "hung (SIGSTOP) until a request went unanswered, then killed" if run["killed"][
+            "mode"] == "hang" else "killed (SIGKILL)"  # fmt: skip
+        print(f"worker {run['killed']['worker']} {how} after "
               f"{run['killed']['after_items_classified']} items were classified, "
               f"{run['lines']} lines:")  # fmt: skip
         for name, line in lines.items():
