@@ -234,7 +234,10 @@ def _count(record: Path, text: str) -> int:
 def _line_figures(run_dir: Path, name: str, truth: dict[str, Any]) -> dict[str, Any]:
     routes = load_config().sorting.routes
     ledger = [json.loads(x) for x in (run_dir / f"{name}.ledger.jsonl").read_text().splitlines()]
-    missorted = sum(1 for i in ledger if i["bin"] not in (1, routes.get(i["label"], 1)))
+    # a missort is an item swept into a bin that is not its label's (bin 1 is a reject)
+    missorted = sum(
+        1 for i in ledger if i["bin"] in (2, 3, 4) and i["bin"] != routes.get(i["label"], 1)
+    )
     record = [
         json.loads(x)
         for x in (run_dir / f"{name}.record.jsonl").read_text().splitlines()
@@ -258,12 +261,21 @@ def _line_figures(run_dir: Path, name: str, truth: dict[str, Any]) -> dict[str, 
         "missorted": missorted,
         "bin1": sum(1 for i in ledger if i["bin"] == 1),
         "lost": truth["lost"] + truth["jammed"],
+        "not_fed": truth.get("not_fed", 0),
+        "alarms": _alarms(run_dir / f"{name}.json"),
         "messages_sent": truth.get("messages_sent", 0),
         "line_time_s": (truth.get("last_exit_time") or 0) - (truth.get("first_feed_time") or 0),
         "classified_by": dict(backends),
         "requests_unanswered": unanswered,
         "bin1_reasons": dict(reasons),
     }
+
+
+def _alarms(summary: Path) -> list[str]:
+    try:
+        return list(json.loads(summary.read_text("utf-8")).get("alarms", []))
+    except (OSError, ValueError):
+        return ["no controller summary"]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -282,6 +294,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-kill", action="store_true", help="skip the killed-worker run")
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
+    parser.add_argument("--keep", type=Path, help="keep logs, ledgers and records here")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     results: list[dict[str, Any]] = []
@@ -289,7 +302,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench_plant_") as tmp,
         start_broker(kind="mosquitto") as broker,
     ):
-        out = Path(tmp)
+        out = args.keep or Path(tmp)
         workers = [
             start_worker(broker.address, f"w{k}", out, "--threads", "1")
             for k in range(1, args.workers + 1)
@@ -332,10 +345,10 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     print(
         "| lines | items/min per line (min / mean) | vs lone line (min) | missorted | bin 1 "
-        "| classify p50 / p99 ms | unanswered "
+        "| lost / not fed | classify p50 / p99 ms | unanswered "
         "| CPU % each: controller / simulator / worker / mosquitto |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     held = 0
     for run in sweep:
         lines = list(run["per_line"].values())
@@ -348,10 +361,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(
             f"| {run['lines']} | {min(rates):.2f} / {statistics.fmean(rates):.2f} | {worst:.1%} "
             f"| {missorted} | {sum(line['bin1'] for line in lines)} "
+            f"| {sum(line['lost'] for line in lines)} / {sum(line['not_fed'] for line in lines)} "
             f"| {run['latency_p50_ms']} / {run['latency_p99_ms']} "
             f"| {sum(line['requests_unanswered'] for line in lines)} "
             f"| {' / '.join(str(cpu.get(r, {}).get('cpu_percent_each', '-')) for r in ('controller', 'simulator', 'worker', 'mosquitto'))} |"  # noqa: E501
         )
+    for run in sweep:
+        for name, line in run["per_line"].items():
+            if line["alarms"] or line["missorted"]:
+                print(f"{run['lines']} lines, {name}: missorted {line['missorted']}, "
+                      f"alarms {line['alarms']}, bin 1 {line['bin1_reasons']}")  # fmt: skip
     print()
     print(f"largest number of lines held at >= {HOLD:.0%} of the lone line with 0 missorts: {held}")
     for run in results:
@@ -367,7 +386,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         for name, line in lines.items():
             print(f"  {name}: items {line['items']}, correct {line['correct']}, missorted "
                   f"{line['missorted']}, bin 1 {line['bin1']} {line['bin1_reasons'] or ''}, lost "
-                  f"{line['lost']}; requests unanswered {line['requests_unanswered']}, "
+                  f"{line['lost']}, not fed {line['not_fed']}; requests unanswered "
+                  f"{line['requests_unanswered']}, "
                   f"classified by {line['classified_by']}")  # fmt: skip
     lone = sweep[0]
     if lone["answers"]:

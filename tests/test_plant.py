@@ -292,3 +292,15 @@ def test_two_lines_sort_side_by_side_on_two_shared_workers_and_survive_losing_on
     assert {lines[n]["state"] for n in names} == {"stopped"}
     assert all(lines[n]["counts"]["resolved"] == items for n in names)
     assert [w["worker"] for w in plant["workers"]] == []  # w1's will, w2's clean exit
+
+
+def test_run_py_refuses_a_topic_prefix_that_is_no_topic_name() -> None:
+    done = subprocess.run(
+        [sys.executable, RUN_PY, "--tree", PIPELINED, "--check", "--topic-prefix", "line+"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "--topic-prefix" in done.stderr and "wildcards" in done.stderr
