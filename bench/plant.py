@@ -186,16 +186,41 @@ def run_lines(
     pids[broker_pid] = "mosquitto"
     meter = CpuMeter()
     meter.watch(pids)
+    try:
+        return _measure(n, names, run_dir, sims, controllers, workers, args, meter, sniffer, kill)
+    finally:  # Ctrl-C or a failure: leave no line running
+        for process in controllers.values():
+            stop_process(process, 10.0)
+        for sim in sims.values():
+            sim.stop()
+
+
+def _measure(
+    n: int,
+    names: list[str],
+    run_dir: Path,
+    sims: dict[str, Any],
+    controllers: dict[str, subprocess.Popen[bytes]],
+    workers: list[WorkerProcess],
+    args: argparse.Namespace,
+    meter: CpuMeter,
+    sniffer: Sniffer,
+    kill: str | None,
+) -> dict[str, Any]:
+    """Wait for the lines (killing a worker on the way when asked); their figures."""
     started = time.monotonic()
     killed = None
     if kill:
         victim = workers[0]
         target = max(1, n * args.items // 3)
         records = [run_dir / f"{m}.record.jsonl" for m in names]
-        _wait(lambda: sum(_count(r, '"backend": "mqtt:') for r in records) >= target)
+        running = lambda: any(p.poll() is None for p in controllers.values())  # noqa: E731
+        _wait(lambda: sum(_count(r, '"backend": "mqtt:') for r in records) >= target
+              or not running())  # fmt: skip
         if kill == "hang":  # alive but silent: the broker still hands it its share
             os.kill(victim.pid, signal.SIGSTOP)
-            _wait(lambda: sum(_count(r, "no worker answered") for r in records) > 0)
+            _wait(lambda: sum(_count(r, "no worker answered") for r in records) > 0
+                  or not running())  # fmt: skip
         victim.kill()
         killed = {"worker": victim.id, "mode": kill, "after_items_classified": target}
     for process in controllers.values():
@@ -285,6 +310,10 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(1000 * ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)], 1)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=3, help="most lines side by side")
@@ -297,6 +326,8 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="keep logs, ledgers and records here")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with &
+    signal.signal(signal.SIGTERM, _interrupt)
     results: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="bench_plant_") as tmp,
