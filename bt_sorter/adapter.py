@@ -83,7 +83,7 @@ class MqttAdapter:
             max_delay=config.reconnect_max_delay,  # type: ignore[arg-type]
         )
         offline = protocol.encode_line_status(
-            "offline", line=self.topics.status, counts={}, reason="controller vanished"
+            "offline", line=config.topics.line_name(), counts={}, reason="controller vanished"
         )
         client.will_set(self.topics.status, offline, qos=1, retain=True)
         client.on_connect = self._on_connect

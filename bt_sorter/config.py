@@ -50,6 +50,10 @@ class TopicsConfig:
     feedback: str | None = None
     status: str | None = None
 
+    def line_name(self) -> str:
+        """The line's name on a shared broker: its prefix, else its status topic."""
+        return self.prefix or self.resolve().status
+
     def resolve(self) -> protocol.Topics:
         """The topics to use; ``ValueError`` when a name is not a valid topic."""
         base = protocol.line_topics(self.prefix)

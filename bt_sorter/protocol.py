@@ -205,7 +205,7 @@ def encode_classify_answer(
 
 # -- plant status (retained, one per line) -------------------------------------------------
 
-LINE_STATES = ("starting", "running", "offline", "stopped", "aborted")
+LINE_STATES = ("running", "offline", "stopped", "aborted")
 
 
 def encode_line_status(

@@ -229,8 +229,8 @@ class Runner:
             self.commands += 1
             self.adapter.publish(command)
         self.view.update()
-        if time.monotonic() - self._status_at >= STATUS_EVERY:
-            self._publish_line_status("running" if bb.connected else "offline")
+        if bb.connected and time.monotonic() - self._status_at >= STATUS_EVERY:
+            self._publish_line_status("running")
 
     def _publish_line_status(self, state: str) -> None:
         """The line's retained status: what an operator of the plant sees for this line."""
@@ -245,7 +245,7 @@ class Runner:
         counts.update({str(k): outcomes.get(str(k), 0) for k in ("sorted", "rejected", "lost")})
         payload = protocol.encode_line_status(
             state,
-            line=self._line_name(),
+            line=self.ctx.config.broker.topics.line_name(),
             counts=counts,
             alarm=bb.alarms[-1] if bb.alarms else None,
             items_per_minute=rate,
@@ -254,11 +254,6 @@ class Runner:
             wall_time=round(time.time(), 3),
         )
         self.adapter.publish_line_status(payload)
-
-    def _line_name(self) -> str:
-        """The line's name on the broker: its topic prefix, else its status topic."""
-        topics = self.ctx.config.broker.topics
-        return topics.prefix or topics.resolve().status
 
     def _account(self, start: float, end: float) -> None:
         self.ticks += 1

@@ -28,6 +28,7 @@ from peer import wait_until
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess
 from bt_sorter.config import load_config
+from bt_sorter.plant import read_plant
 from bt_sorter.sim import render
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.vision.classifier import ClassifyError
@@ -304,3 +305,30 @@ def test_run_py_refuses_a_topic_prefix_that_is_no_topic_name() -> None:
     )
     assert done.returncode == 2
     assert "--topic-prefix" in done.stderr and "wildcards" in done.stderr
+
+
+def test_plant_status_shows_a_running_line_and_then_offline_when_its_controller_dies(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    config = tmp_path / "hsv.yaml"
+    config.write_text("classifier:\n  backend: hsv\n", encoding="utf-8")
+    args = ["--tree", PIPELINED, "--config", str(config), "--broker", broker.address]
+    args += ["--topic-prefix", "line9", "--viz", "none"]
+    controller = subprocess.Popen(
+        [sys.executable, RUN_PY, *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def state() -> str | None:
+            lines = read_plant(broker.host, broker.port, wait=0.2)["lines"]
+            return next((line["state"] for line in lines if line["line"] == "line9"), None)
+
+        assert wait_until(lambda: state() == "running", timeout=60)
+        controller.kill()  # no DISCONNECT: the broker publishes the controller's will
+        assert wait_until(lambda: state() == "offline", timeout=30)
+    finally:
+        controller.kill()
+        controller.wait(10)
