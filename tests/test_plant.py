@@ -81,7 +81,9 @@ def worker_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def one_worker(broker: BrokerProcess, worker_dir: Path) -> Iterator[WorkerProcess]:
-    worker = start_worker(broker.address, "solo", worker_dir, "--max-picture", "200000")
+    worker = start_worker(
+        broker.address, "solo", worker_dir, "--max-picture", "200000", "--window", "0.05"
+    )
     yield worker
     worker.stop()
 
@@ -144,6 +146,25 @@ def test_bad_requests_get_an_error_answer_and_the_worker_keeps_answering(
     summary = one_worker.stop()
     assert summary is not None
     assert summary["counts"] == {"received": 5, "refused": 3, "unanswerable": 1, "answered": 1}
+
+
+def test_requests_that_arrive_together_are_classified_in_one_batch(
+    broker: BrokerProcess, one_worker: WorkerProcess
+) -> None:
+    rng = np.random.default_rng(6)
+    labels = ["ripe", "half_ripe", "raw"] * 2
+    pictures = [render.render_picture(rng, label, 256) for label in labels]
+    classifier = MqttClassifier(broker.host, broker.port, f"t-{uuid.uuid4()}", reply_timeout=30)
+    try:
+        futures = [classifier.submit(picture) for picture in pictures]
+        answers = [future.result(timeout=60) for future in futures]
+    finally:
+        classifier.close()
+    assert [a.label for a in answers] == labels
+    assert {a.backend for a in answers} == {"mqtt:solo"}
+    summary = one_worker.stop()
+    assert summary is not None and summary["counts"]["answered"] == len(labels)
+    assert max(int(size) for size in summary["batch_sizes"]) > 1, summary["batch_sizes"]
 
 
 def test_a_request_no_worker_answers_fails_after_the_reply_timeout(broker: BrokerProcess) -> None:
