@@ -1,11 +1,13 @@
 """``python -m bt_sorter.plant``: many lines and classifier workers on one MQTT 5 broker.
 
-    python -m bt_sorter.plant status --broker HOST:PORT [--wait S] [--json]
+    python -m bt_sorter.plant status --broker HOST:PORT [--wait S] [--json] [--topic FILTER]
     python -m bt_sorter.plant sim --broker HOST:PORT --lines N [--prefix line] [--items N]
                                   [--speed X] [--seed S] [--config FILE] [--out DIR]
 
 ``status`` lists every line on the broker from its retained status (state, counts, last
-alarm, throughput) and every classifier worker from its retained presence. ``sim`` starts N
+alarm, throughput) and every classifier worker from its retained presence; it looks at
+``+/status``, ``+/+/status``, ``bt_sorter/status`` and ``bt_sorter/workers/+``, and at each
+``--topic`` filter given (a line whose status topic is named outright). ``sim`` starts N
 simulated lines (one simulator process each) named ``<prefix>1`` .. ``<prefix>N``, so their
 topics are ``line1/aa``, ``line1/bb``, ... and waits for them; each line's controller is
 ``run.py --broker HOST:PORT --topic-prefix lineK``. The plant needs MQTT 5 (classifier
@@ -43,13 +45,16 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def read_plant(host: str, port: int, wait: float = 1.0) -> dict[str, list[dict[str, Any]]]:
+def read_plant(
+    host: str, port: int, wait: float = 1.0, extra: Sequence[str] = ()
+) -> dict[str, list[dict[str, Any]]]:
     """The retained line statuses and worker presences on the broker.
 
-    Subscribes to everything, keeps the retained messages that are a line status or a
-    worker presence, and returns ``wait`` seconds after the subscription was granted
-    (brokers send retained messages right after the SUBACK). ClassifyError when the broker
-    cannot be reached or speaks MQTT 3.1.1 only.
+    Subscribes to :data:`protocol.PLANT_STATUS_FILTERS` and the ``extra`` topic filters (not
+    to everything: a plant's pictures would flood in), keeps the retained messages that are
+    a line status or a worker presence, and returns ``wait`` seconds after the subscription
+    was granted (brokers send retained messages right after the SUBACK). ClassifyError when
+    the broker cannot be reached or speaks MQTT 3.1.1 only.
     """
     lines: dict[str, dict[str, Any]] = {}
     workers: dict[str, dict[str, Any]] = {}
@@ -62,7 +67,8 @@ def read_plant(host: str, port: int, wait: float = 1.0) -> dict[str, list[dict[s
             refusal.append(mqtt5_refusal(host, port, reason))
             ready.set()
             return
-        client.subscribe("#", qos=0)
+        filters = [*protocol.PLANT_STATUS_FILTERS, *extra]
+        client.subscribe([(topic, 0) for topic in filters])
 
     def on_subscribe(_c: mqtt.Client, _u: Any, _m: Any, codes: Any, _p: Any) -> None:
         ready.set()
@@ -147,7 +153,7 @@ def format_plant(plant: dict[str, list[dict[str, Any]]], now: float | None = Non
 
 def cmd_status(args: argparse.Namespace) -> int:
     host, port = split_address(args.broker)
-    plant = read_plant(host, port, args.wait)
+    plant = read_plant(host, port, args.wait, args.topic)
     print(json.dumps(plant, indent=2) if args.json else format_plant(plant))
     return 0
 
@@ -207,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--broker", required=True, metavar="HOST:PORT")
     status.add_argument("--wait", type=float, default=1.0, help="s to collect retained statuses")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--topic", action="append", default=[], metavar="FILTER",
+                        help="also look here (a line with a status topic of its own)")  # fmt: skip
     sim = commands.add_parser("sim", help="start N simulated lines on the broker")
     sim.add_argument("--broker", required=True, metavar="HOST:PORT")
     sim.add_argument("--lines", type=int, required=True, help="how many lines")

@@ -178,6 +178,16 @@ def classify_reply_topic(client_id: str) -> str:
     return f"{CLASSIFY_REPLY_ROOT}/{safe}"
 
 
+# Where plant status looks for retained statuses: prefixed lines (one or two levels deep),
+# the FS scene's line, and the workers. A line with a status topic of its own is added by hand.
+PLANT_STATUS_FILTERS = (
+    f"+/{STATUS_LEAF}",
+    f"+/+/{STATUS_LEAF}",
+    STATUS_TOPIC,
+    f"{WORKER_STATUS_ROOT}/+",
+)
+
+
 def worker_status_topic(worker_id: str) -> str:
     """The retained presence of classifier worker ``worker_id``."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", worker_id) or "_"
