@@ -134,6 +134,9 @@ class Runner:
         self._first_start: float | None = None
         self._last_start: float | None = None
         self._status_at = -1e9  # wall time of the last retained line status
+        self._outcomes: Counter[str] = Counter()  # outcomes of the first _outcomes_counted done
+        self._outcomes_counted = 0
+        self._first_fed: float | None = None  # line time of the first feed
 
     # -- control ---------------------------------------------------------------------
 
@@ -236,13 +239,15 @@ class Runner:
         """The line's retained status: what an operator of the plant sees for this line."""
         self._status_at = time.monotonic()
         bb = self.ctx.bb
-        done = bb.items.done
-        outcomes = Counter(str(item.outcome) for item in done)
-        first_fed = min((item.fed_at for item in [*done, *bb.items]), default=None)
-        span = bb.now - first_fed if first_fed is not None else 0.0
+        done = bb.items.done  # append-only: count only what resolved since the last status
+        self._outcomes.update(str(item.outcome) for item in done[self._outcomes_counted :])
+        self._outcomes_counted = len(done)
+        if self._first_fed is None:
+            self._first_fed = min((item.fed_at for item in [*done, *bb.items]), default=None)
+        span = bb.now - self._first_fed if self._first_fed is not None else 0.0
         rate = round(60.0 * len(done) / span, 2) if span > 0 and done else None
         counts = {"fed": bb.items.fed, "resolved": len(done), "in_flight": len(bb.items)}
-        counts.update({str(k): outcomes.get(str(k), 0) for k in ("sorted", "rejected", "lost")})
+        counts.update({k: self._outcomes.get(k, 0) for k in ("sorted", "rejected", "lost")})
         payload = protocol.encode_line_status(
             state,
             line=self.ctx.config.broker.topics.line_name(),

@@ -235,7 +235,7 @@ def _mqtt_answers(out: Path, name: str, worker: str) -> int:
 def test_two_lines_sort_side_by_side_on_two_shared_workers_and_survive_losing_one(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
-    items, speed = 12, 4.0
+    items, speed = 10, 2.0  # speed 2: a loaded CI machine's stalls cost little belt
     config = tmp_path / "plant.yaml"
     config.write_text("classifier:\n  backend: mqtt\n", encoding="utf-8")
     workers = [start_worker(broker.address, w, tmp_path) for w in ("w1", "w2")]
