@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -353,3 +354,16 @@ def test_plant_status_shows_a_running_line_and_then_offline_when_its_controller_
     finally:
         controller.kill()
         controller.wait(10)
+
+
+def test_a_request_that_waited_past_its_expiry_is_dropped_not_classified() -> None:
+    from bt_sorter.vision.hsv import HsvClassifier
+    from bt_sorter.vision.worker import Request, Worker
+
+    worker = Worker(HsvClassifier(), "127.0.0.1", 1, worker_id="backlog")
+    picture = render.render_picture(np.random.default_rng(8), "raw", 256)
+    now = time.monotonic()
+    stale = Request(picture, "test/replies/x", b"old", now - 2.0, expires=now - 1.0)
+    fresh = Request(picture, "test/replies/y", b"new", now, expires=now + 1.0)
+    worker._answer_batch([stale, fresh])  # what serve() does with a gathered batch
+    assert worker.summary()["counts"] == {"expired": 1, "answered": 1}

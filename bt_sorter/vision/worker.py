@@ -11,6 +11,8 @@ Response Topic and Correlation Data properties (:mod:`bt_sorter.vision.mqtt_back
 answer is the course's JSON (``{"results": [{"label", "confidence"}], "code", "error"}``)
 plus ``"worker"``, sent to the response topic with the same correlation data.
 
+A request that waited in the worker past its Message Expiry (the broker passes on what is
+left of it) is dropped unanswered: its controller has retried or fallen back by then.
 Requests that arrive together are classified together: after the first one the worker
 gathers whatever else comes within ``--window`` seconds (at most ``--max-batch``) and runs
 one forward pass. A bad request (not a picture, too large) gets a code-1 answer with the
@@ -67,6 +69,7 @@ class Request:
     reply_topic: str
     correlation: bytes | None
     received: float  # monotonic
+    expires: float | None = None  # monotonic; the requester has given up by then
 
 
 class Worker:
@@ -181,6 +184,14 @@ class Worker:
 
     def _answer_batch(self, batch: list[Request]) -> None:
         """Decode each picture, one forward pass for the good ones, answer every request."""
+        now = time.monotonic()
+        stale = [r for r in batch if r.expires is not None and r.expires < now]
+        if stale:  # queued past their expiry: the controller has retried or fallen back
+            self.counts["expired"] += len(stale)
+            log.info("requests_expired", count=len(stale))
+            batch = [r for r in batch if r not in stale]
+        if not batch:
+            return
         self.batch_sizes[len(batch)] += 1
         good: list[tuple[Request, Any]] = []
         for request in batch:
@@ -275,7 +286,10 @@ class Worker:
             log.warning("request_unanswerable", reason=problem, bytes=len(msg.payload))
             return
         assert isinstance(reply_topic, str)
-        self._requests.put(Request(bytes(msg.payload), reply_topic, correlation, time.monotonic()))
+        now = time.monotonic()
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None)
+        expires = now + expiry if isinstance(expiry, int) else None
+        self._requests.put(Request(bytes(msg.payload), reply_topic, correlation, now, expires))
 
 
 class WorkerProcess:
