@@ -8,7 +8,9 @@ events in the same queue. The runner drains the queue before each tick
 (:meth:`MqttAdapter.drain`) and publishes the commands the tree requested
 (:meth:`MqttAdapter.publish`). paho reconnects with backoff; the feedback topic is
 subscribed again on every connect, so a restarted broker (which forgot the session)
-still delivers.
+still delivers. The topics are the config's ``broker.topics`` (the FS scene's ``aa``/``bb``
+unless the line has a prefix); the line's retained status goes to its status topic, and
+the broker publishes an ``offline`` status in the controller's place if it vanishes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class MqttAdapter:
         self.clock = clock
         self.host = host or config.host
         self.port = port or config.port
+        self.topics = config.topics.resolve()
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._connected = threading.Event()
         self._state_lock = threading.Lock()
@@ -79,6 +82,10 @@ class MqttAdapter:
             min_delay=config.reconnect_min_delay,  # type: ignore[arg-type]
             max_delay=config.reconnect_max_delay,  # type: ignore[arg-type]
         )
+        offline = protocol.encode_line_status(
+            "offline", line=config.topics.line_name(), counts={}, reason="controller vanished"
+        )
+        client.will_set(self.topics.status, offline, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -135,12 +142,16 @@ class MqttAdapter:
 
     def publish(self, command: protocol.Command) -> bool:
         """Publish ``command`` on the command topic (QoS 0); False when it could not go out."""
-        return self._publish(protocol.COMMAND_TOPIC, protocol.encode_command(command), str(command))
+        return self._publish(self.topics.commands, protocol.encode_command(command), str(command))
 
     def publish_status(self, event: str, **facts: Any) -> bool:
         """Publish ``{"event": event, **facts}`` as JSON on the status topic (QoS 0)."""
         body = json.dumps({"event": event, "t": round(self.clock.now(), 3), **facts}, default=str)
-        return self._publish(self.config.status_topic, body.encode(), event)
+        return self._publish(self.topics.status, body.encode(), event)
+
+    def publish_line_status(self, payload: bytes) -> bool:
+        """Publish the line's retained status (:func:`protocol.encode_line_status`), QoS 1."""
+        return self._publish(self.topics.status, payload, "line_status", qos=1, retain=True)
 
     def flush(self, timeout: float = 1.0) -> bool:
         """Wait until the last published message has been written to the socket."""
@@ -153,12 +164,14 @@ class MqttAdapter:
             return False
         return info.is_published()
 
-    def _publish(self, topic: str, payload: bytes, what: str) -> bool:
+    def _publish(
+        self, topic: str, payload: bytes, what: str, qos: int = 0, retain: bool = False
+    ) -> bool:
         if not self._connected.is_set():
             self.unsent += 1
             log.warning("publish_skipped_offline", topic=topic, message=what)
             return False
-        info = self._client.publish(topic, payload, qos=0)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.unsent += 1
             log.warning("publish_failed", topic=topic, message=what, rc=mqtt.error_string(info.rc))
@@ -187,7 +200,7 @@ class MqttAdapter:
             log.error("broker_refused", host=self.host, port=self.port, reason=str(reason_code))
             return
         # Subscribe on every connect: a restarted broker has forgotten the session.
-        result, _mid = client.subscribe(protocol.FEEDBACK_TOPIC, qos=0)
+        result, _mid = client.subscribe(self.topics.feedback, qos=0)
         self.connects += 1
         log.info(
             "broker_connected",
@@ -220,7 +233,7 @@ class MqttAdapter:
         log.warning("broker_connect_failed", host=self.host, port=self.port)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic != protocol.FEEDBACK_TOPIC:
+        if msg.topic != self.topics.feedback:
             return
         self.messages += 1
         t = self.clock.now()

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", type=Path, help="line config (default config/default.yaml); implies an "
         "external line unless --builtin")  # fmt: skip
     add("--broker", metavar="HOST:PORT", help="drive the external line on this broker")
+    add("--topic-prefix", metavar="PREFIX", help="the line's topics on a shared broker: "
+        "PREFIX/aa, PREFIX/bb, PREFIX/status (default: config broker.topics)")  # fmt: skip
     add("--builtin", action="store_true", help="run the built-in simulated line even with --config")
     add("--items", type=int, help="built-in line: items on the stack (default config sim.items)")
     add("--seed", type=int, help="built-in line: seed of the stack's mix (default config sim.seed)")
@@ -68,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_topic_prefix(config: Config, prefix: str) -> Config:
+    """``config`` for the line named ``prefix`` on a shared broker; SpecError if not a name."""
+    topics = dataclasses.replace(config.broker.topics, prefix=prefix)
+    try:
+        topics.resolve()
+    except ValueError as exc:
+        raise SpecError(f"--topic-prefix: {exc}") from None
+    client_id = f"{config.broker.client_id}-{prefix}"  # one client id per line on the broker
+    return config.replace(
+        broker=dataclasses.replace(config.broker, topics=topics, client_id=client_id)
+    )
+
+
 def make_context(config: Config, speed: float, record: Path | None, label: str | None) -> Context:
     """A fresh blackboard and record for one run (no classifiers yet)."""
     return Context(
@@ -79,12 +94,15 @@ def make_context(config: Config, speed: float, record: Path | None, label: str |
     )
 
 
-def make_classifiers(config: Config) -> dict[str, ClassifierWorker]:
+def make_classifiers(config: Config, speed: float = 1.0) -> dict[str, ClassifierWorker]:
     """The primary back end from config, and the fallback (HSV) unless config says reject."""
     from bt_sorter.vision.backends import make_classifier
 
-    workers = {"primary": ClassifierWorker(make_classifier(config.classifier.backend,
-                                                           config.classifier, ROOT))}  # fmt: skip
+    broker = config.broker
+    primary = make_classifier(config.classifier.backend, config.classifier, ROOT,
+                              line_broker=f"{broker.host}:{broker.port}",
+                              client_id=broker.client_id, speed=speed)  # fmt: skip
+    workers = {"primary": ClassifierWorker(primary)}
     if config.classifier.fallback == "hsv" and config.classifier.backend != "hsv":
         workers["fallback"] = ClassifierWorker(make_classifier("hsv", config.classifier, ROOT))
     return workers
@@ -108,6 +126,7 @@ def builtin_line(
             seed=args.seed if args.seed is not None else config.sim.seed,
             speed=speed,
             ledger=args.ledger,
+            topic_prefix=config.broker.topics.prefix,
             extra_args=args.sim_arg,
         )
         try:
@@ -202,6 +221,8 @@ def _main(args: argparse.Namespace) -> int:
                 raise SpecError(f"--broker must be HOST:PORT, got {args.broker!r}")
             config = config.replace(broker=dataclasses.replace(config.broker, host=host,
                                                                port=int(port)))  # fmt: skip
+        if args.topic_prefix is not None:
+            config = with_topic_prefix(config, args.topic_prefix)
         speed = args.speed or (1.0 if external else config.sim.speed)
         ctx = make_context(config, speed, args.record, args.label)
         root = load_tree(args.tree, ctx)
@@ -214,8 +235,12 @@ def _main(args: argparse.Namespace) -> int:
         print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
         print(f"config {config.source}: ok; tree {args.tree}: ok")
         return 0
+    if config.classifier.backend == "mqtt" and not external and config.classifier.broker is None:
+        print("error: classifier 'mqtt' on the built-in line needs classifier.broker HOST:PORT "
+              "(the built-in broker's port is chosen at start)", file=sys.stderr)  # fmt: skip
+        return EXIT_INVALID
     try:
-        ctx.classifiers = make_classifiers(config)
+        ctx.classifiers = make_classifiers(config, speed)
     except (ClassifyError, ValueError, OSError) as exc:
         print(f"error: classifier {config.classifier.backend!r}: {exc}", file=sys.stderr)
         return EXIT_INVALID

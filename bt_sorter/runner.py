@@ -9,7 +9,9 @@ next future deadline and counts an overrun. Each tick:
 3. tick the tree once, only while connected (offline the tree holds: no tick, no
    commands; it continues on reconnect);
 4. publish the commands the leaves requested;
-5. update the live view (cheap when not due).
+5. update the live view (cheap when not due);
+6. about once a wall second, publish the line's retained status (state, counts, alarm,
+   throughput) on its status topic, for ``python -m bt_sorter.plant status``.
 
 The loop stops on :meth:`Runner.request_stop` (also SIGINT/SIGTERM), when the root
 finishes, when the tree raises an alarm, when ``max_items`` items are resolved, or
@@ -26,7 +28,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from types import FrameType
 from typing import Any, Protocol, TextIO
 
@@ -45,6 +47,7 @@ EXIT_ABORTED = 3  # the tree's abort branch raised an alarm, or the root failed
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 _PERIOD_SAMPLES = 100_000  # tick periods kept for the jitter figures (~33 min at 50 Hz)
+STATUS_EVERY = 1.0  # wall s between two retained line statuses
 
 log = get_logger("bt_sorter.runner")
 
@@ -55,6 +58,7 @@ class Adapter(Protocol):
     def drain(self) -> list[Event]: ...
     def publish(self, command: protocol.Command) -> bool: ...
     def publish_status(self, event: str, **facts: Any) -> bool: ...
+    def publish_line_status(self, payload: bytes) -> bool: ...
     def flush(self, timeout: float = 1.0) -> bool: ...
 
 
@@ -129,6 +133,10 @@ class Runner:
         self._lateness: deque[float] = deque(maxlen=_PERIOD_SAMPLES)  # tick start - deadline
         self._first_start: float | None = None
         self._last_start: float | None = None
+        self._status_at = -1e9  # wall time of the last retained line status
+        self._outcomes: Counter[str] = Counter()  # outcomes of the first _outcomes_counted done
+        self._outcomes_counted = 0
+        self._first_fed: float | None = None  # line time of the first feed
 
     # -- control ---------------------------------------------------------------------
 
@@ -224,6 +232,33 @@ class Runner:
             self.commands += 1
             self.adapter.publish(command)
         self.view.update()
+        if bb.connected and time.monotonic() - self._status_at >= STATUS_EVERY:
+            self._publish_line_status("running")
+
+    def _publish_line_status(self, state: str) -> None:
+        """The line's retained status: what an operator of the plant sees for this line."""
+        self._status_at = time.monotonic()
+        bb = self.ctx.bb
+        done = bb.items.done  # append-only: count only what resolved since the last status
+        self._outcomes.update(str(item.outcome) for item in done[self._outcomes_counted :])
+        self._outcomes_counted = len(done)
+        if self._first_fed is None:
+            self._first_fed = min((item.fed_at for item in [*done, *bb.items]), default=None)
+        span = bb.now - self._first_fed if self._first_fed is not None else 0.0
+        rate = round(60.0 * len(done) / span, 2) if span > 0 and done else None
+        counts = {"fed": bb.items.fed, "resolved": len(done), "in_flight": len(bb.items)}
+        counts.update({k: self._outcomes.get(k, 0) for k in ("sorted", "rejected", "lost")})
+        payload = protocol.encode_line_status(
+            state,
+            line=self.ctx.config.broker.topics.line_name(),
+            counts=counts,
+            alarm=bb.alarms[-1] if bb.alarms else None,
+            items_per_minute=rate,
+            line_time=round(bb.now, 2),
+            stop_reason=self.stop_reason,
+            wall_time=round(time.time(), 3),
+        )
+        self.adapter.publish_line_status(payload)
 
     def _account(self, start: float, end: float) -> None:
         self.ticks += 1
@@ -283,6 +318,7 @@ class Runner:
             self.adapter.publish_status(
                 "line_stopped", reason=self.stop_reason, exit_code=self.exit_code, tick=bb.tick
             )
+            self._publish_line_status("aborted" if self.exit_code == EXIT_ABORTED else "stopped")
             flushed = self.adapter.flush(1.0)
             log.info(
                 "line_stopped",
