@@ -84,9 +84,11 @@ def make_classifiers(config: Config) -> dict[str, ClassifierWorker]:
     from bt_sorter.vision.backends import make_classifier
 
     workers = {"primary": ClassifierWorker(make_classifier(config.classifier.backend,
-                                                           config.classifier, ROOT))}  # fmt: skip
+                                                           config.classifier, ROOT,
+                                                           config.limits))}  # fmt: skip
     if config.classifier.fallback == "hsv" and config.classifier.backend != "hsv":
-        workers["fallback"] = ClassifierWorker(make_classifier("hsv", config.classifier, ROOT))
+        fallback = make_classifier("hsv", config.classifier, ROOT, config.limits)
+        workers["fallback"] = ClassifierWorker(fallback)
     return workers
 
 
@@ -137,6 +139,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "reasons": dict(reasons),
         "empty_feeds": ctx.bb.items.empty_feeds,
         "bad_inputs": ctx.bb.bad_inputs,
+        "dropped": dict(ctx.bb.dropped),
         "unmatched_edges": ctx.bb.unmatched_edges,
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
@@ -240,7 +243,7 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
             host, _, port_text = address.rpartition(":")
             port = int(port_text)
             max_items = max_items or args.items or config.sim.items
-        adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port)
+        adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port, limits=config.limits)
         adapter.start()  # connects in the background; the runner holds the tree until then
         stack.callback(adapter.stop)
         runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items)

@@ -1,5 +1,9 @@
 """Picture decoding and the one preprocessing path shared by training, inference and the service.
 
+:func:`decode_picture` is the only place encoded bytes become pixels: the header is checked
+against the configured limits first (a pixel bomb is refused before it is decoded), and the
+pixels being decoded at once in a process are bounded.
+
 :func:`preprocess` is the only place a picture becomes a network input: BGR→RGB, resize to the
 model's input size, ImageNet mean/std normalisation, CHW ``float32``. The input size and the
 class index come from the checkpoint's metadata or ``class_indices.json``, never from here.
@@ -7,38 +11,70 @@ class index come from the checkpoint's metadata or ``class_indices.json``, never
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bt_sorter.vision.classifier import BadPictureError
+from bt_sorter.config import Limits
+from bt_sorter.vision.classifier import BadPictureError, ClassifyError
+from bt_sorter.vision.picture_header import check_picture
 
-MAX_PICTURE_PIXELS = 40_000_000
+DEFAULT_LIMITS = Limits()
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_JPEG_START = b"\xff\xd8"
-_JPEG_END = b"\xff\xd9"
-_JPEG_TAIL = 512  # the end marker must sit this close to the end (trailing padding allowed)
+DECODE_WAIT = 10.0  # s a decode may wait for the process's decode budget
 
 
-def decode_picture(data: bytes) -> np.ndarray:
-    """Decode JPEG/PNG bytes into a BGR ``uint8`` array of shape (H, W, 3).
+class _DecodeBudget:
+    """Pixels being decoded at once in this process, so concurrent decodes cannot add up.
 
-    Raises :class:`BadPictureError` with a reason for anything that is not a whole picture.
+    Each decode takes its header's pixel count before ``cv2.imdecode`` and gives it back
+    after; one that would go over the limit waits (on a worker thread, never a tick).
     """
-    if not data:
-        raise BadPictureError("empty picture")
-    if data[:2] == _JPEG_START and _JPEG_END not in data[-_JPEG_TAIL:]:
-        raise BadPictureError("truncated JPEG: no end-of-image marker")
+
+    def __init__(self) -> None:
+        self._in_use = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def take(self, pixels: int, limit: int) -> Iterator[None]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._in_use + pixels <= limit, DECODE_WAIT):
+                raise ClassifyError(f"decoder busy: {self._in_use} pixels being decoded")
+            self._in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_use -= pixels
+                self._changed.notify_all()
+
+
+_BUDGET = _DecodeBudget()
+
+
+def decode_picture(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode JPEG/PNG/BMP bytes into a BGR ``uint8`` array of shape (H, W, 3).
+
+    The header is checked against ``limits`` first (:func:`check_picture`): a picture over
+    them, or of any other format, is refused before a pixel is decoded. Raises
+    :class:`BadPictureError` with a reason for anything that is not a whole picture, and
+    ClassifyError when the process's decode budget stays full for ``DECODE_WAIT`` s.
+    """
+    header = check_picture(data, limits)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    with _BUDGET.take(header.pixels, limits.decode_pixels):
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        raise BadPictureError("bytes do not decode as a picture")
-    if image.shape[0] * image.shape[1] > MAX_PICTURE_PIXELS:
-        raise BadPictureError(f"picture of {image.shape[1]}x{image.shape[0]} is too large")
+        raise BadPictureError(f"{header}: bytes do not decode as a picture")
+    if image.shape[:2] != (header.height, header.width):
+        raise BadPictureError(f"{header} decoded as {image.shape[1]}x{image.shape[0]}")
     return image
 
 

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import ClassifyError, Prediction
 from bt_sorter.vision.preprocess import (
+    DEFAULT_LIMITS,
     decode_picture,
     load_class_indices,
     preprocess,
@@ -109,7 +111,10 @@ class TorchClassifier:
 
     name = "torch"
 
-    def __init__(self, model_path: Path | str, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path | str, threads: int = 1, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.limits = limits
         if threads > 0:
             torch.set_num_threads(threads)
         try:
@@ -134,7 +139,7 @@ class TorchClassifier:
 
     def classify(self, data: bytes) -> Prediction:
         """Label one encoded picture; raises BadPictureError for bytes that are not one."""
-        image = decode_picture(data)
+        image = decode_picture(data, self.limits)
         probs = self.probabilities(preprocess(image, self.info.input_size)[None])
         return self._prediction(probs[0])
 

@@ -1,0 +1,264 @@
+"""Hostile inputs: pixel bombs, broken pictures, oversized payloads and floods on bb.
+
+Real parts throughout: mosquitto, the simulator as its own process, run.py as a
+subprocess, the service as a subprocess, real decoding. Memory is read from the kernel's
+high-water mark (``VmHWM``) of the process that would have decoded the bomb.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from bt_sorter import protocol
+from bt_sorter.adapter import MqttAdapter
+from bt_sorter.blackboard import Received
+from bt_sorter.broker import BrokerProcess, free_port, stop_process
+from bt_sorter.clock import LineClock
+from bt_sorter.config import BrokerConfig, Limits
+from bt_sorter.sim.hostile import broken_png, jpeg_bomb, png_bomb
+from bt_sorter.sim.process import start_simulator
+from peer import Peer, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+def vm_hwm(pid: int) -> int:
+    """The kernel's peak resident set size of ``pid``, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+_DECODE_BOMBS = """
+import json, resource
+from bt_sorter.sim.hostile import jpeg_bomb, png_bomb
+from bt_sorter.vision.classifier import BadPictureError
+from bt_sorter.vision.preprocess import decode_picture
+bombs = [png_bomb(20000), jpeg_bomb(20000), jpeg_bomb(4097), b"GIF89a" + bytes(64)]
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+before = hwm()
+reasons = []
+for bomb in bombs:
+    try:
+        decode_picture(bomb)
+        reasons.append("decoded")
+    except BadPictureError as exc:
+        reasons.append(str(exc))
+print(json.dumps({"reasons": reasons, "grew": hwm() - before}))
+"""
+
+
+def test_pixel_bombs_are_refused_from_their_header_before_any_pixel_is_decoded() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_BOMBS], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    png, jpeg, one_over, gif = result["reasons"]
+    assert png.startswith("PNG of 20000x20000") and "not decoded" in png
+    assert jpeg.startswith("JPEG of 20000x20000") and "not decoded" in jpeg
+    assert "JPEG of 4097x4097" in one_over and "limit of 4096" in one_over
+    assert "not a JPEG, PNG or BMP" in gif
+    # decoding either bomb costs 400 MB (grey) to 1.2 GB (BGR): it never started
+    assert result["grew"] < 50 * MB, result
+
+
+def _post(url: str, body: bytes) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(json.loads(response.read()))
+
+
+@pytest.mark.slow
+def test_service_refuses_concurrent_bombs_without_its_memory_growing() -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bt_sorter.vision.serve", "--port", str(port), "--threads", "1"]
+    service = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        assert wait_until(healthy, timeout=120), "service did not start"
+        idle = vm_hwm(service.pid)
+        bombs = [png_bomb(20000), jpeg_bomb(20000)] * 4
+        with concurrent.futures.ThreadPoolExecutor(len(bombs)) as pool:
+            answers = list(pool.map(lambda b: _post(f"{base}/aisim_tf_pre", b), bombs))
+        peak = vm_hwm(service.pid)
+    finally:
+        stop_process(service, 10.0)
+    for answer in answers:
+        assert answer["code"] == 1 and answer["results"] == []
+        assert "of 20000x20000" in answer["error"] and "not decoded" in answer["error"]
+    assert peak < 1.5 * idle, (peak / MB, idle / MB)
+
+
+def test_oversized_payload_is_refused_before_it_is_parsed(broker: BrokerProcess) -> None:
+    limits = Limits(payload_bytes=4000)
+    config = BrokerConfig(host=broker.host, port=broker.port, client_id="ctl-oversized")
+    adapter = MqttAdapter(config, LineClock(), limits=limits)
+    adapter.start()
+    peer = Peer(broker)
+    try:
+        assert adapter.wait_connected(10)
+        small = protocol.encode_picture(broken_png(16))
+        assert len(small) < 4000
+        peer.publish(protocol.encode_picture(png_bomb(20000)))  # 519 KB of base64
+        peer.publish(small)
+        events: list[Received] = []
+        assert wait_until(
+            lambda: (
+                events.extend(e for e in adapter.drain() if isinstance(e, Received))
+                or len(events) >= 2
+            ),
+            timeout=10,
+        )
+    finally:
+        peer.close()
+        adapter.stop()
+    refused, passed = (e.event for e in events)
+    assert isinstance(refused, protocol.BadInput)
+    assert refused.reason.startswith("payload over the limit") and "limit 4000" in refused.reason
+    assert isinstance(passed, protocol.Picture)  # a header check passes it; decoding will not
+
+
+Send = bytes | Callable[[mqtt.Client], None]
+
+
+class Hostile:
+    """A client on the line's broker that publishes on bb when it sees the controller feed.
+
+    ``plan`` is a list of (line seconds after each feed command, payload or a function
+    that publishes). The genuine picture of an item fed at T comes at about T + 2.75 s on
+    the default line; the controller takes pictures for it from about T + 1.6 s.
+    """
+
+    def __init__(self, broker: BrokerProcess, speed: float, plan: list[tuple[float, Send]]):
+        self.speed, self.plan = speed, plan
+        self.feeds = 0
+        self.commands: list[protocol.Command] = []
+        self._timers: list[threading.Timer] = []
+        self.peer = Peer(broker, protocol.COMMAND_TOPIC)
+        self.peer.client.on_message = self._on_message
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        command = protocol.parse_command(msg.payload)
+        if not isinstance(command, protocol.Command):
+            return
+        self.commands.append(command)
+        if command == protocol.push(1):
+            self.feeds += 1
+            for delay, send in self.plan:
+                timer = threading.Timer(delay / self.speed, self._send, (send,))
+                timer.start()
+                self._timers.append(timer)
+
+    def _send(self, send: Send) -> None:
+        if isinstance(send, bytes):
+            self.peer.client.publish(protocol.FEEDBACK_TOPIC, send)
+        else:
+            send(self.peer.client)
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self.peer.close()
+
+
+def run_controller(
+    broker: BrokerProcess,
+    tmp_path: Path,
+    items: int,
+    speed: float,
+    plan: list[tuple[float, Send]],
+    config_text: str = "",
+) -> tuple[int, dict[str, Any], dict[str, Any], Hostile, list[dict[str, Any]]]:
+    """trees/sort.yaml against the simulator, with a hostile publisher; exit, summaries, record."""
+    config = tmp_path / "line.yaml"
+    config.write_text(config_text or "{}\n")
+    summary, record = tmp_path / "summary.json", tmp_path / "record.jsonl"
+    hostile = Hostile(broker, speed, plan)
+    sim = start_simulator(
+        broker.address, summary=tmp_path / "sim.json", items=items, seed=2, speed=speed
+    )
+    try:
+        cmd = [
+            sys.executable, "run.py", "--tree", "trees/sort.yaml", "--broker", broker.address,
+            "--config", str(config), "--speed", str(speed), "--max-items", str(items),
+            "--viz", "none", "--summary", str(summary), "--record", str(record),
+        ]  # fmt: skip
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        truth = sim.stop(timeout=10.0) or {}
+    finally:
+        hostile.close()
+        sim.stop()
+    assert summary.exists(), done.stderr[-3000:]
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    return done.returncode, json.loads(summary.read_text()), truth, hostile, events
+
+
+@pytest.mark.slow
+def test_bombs_and_a_broken_picture_before_the_genuine_one_do_not_lose_the_item(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    plan = [
+        (1.9, protocol.encode_picture(png_bomb(20000))),
+        (2.1, protocol.encode_picture(jpeg_bomb(20000))),
+        (2.35, protocol.encode_picture(broken_png(256))),  # passes the header, fails to decode
+    ]
+    code, summary, truth, hostile, record = run_controller(broker, tmp_path, 2, 2.0, plan)
+    assert code == 0, summary
+    assert hostile.feeds == 2
+    assert truth["correct"] == 2 and truth["missorted"] == 0, truth
+    assert summary["outcomes"] == {"sorted": 2}
+    assert summary["bad_inputs"] >= 4  # the bombs: refused in the adapter, never an item's
+    dropped = [e for e in record if e["event"] == "picture_dropped"]
+    assert [e["item"] for e in dropped] == [1, 2]  # the broken picture took, then freed, the slot
+
+
+@pytest.mark.slow
+def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    edges = [protocol.encode_gate(1 + i % 3, i % 2 == 0) for i in range(6)]
+    junk = [b"{not json", protocol.encode_picture(png_bomb(20000))]
+    flood = [(edges + junk)[i % 8] for i in range(3000)]
+    flooded = threading.Event()
+
+    def send_flood(client: mqtt.Client) -> None:  # after the first feed only
+        if not flooded.is_set():
+            flooded.set()
+            for payload in flood:
+                client.publish(protocol.FEEDBACK_TOPIC, payload)
+
+    code, summary, truth, hostile, record = run_controller(
+        broker, tmp_path, 3, 1.0, [(0.5, send_flood)], "limits:\n  queue_events: 20\n"
+    )
+    assert flooded.is_set()
+    assert code == 3, summary
+    assert summary["dropped"].get("gate_edge", 0) > 0, summary["dropped"]
+    assert "cannot be trusted" in summary["alarms"][0], summary["alarms"]
+    assert any(e["event"] == "inputs_distrusted" for e in record)
+    assert hostile.commands[-2:] == [protocol.ALL_PULL, protocol.BELT_STOP]
+    assert truth["missorted"] == 0 and truth["jammed"] == 0, truth
