@@ -19,6 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from peer import Peer, wait_until
 
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
@@ -28,7 +29,6 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, Limits
 from bt_sorter.sim.hostile import broken_png, jpeg_bomb, png_bomb
 from bt_sorter.sim.process import start_simulator
-from peer import Peer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -115,7 +115,7 @@ def test_service_refuses_concurrent_bombs_without_its_memory_growing() -> None:
 
 
 def test_oversized_payload_is_refused_before_it_is_parsed(broker: BrokerProcess) -> None:
-    limits = Limits(payload_bytes=4000)
+    limits = Limits(payload_bytes=10_000)
     config = BrokerConfig(host=broker.host, port=broker.port, client_id="ctl-oversized")
     adapter = MqttAdapter(config, LineClock(), limits=limits)
     adapter.start()
@@ -123,7 +123,7 @@ def test_oversized_payload_is_refused_before_it_is_parsed(broker: BrokerProcess)
     try:
         assert adapter.wait_connected(10)
         small = protocol.encode_picture(broken_png(16))
-        assert len(small) < 4000
+        assert len(small) < 10_000
         peer.publish(protocol.encode_picture(png_bomb(20000)))  # 519 KB of base64
         peer.publish(small)
         events: list[Received] = []
@@ -139,7 +139,7 @@ def test_oversized_payload_is_refused_before_it_is_parsed(broker: BrokerProcess)
         adapter.stop()
     refused, passed = (e.event for e in events)
     assert isinstance(refused, protocol.BadInput)
-    assert refused.reason.startswith("payload over the limit") and "limit 4000" in refused.reason
+    assert refused.reason.startswith("payload over the limit") and "limit 10000" in refused.reason
     assert isinstance(passed, protocol.Picture)  # a header check passes it; decoding will not
 
 
