@@ -12,23 +12,31 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from peer import Peer, wait_until
 
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
-from bt_sorter.blackboard import Received
+from bt_sorter.behaviours.base import Context
+from bt_sorter.blackboard import Blackboard, Odometer, Received
 from bt_sorter.broker import BrokerProcess, free_port, stop_process
 from bt_sorter.clock import LineClock
-from bt_sorter.config import BrokerConfig, Limits
+from bt_sorter.config import BrokerConfig, Limits, load_config
+from bt_sorter.record import Record
 from bt_sorter.sim.hostile import broken_png, jpeg_bomb, png_bomb
 from bt_sorter.sim.process import start_simulator
+from bt_sorter.sim.render import render_picture
+from bt_sorter.trees import load_tree
+from bt_sorter.vision.classifier import ClassifierWorker
+from bt_sorter.vision.hsv import HsvClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -262,3 +270,40 @@ def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
     assert any(e["event"] == "inputs_distrusted" for e in record)
     assert hostile.commands[-2:] == [protocol.ALL_PULL, protocol.BELT_STOP]
     assert truth["missorted"] == 0 and truth["jammed"] == 0, truth
+
+
+def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labels_the_item(
+    tmp_path: Path,
+) -> None:
+    config = load_config()
+    ctx = Context(
+        bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
+        config=config,
+        clock=LineClock(1.0),
+        record=Record(tmp_path / "record.jsonl"),
+        classifiers={"primary": ClassifierWorker(HsvClassifier())},
+    )
+    ctx.bb.connected = True
+    ctx.bb.command(protocol.BELT_RUN)
+    (tmp_path / "vision.yaml").write_text(
+        "root:\n  parallel: vision\n  policy: success_on_all\n  children:\n"
+        f"    - TrackItems: track\n    - include: {ROOT / 'trees' / 'label_item.yaml'}\n"
+    )
+    root = load_tree(tmp_path / "vision.yaml", ctx)
+    item = ctx.bb.items.feed(0.0)
+    genuine = render_picture(np.random.default_rng(3), "raw")
+    arrivals = {2.5: broken_png(256), 2.55: genuine}  # both in the item's picture window
+    t = 2.0
+    while not item.decided and t < 4.0:
+        picture = arrivals.pop(round(t, 2), None)
+        ctx.bb.ingest([Received(t, protocol.Picture(picture))] if picture else [])
+        ctx.bb.now = t
+        root.tick_once()
+        time.sleep(0.01)  # the classifier works on its own thread
+        t += 0.05
+    ctx.classifiers["primary"].close()
+    record = [json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
+    dropped = [e for e in record if e["event"] == "picture_dropped"]
+    assert [(e["item"], e["offered_again"]) for e in dropped] == [(1, 1)]
+    assert item.picture is genuine
+    assert (item.label, item.rod) == ("raw", 4)
