@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from bt_sorter.broker import BrokerProcess, free_port, stop_process
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, Limits, load_config
 from bt_sorter.record import Record
-from bt_sorter.sim.hostile import broken_png, jpeg_bomb, png_bomb
+from bt_sorter.sim.hostile import HostilePublisher, Send, broken_png, jpeg_bomb, png_bomb
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees import load_tree
@@ -151,49 +150,6 @@ def test_oversized_payload_is_refused_before_it_is_parsed(broker: BrokerProcess)
     assert isinstance(passed, protocol.Picture)  # a header check passes it; decoding will not
 
 
-Send = bytes | Callable[[mqtt.Client], None]
-
-
-class Hostile:
-    """A client on the line's broker that publishes on bb when it sees the controller feed.
-
-    ``plan`` is a list of (line seconds after each feed command, payload or a function
-    that publishes). The genuine picture of an item fed at T comes at about T + 2.75 s on
-    the default line; the controller takes pictures for it from about T + 1.6 s.
-    """
-
-    def __init__(self, broker: BrokerProcess, speed: float, plan: list[tuple[float, Send]]):
-        self.speed, self.plan = speed, plan
-        self.feeds = 0
-        self.commands: list[protocol.Command] = []
-        self._timers: list[threading.Timer] = []
-        self.peer = Peer(broker, protocol.COMMAND_TOPIC)
-        self.peer.client.on_message = self._on_message
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        command = protocol.parse_command(msg.payload)
-        if not isinstance(command, protocol.Command):
-            return
-        self.commands.append(command)
-        if command == protocol.push(1):
-            self.feeds += 1
-            for delay, send in self.plan:
-                timer = threading.Timer(delay / self.speed, self._send, (send,))
-                timer.start()
-                self._timers.append(timer)
-
-    def _send(self, send: Send) -> None:
-        if isinstance(send, bytes):
-            self.peer.client.publish(protocol.FEEDBACK_TOPIC, send)
-        else:
-            send(self.peer.client)
-
-    def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self.peer.close()
-
-
 def run_controller(
     broker: BrokerProcess,
     tmp_path: Path,
@@ -201,12 +157,12 @@ def run_controller(
     speed: float,
     plan: list[tuple[float, Send]],
     config_text: str = "",
-) -> tuple[int, dict[str, Any], dict[str, Any], Hostile, list[dict[str, Any]]]:
+) -> tuple[int, dict[str, Any], dict[str, Any], HostilePublisher, list[dict[str, Any]]]:
     """trees/sort.yaml against the simulator, with a hostile publisher; exit, summaries, record."""
     config = tmp_path / "line.yaml"
     config.write_text(config_text or "{}\n")
     summary, record = tmp_path / "summary.json", tmp_path / "record.jsonl"
-    hostile = Hostile(broker, speed, plan)
+    hostile = HostilePublisher(broker.host, broker.port, speed, plan)
     sim = start_simulator(
         broker.address, summary=tmp_path / "sim.json", items=items, seed=2, speed=speed
     )

@@ -10,17 +10,26 @@ decoded.
   a decoder allocates (and fills) the whole frame before noticing the data is short;
 * :func:`broken_png`: a picture whose header is fine and whose pixel data is not: it
   passes a header check and fails to decode;
-* :func:`truncated_jpeg`: a genuine JPEG cut in half.
+* :func:`truncated_jpeg`: a genuine JPEG cut in half;
+* :class:`HostilePublisher`: a client on the line's broker that publishes such things on
+  ``bb`` at set times after each feed command it sees on ``aa``.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+import threading
+import uuid
 import zlib
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bt_sorter import protocol
 
 _SOF0 = b"\xff\xc0"
 
@@ -73,3 +82,58 @@ def broken_png(side: int = 256) -> bytes:
 def truncated_jpeg(genuine: bytes) -> bytes:
     """The first half of a genuine JPEG (no end-of-image marker)."""
     return genuine[: len(genuine) // 2]
+
+
+Send = bytes | Callable[[mqtt.Client], None]
+
+
+class HostilePublisher:
+    """A client on the line's broker that publishes on bb whenever the controller feeds.
+
+    ``plan`` lists (line seconds after each feed command, a payload or a function that
+    publishes with the client). On the default line the genuine picture of an item fed at
+    T comes at about T + 2.75 s, and the controller takes pictures for it from T + 1.6 s:
+    offsets in between arrive before the genuine picture, inside the item's window.
+    """
+
+    def __init__(self, host: str, port: int, speed: float, plan: Sequence[tuple[float, Send]]):
+        self.speed, self.plan = speed, list(plan)
+        self.feeds = 0
+        self.commands: list[protocol.Command] = []
+        self._timers: list[threading.Timer] = []
+        self._subscribed = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hostile-{uuid.uuid4()}")
+        client.on_connect = lambda c, *_: c.subscribe(protocol.COMMAND_TOPIC)
+        client.on_subscribe = lambda *_: self._subscribed.set()
+        client.on_message = self._on_message
+        client.connect(host, port)
+        client.loop_start()
+        self.client = client
+        if not self._subscribed.wait(10.0):
+            self.close()
+            raise RuntimeError(f"hostile client could not subscribe on {host}:{port}")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        command = protocol.parse_command(msg.payload)
+        if not isinstance(command, protocol.Command):
+            return
+        self.commands.append(command)
+        if command == protocol.push(1):
+            self.feeds += 1
+            for delay, send in self.plan:
+                timer = threading.Timer(delay / self.speed, self._send, (send,))
+                timer.daemon = True
+                timer.start()
+                self._timers.append(timer)
+
+    def _send(self, send: Send) -> None:
+        if isinstance(send, bytes):
+            self.client.publish(protocol.FEEDBACK_TOPIC, send)
+        else:
+            send(self.client)
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self.client.disconnect()
+        self.client.loop_stop()

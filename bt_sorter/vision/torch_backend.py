@@ -23,9 +23,8 @@ from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import ClassifyError, Prediction
 from bt_sorter.vision.preprocess import (
     DEFAULT_LIMITS,
-    decode_picture,
     load_class_indices,
-    preprocess,
+    picture_to_input,
     preprocess_batch,
 )
 from bt_sorter.vision.resnet import ResNet, build, infer_arch
@@ -139,8 +138,8 @@ class TorchClassifier:
 
     def classify(self, data: bytes) -> Prediction:
         """Label one encoded picture; raises BadPictureError for bytes that are not one."""
-        image = decode_picture(data, self.limits)
-        probs = self.probabilities(preprocess(image, self.info.input_size)[None])
+        batch = picture_to_input(data, self.info.input_size, self.limits)[None]
+        probs = self.probabilities(batch)
         return self._prediction(probs[0])
 
     def classify_images(self, images_bgr: Sequence[np.ndarray]) -> list[Prediction]:
