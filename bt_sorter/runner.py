@@ -150,6 +150,10 @@ class Runner:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
         code = EXIT_ERROR
+        # A busy adapter thread (a flood on bb) holds the GIL for up to the switch interval
+        # (5 ms) each time the tick thread wakes; a twentieth of a period keeps ticks on time.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, self.period / 20))
         log.info("runner_started", tick_hz=1.0 / self.period, max_items=self.max_items)
         try:
             code = self._loop()
@@ -170,6 +174,7 @@ class Runner:
             try:
                 self._safe_stop()
             finally:
+                sys.setswitchinterval(switch_interval)
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         return code
