@@ -58,6 +58,7 @@ from bt_sorter.sim.render import render_picture
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 BOMB_SIDE = 20000
+SMALL_QUEUE = 20  # events: a queue that a flood overruns between two ticks
 
 
 def genuine(seed: int = 0, label: str = "ripe") -> bytes:
@@ -178,10 +179,18 @@ def controller_case(
     items: int,
     seconds: float | None = None,
     start_flood: Callable[[mqtt.Client], dict[str, Any]] | None = None,
+    config: str = "",
 ) -> dict[str, Any]:
-    """One sorting run with a hostile publisher; with ``seconds``, SIGINT after that long."""
+    """One sorting run with a hostile publisher; with ``seconds``, SIGINT after that long.
+
+    ``config`` is the text of a line config (default: ``config/default.yaml``).
+    """
     tag = name.split(":")[0].replace(" ", "_")
     summary_path, log_path = workdir / f"{tag}.json", workdir / f"{tag}.log"
+    extra = []
+    if config:
+        (workdir / f"{tag}.yaml").write_text(config)
+        extra = ["--config", str(workdir / f"{tag}.yaml")]
     flood: dict[str, Any] = {}
     with start_broker(kind="mosquitto") as broker:
         sim = start_simulator(
@@ -192,7 +201,7 @@ def controller_case(
         cmd = [
             sys.executable, str(args.code / "run.py"), "--tree", "trees/sort.yaml",
             "--broker", broker.address, "--speed", str(speed), "--max-items", str(items),
-            "--viz", "none", "--summary", str(summary_path),
+            "--viz", "none", "--summary", str(summary_path), *extra,
         ]  # fmt: skip
         with sim, log_path.open("w") as log:
             proc = subprocess.Popen(cmd, cwd=args.code, env=_env(args.code), stdout=log,
@@ -295,7 +304,9 @@ def controller_cases(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
              b'{"nothing": true}', pic(b"GIF89a" + bytes(64))]  # fmt: skip
     junk = [pic(png), *(small[i % len(small)] for i in range(99))]
     edges = [protocol.encode_gate(1 + i % 3, i % 2 == 0) for i in range(6)]
-    evidence = FirstFeeds(flood_sender([*edges, pic(genuine(3)), *edges, pic(jpeg)], rate, 1.0))
+    mixed = [*edges, pic(genuine(3)), *edges, pic(jpeg)]
+    evidence = FirstFeeds(flood_sender(mixed, rate, 1.0))
+    evidence_small_queue = FirstFeeds(flood_sender(mixed, rate, 1.0))
     cases: list[tuple[str, list[tuple[float, Send]], dict[str, Any]]] = [
         ("12 PNG bombs before genuine pictures (issue 16)",
          [(1.9, FirstFeeds(pic(png), 6)), (2.3, FirstFeeds(pic(png), 6))], sorting),
@@ -309,6 +320,9 @@ def controller_cases(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
           "start_flood": flood_sender(junk, rate, seconds)}),
         (f"evidence flood: {rate} gate edges + pictures in 1 s at speed 1",
          [(1.0, evidence)], realtime),
+        (f"evidence flood as above, queue of {SMALL_QUEUE} events (limits.queue_events)",
+         [(1.0, evidence_small_queue)],
+         {**realtime, "config": f"limits:\n  queue_events: {SMALL_QUEUE}\n"}),
     ]  # fmt: skip
     if args.repro_only:
         cases = cases[:1]

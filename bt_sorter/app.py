@@ -158,6 +158,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
+    if summary["bad_inputs"] or summary["dropped"]:
+        lines.append(f"bad inputs {summary['bad_inputs']}, dropped unread {summary['dropped']}")
     truth = summary.get("line")
     if truth:
         lines.append(

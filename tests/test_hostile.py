@@ -36,6 +36,7 @@ from bt_sorter.sim.render import render_picture
 from bt_sorter.trees import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 from bt_sorter.vision.hsv import HsvClassifier
+from bt_sorter.yamlio import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -263,3 +264,10 @@ def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labe
     assert [(e["item"], e["offered_again"]) for e in dropped] == [(1, 1)]
     assert item.picture is genuine
     assert (item.label, item.rod) == ("raw", 4)
+
+
+def test_a_limit_that_cannot_work_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "line.yaml"
+    config.write_text("limits:\n  picture_pixels: 20000000\n  decode_pixels: 1000\n")
+    with pytest.raises(SpecError, match=r"line\.yaml:2: limits\.decode_pixels must be at least"):
+        load_config(config)
