@@ -190,11 +190,6 @@ class MqttAdapter:
         """Everything queued since the last call, in arrival order; never blocks."""
         return self._events.drain(self.clock.now())
 
-    @property
-    def dropped(self) -> dict[str, int]:
-        """Feedback events dropped on a full queue so far, by kind."""
-        return dict(self._events.dropped)
-
     def publish(self, command: protocol.Command) -> bool:
         """Publish ``command`` on the command topic (QoS 0); False when it could not go out."""
         return self._publish(protocol.COMMAND_TOPIC, protocol.encode_command(command), str(command))

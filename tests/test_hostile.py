@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,9 +230,8 @@ def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
     assert truth["missorted"] == 0 and truth["jammed"] == 0, truth
 
 
-def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labels_the_item(
-    tmp_path: Path,
-) -> None:
+def vision_line(tmp_path: Path) -> tuple[Context, Any]:
+    """TrackItems beside trees/label_item.yaml, the HSV rule as the classifier, belt running."""
     config = load_config()
     ctx = Context(
         bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
@@ -246,12 +246,14 @@ def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labe
         "root:\n  parallel: vision\n  policy: success_on_all\n  children:\n"
         f"    - TrackItems: track\n    - include: {ROOT / 'trees' / 'label_item.yaml'}\n"
     )
-    root = load_tree(tmp_path / "vision.yaml", ctx)
-    item = ctx.bb.items.feed(0.0)
-    genuine = render_picture(np.random.default_rng(3), "raw")
-    arrivals = {2.5: broken_png(256), 2.55: genuine}  # both in the item's picture window
+    return ctx, load_tree(tmp_path / "vision.yaml", ctx)
+
+
+def drive(ctx: Context, root: Any, arrivals: dict[float, bytes], until: Callable[[], bool],
+          end: float) -> list[dict[str, Any]]:  # fmt: skip
+    """Tick every 0.05 line s from t = 2, pictures arriving at their times; the record."""
     t = 2.0
-    while not item.decided and t < 4.0:
+    while not until() and t < end:
         picture = arrivals.pop(round(t, 2), None)
         ctx.bb.ingest([Received(t, protocol.Picture(picture))] if picture else [])
         ctx.bb.now = t
@@ -259,11 +261,34 @@ def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labe
         time.sleep(0.01)  # the classifier works on its own thread
         t += 0.05
     ctx.classifiers["primary"].close()
-    record = [json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
+    path = ctx.record.path
+    assert path is not None
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labels_the_item(
+    tmp_path: Path,
+) -> None:
+    ctx, root = vision_line(tmp_path)
+    item = ctx.bb.items.feed(0.0)
+    genuine = render_picture(np.random.default_rng(3), "raw")
+    arrivals = {2.5: broken_png(256), 2.55: genuine}  # both in the item's picture window
+    record = drive(ctx, root, arrivals, lambda: item.decided, 4.0)
     dropped = [e for e in record if e["event"] == "picture_dropped"]
     assert [(e["item"], e["offered_again"]) for e in dropped] == [(1, 1)]
     assert item.picture is genuine
     assert (item.label, item.rod) == ("raw", 4)
+
+
+def test_a_broken_picture_does_not_make_an_empty_feed_look_like_an_item(tmp_path: Path) -> None:
+    ctx, root = vision_line(tmp_path)
+    ctx.bb.items.feed(0.0)  # rod 1 pushed, but the stack was empty
+    record = drive(ctx, root, {2.5: broken_png(256)}, lambda: not len(ctx.bb.items), 9.0)
+    assert [e["event"] for e in record if e["event"] in ("picture_dropped", "feed_empty")] == [
+        "picture_dropped",
+        "feed_empty",
+    ]
+    assert ctx.bb.items.empty_feeds == 1
 
 
 def test_a_limit_that_cannot_work_is_a_config_error_naming_the_file(tmp_path: Path) -> None:

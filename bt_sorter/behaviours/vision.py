@@ -156,6 +156,7 @@ class Classify(Leaf):
         if bad is None or item.decided:
             return
         item.picture = item.picture_at = None
+        item.seen = bool(item.evidence)  # a picture that does not decode shows nothing
         owners = [*self.bb.items, *self.bb.items.done[-8:]]
         taken = {id(i.picture) for i in owners if i.picture is not None}
         again = [(t, data) for t, data in self.bb.recent_pictures
