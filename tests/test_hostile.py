@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import py_trees
 import pytest
 from peer import Peer, wait_until
 
@@ -38,6 +39,8 @@ from bt_sorter.trees import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 from bt_sorter.vision.hsv import HsvClassifier
 from bt_sorter.yamlio import SpecError
+
+Status = py_trees.common.Status
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -296,3 +299,26 @@ def test_a_limit_that_cannot_work_is_a_config_error_naming_the_file(tmp_path: Pa
     config.write_text("limits:\n  picture_pixels: 20000000\n  decode_pixels: 1000\n")
     with pytest.raises(SpecError, match=r"line\.yaml:2: limits\.decode_pixels must be at least"):
         load_config(config)
+
+
+def test_inputs_are_trusted_at_a_lines_pace_and_not_under_a_flood_of_edges(
+    tmp_path: Path,
+) -> None:
+    ctx, _ = vision_line(tmp_path)
+    ctx.classifiers["primary"].close()
+    (tmp_path / "trust.yaml").write_text("root:\n  InputsTrusted: inputs are trustworthy\n")
+    root = load_tree(tmp_path / "trust.yaml", ctx)
+    edge = Received(0.0, protocol.GateEdge(1, True))
+    for tick in range(1000):  # 20 line seconds at 50 Hz, 6 edges a second: a busy line
+        ctx.bb.ingest([edge] if tick % 8 == 0 else [])
+        ctx.bb.now = tick / 50
+        root.tick_once()
+        assert root.status == Status.RUNNING, root.feedback_message
+    ctx.bb.ingest([edge] * 150)  # a flood: 150 edges between two ticks
+    ctx.bb.now += 0.02
+    root.tick_once()
+    assert root.status == Status.FAILURE
+    count, rest = root.feedback_message.split(" ", 1)
+    assert int(count) >= 150  # the flood, and the line's own edges of the last 5 s
+    assert rest == "gate edges in 5 s, more than a line makes (20/s): inputs cannot be trusted"
+    assert ctx.bb.fault == root.feedback_message
