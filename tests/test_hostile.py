@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import py_trees
@@ -36,8 +37,10 @@ from bt_sorter.sim.hostile import HostilePublisher, Send, broken_png, jpeg_bomb,
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees import load_tree
-from bt_sorter.vision.classifier import ClassifierWorker
+from bt_sorter.vision.classifier import BadPictureError, ClassifierWorker
 from bt_sorter.vision.hsv import HsvClassifier
+from bt_sorter.vision.picture_header import check_picture, read_header
+from bt_sorter.vision.preprocess import decode_picture
 from bt_sorter.yamlio import SpecError
 
 Status = py_trees.common.Status
@@ -322,3 +325,44 @@ def test_inputs_are_trusted_at_a_lines_pace_and_not_under_a_flood_of_edges(
     assert int(count) >= 150  # the flood, and the line's own edges of the last 5 s
     assert rest == "gate edges in 5 s, more than a line makes (20/s): inputs cannot be trusted"
     assert ctx.bb.fault == root.feedback_message
+
+
+@pytest.mark.parametrize(
+    ("suffix", "flags"),
+    [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", [])],
+)
+def test_the_header_gives_the_size_the_decoder_finds(suffix: str, flags: list[int]) -> None:
+    image = np.zeros((123, 321, 3), np.uint8)
+    data = cv2.imencode(suffix, image, flags)[1].tobytes()
+    header = read_header(data)
+    assert (header.width, header.height) == (321, 123)
+    assert decode_picture(data).shape == (123, 321, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty picture"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(8), "PNG without an IHDR"),
+        (b"\xff\xd8\xff\xda\x00\x08", "JPEG without a frame header"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG header ends"),
+        (b"\xff\xd8\x00\x00", "JPEG marker expected"),
+        (b"II*\x00" + bytes(16), "not a JPEG, PNG or BMP"),
+    ],
+)
+def test_a_header_that_cannot_be_read_is_refused(data: bytes, reason: str) -> None:
+    with pytest.raises(BadPictureError, match=reason):
+        check_picture(data, Limits())
+
+
+def test_pictures_are_decoded_in_one_place() -> None:
+    """Every decode goes through decode_picture, so the header check covers it."""
+    decoders = ("imdecode(", "imread(", "Image.open(", "decode_image(", "decode_jpeg(")
+    found = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "bt_sorter").rglob("*.py")
+        if path.name != "preprocess.py"
+        for name in decoders
+        if name in path.read_text()
+    ]
+    assert found == []
