@@ -214,7 +214,7 @@ def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
     edges = [protocol.encode_gate(1 + i % 3, i % 2 == 0) for i in range(6)]
-    junk = [b"{not json", protocol.encode_picture(png_bomb(20000))]
+    junk = [b"{not json", protocol.encode_picture(jpeg_bomb(20000))]
     flood = [(edges + junk)[i % 8] for i in range(3000)]
     flooded = threading.Event()
 
