@@ -99,12 +99,19 @@ def make_classifiers(config: Config, speed: float = 1.0) -> dict[str, Classifier
     from bt_sorter.vision.backends import make_classifier
 
     broker = config.broker
-    primary = make_classifier(config.classifier.backend, config.classifier, ROOT,
-                              line_broker=f"{broker.host}:{broker.port}",
-                              client_id=broker.client_id, speed=speed)  # fmt: skip
+    primary = make_classifier(
+        config.classifier.backend,
+        config.classifier,
+        ROOT,
+        line_broker=f"{broker.host}:{broker.port}",
+        client_id=broker.client_id,
+        speed=speed,
+        limits=config.limits,
+    )
     workers = {"primary": ClassifierWorker(primary)}
     if config.classifier.fallback == "hsv" and config.classifier.backend != "hsv":
-        workers["fallback"] = ClassifierWorker(make_classifier("hsv", config.classifier, ROOT))
+        fallback = make_classifier("hsv", config.classifier, ROOT, limits=config.limits)
+        workers["fallback"] = ClassifierWorker(fallback)
     return workers
 
 
@@ -156,6 +163,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "reasons": dict(reasons),
         "empty_feeds": ctx.bb.items.empty_feeds,
         "bad_inputs": ctx.bb.bad_inputs,
+        "dropped": dict(ctx.bb.dropped),
         "unmatched_edges": ctx.bb.unmatched_edges,
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
@@ -174,6 +182,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
+    if summary["bad_inputs"] or summary["dropped"]:
+        lines.append(f"bad inputs {summary['bad_inputs']}, dropped unread {summary['dropped']}")
     truth = summary.get("line")
     if truth:
         lines.append(
@@ -265,7 +275,7 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
             host, _, port_text = address.rpartition(":")
             port = int(port_text)
             max_items = max_items or args.items or config.sim.items
-        adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port)
+        adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port, limits=config.limits)
         adapter.start()  # connects in the background; the runner holds the tree until then
         stack.callback(adapter.stop)
         runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items)

@@ -142,6 +142,23 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one message or picture may cost, and how much may wait; beyond these, input is
+    refused as bad input (a payload, a picture) or dropped and counted (a full queue).
+
+    Pictures are checked from their header before any pixel is decoded, everywhere a
+    picture is decoded (controller back ends, service, training and evaluation).
+    """
+
+    payload_bytes: int = 4 * 1024 * 1024  # a bb payload over this is refused unparsed
+    picture_side: int = 4096  # px, width or height, from the picture's header
+    picture_pixels: int = 8_000_000  # width x height, from the header (8 MP: 24 MB decoded)
+    decode_pixels: int = 16_000_000  # pixels being decoded at once in one process
+    queue_events: int = 2000  # feedback events waiting for the next tick
+    queue_bytes: int = 32 * 1024 * 1024  # picture bytes waiting for the next tick
+
+
+@dataclass(frozen=True)
 class FaultConfig:
     """Faults the simulator injects (all off by default)."""
 
@@ -180,6 +197,7 @@ class Config:
     timings: Timings = field(default_factory=Timings)
     sorting: SortingConfig = field(default_factory=SortingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    limits: Limits = field(default_factory=Limits)
     sim: SimConfig = field(default_factory=SimConfig)
     source: str = "<defaults>"
 
@@ -255,6 +273,11 @@ def validate(config: Config, data: Located | None = None) -> None:
         raise fail("classifier.reply_timeout must be positive", "classifier")
     if config.timings.tick_hz <= 0:
         raise fail("timings.tick_hz must be positive", "timings")
+    for name, value in dataclasses.asdict(config.limits).items():
+        if value <= 0:
+            raise fail(f"limits.{name} must be positive", "limits")
+    if config.limits.decode_pixels < config.limits.picture_pixels:
+        raise fail("limits.decode_pixels must be at least limits.picture_pixels", "limits")
     for name, value in dataclasses.asdict(config.sim.faults).items():
         if name.endswith("_rate") and not 0 <= value <= 1:
             raise fail(f"sim.faults.{name} must be within 0..1", "sim")

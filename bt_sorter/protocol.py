@@ -269,6 +269,13 @@ def parse_worker_status(payload: bytes) -> dict[str, Any] | BadInput:
     return obj
 
 
+def kind_of(event: Feedback) -> str:
+    """The kind of a feedback event, for counts: ``gate_edge``, ``picture`` or ``bad_input``."""
+    if isinstance(event, GateEdge):
+        return "gate_edge"
+    return "picture" if isinstance(event, Picture) else "bad_input"
+
+
 def encode_command(command: Command) -> bytes:
     """The payload for ``command`` on :data:`COMMAND_TOPIC`."""
     if command.action is Action.BELT_RUN:
@@ -316,14 +323,15 @@ def encode_picture(data: bytes) -> bytes:
     return json.dumps({"image": base64.b64encode(data).decode("ascii")}).encode()
 
 
-def parse_feedback(payload: bytes) -> list[Feedback]:
+def parse_feedback(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> list[Feedback]:
     """Parse one payload from :data:`FEEDBACK_TOPIC` into events, in key order.
 
     Booleans may be JSON (``true``) or Python-style (``True``). Anything else
     (non-JSON, unknown keys, wrong types, pictures that are not JPEG/PNG base64)
     becomes one :class:`BadInput` for the offending key; good keys still count.
+    A payload over ``max_bytes`` is one :class:`BadInput`, refused before any decoding.
     """
-    obj = _load_object(payload)
+    obj = _load_object(payload, max_bytes)
     if isinstance(obj, BadInput):
         return [obj]
     if not obj:
@@ -363,9 +371,9 @@ _PY_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\b(True|False|None)\b')
 _PY_TO_JSON = {"True": "true", "False": "false", "None": "null"}
 
 
-def _load_object(payload: bytes) -> dict[str, Any] | BadInput:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return BadInput(f"payload of {len(payload)} bytes is over the limit")
+def _load_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any] | BadInput:
+    if len(payload) > max_bytes:
+        return BadInput(f"payload over the limit: {len(payload)} bytes, limit {max_bytes}")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bt_sorter.config import ClassifierConfig
+from bt_sorter.config import ClassifierConfig, Limits
 from bt_sorter.vision.classifier import Classifier, ClassifyError
 
 BACKENDS = ("torch", "http", "hsv", "mqtt")
@@ -18,20 +18,25 @@ def make_classifier(
     line_broker: str | None = None,
     client_id: str = "bt_sorter",
     speed: float = 1.0,
+    limits: Limits | None = None,
 ) -> Classifier:
     """The back end named ``backend``, set up from ``config``; relative paths are under ``root``.
 
     ``mqtt`` connects to ``config.broker`` (else ``line_broker``, HOST:PORT) as
     ``<client_id>-classify``; its ``reply_timeout`` is line time, so it divides by ``speed``.
+    ``limits`` (default: the config defaults) bound the pictures a local back end decodes.
 
     Raises ``ValueError`` for an unknown name and ClassifyError when the back end cannot start
     (a missing or broken model file, a malformed URL).
     """
+    limits = limits or Limits()
     if backend == "torch":
         from bt_sorter.vision.torch_backend import TorchClassifier
 
         model = Path(config.model)
-        return TorchClassifier(model if model.is_absolute() else root / model, config.threads)
+        return TorchClassifier(
+            model if model.is_absolute() else root / model, config.threads, limits
+        )
     if backend == "http":
         from bt_sorter.vision.http_backend import HttpClassifier
 
@@ -39,7 +44,7 @@ def make_classifier(
     if backend == "hsv":
         from bt_sorter.vision.hsv import HsvClassifier
 
-        return HsvClassifier()
+        return HsvClassifier(limits=limits)
     if backend == "mqtt":
         from bt_sorter.vision.mqtt_backend import MqttClassifier
 
