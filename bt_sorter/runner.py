@@ -36,6 +36,7 @@ from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Event
 from bt_sorter.log import get_logger
+from bt_sorter.trace import Trace
 from bt_sorter.view import LiveView, Viz
 
 EXIT_OK = 0
@@ -47,6 +48,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 _PERIOD_SAMPLES = 100_000  # tick periods kept for the jitter figures (~33 min at 50 Hz)
 
 log = get_logger("bt_sorter.runner")
+
+
+class Observer(Protocol):
+    """A view fed from the tick thread (the live web page): cheap unless due."""
+
+    def update(self, force: bool = False) -> None: ...
+    def close(self) -> None: ...
 
 
 class Adapter(Protocol):
@@ -103,11 +111,14 @@ class Runner:
         stream: TextIO | None = None,
         max_items: int | None = None,
         handle_signals: bool = True,
+        web: Observer | None = None,
     ) -> None:
         self.root = root
         self.ctx = ctx
         self.adapter = adapter
         self.view = LiveView(root, ctx.bb, viz, stream or sys.stdout)
+        self.web = web
+        self.trace = Trace(root, ctx)  # node transitions, edges, commands to --record
         self.max_items = max_items
         self.handle_signals = handle_signals
         self.period = ctx.clock.wall(1.0 / ctx.config.timings.tick_hz)  # wall seconds
@@ -218,12 +229,17 @@ class Runner:
         bb.now = self.ctx.clock.now()
         bb.tick += 1
         if bb.connected:
-            self.root.tick_once()
+            for node in self.root.tick():  # tick_once, showing each ticked node to the trace
+                self.trace.visit(node)
             self.tree_ticks += 1
-        for command in bb.take_outbox():
+        commands = bb.take_outbox()
+        for command in commands:
             self.commands += 1
             self.adapter.publish(command)
+        self.trace.after_tick(commands)
         self.view.update()
+        if self.web is not None:
+            self.web.update()
 
     def _account(self, start: float, end: float) -> None:
         self.ticks += 1
@@ -273,6 +289,7 @@ class Runner:
             except Exception as exc:  # a leaf's terminate() must not keep the line running
                 log.error("tree_stop_failed", error=repr(exc), traceback=traceback.format_exc())
             discarded = bb.take_outbox()[1:]
+            self.trace.commands([protocol.ALL_PULL])
             if discarded:
                 log.warning("commands_discarded", commands=[str(c) for c in discarded])
             time.sleep(clock.wall(self.ctx.config.timings.stop_wait))
@@ -280,6 +297,7 @@ class Runner:
             bb.now = clock.now()
             bb.command(protocol.BELT_STOP)
             bb.take_outbox()
+            self.trace.commands([protocol.BELT_STOP])
             self.adapter.publish_status(
                 "line_stopped", reason=self.stop_reason, exit_code=self.exit_code, tick=bb.tick
             )
@@ -296,6 +314,8 @@ class Runner:
         finally:
             try:
                 self.view.close()
+                if self.web is not None:
+                    self.web.close()
             finally:
                 self.ctx.record.close()
 
