@@ -14,6 +14,7 @@ comes from :func:`segment_seconds`, the one place to point at a learned line mod
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import Counter
 from typing import Any
@@ -30,7 +31,9 @@ __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
 STATUS_CHAR = {Status.RUNNING: "R", Status.SUCCESS: "S", Status.FAILURE: "F", Status.INVALID: "-"}
 THUMBNAILS = 8  # pictures shown, newest first
 EVENTS = 30  # latest record events shown
-THROUGHPUT_POINTS = 2000  # resolve times kept for the items-per-minute chart
+THROUGHPUT_ITEMS = 2000  # the latest resolved items the items-per-minute chart counts
+THROUGHPUT_POINTS = 60  # points on that chart
+WINDOW = 60.0  # line seconds: items per minute over the last minute
 
 
 def statuses(nodes: list[Behaviour]) -> str:
@@ -166,13 +169,25 @@ def thumbnails(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
+def throughput(ctx: Context) -> list[tuple[float, float]]:
+    """Items per minute (resolved in the last line minute) at evenly spaced line times."""
+    times = [i.resolved_at or 0.0 for i in ctx.bb.items.done[-THROUGHPUT_ITEMS:]]
+    times.sort()  # already in order but for edges stamped a little earlier
+    now = max(ctx.bb.now, 1.0)
+    out = []
+    for k in range(THROUGHPUT_POINTS + 1):
+        t = now * k / THROUGHPUT_POINTS
+        n = bisect.bisect_right(times, t) - bisect.bisect_right(times, t - WINDOW)
+        out.append((round(t, 2), round(n * 60.0 / min(WINDOW, max(t, 1.0)), 2)))
+    return out
+
+
 def snapshot(ctx: Context, status: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the page shows at this moment (plain values; pictures as bytes).
 
     ``status`` is :func:`statuses` of the tree's nodes (or a replay's reconstruction).
     """
     bb = ctx.bb
-    done = bb.items.done
     return {
         "t": round(bb.now, 3),
         "tick": bb.tick,
@@ -181,7 +196,7 @@ def snapshot(ctx: Context, status: str, events: list[dict[str, Any]]) -> dict[st
         "line": line_view(ctx),
         "counts": counts(ctx),
         "thumbnails": thumbnails(ctx),
-        "resolved_at": [round(i.resolved_at or 0.0, 2) for i in done[-THROUGHPUT_POINTS:]],
+        "throughput": throughput(ctx),
         "alarms": list(bb.alarms),
         "bad_inputs": bb.bad_inputs,
         "events": events[-EVENTS:],

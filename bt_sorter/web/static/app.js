@@ -67,7 +67,9 @@ function drawTree(nodes) {
     const g = el("g", { class: "node", "data-node": n.id, "data-name": n.name, "data-status": "-" });
     g.append(el("rect", { x, y, width: BOX_W, height: ROW - 4 }));
     g.append(el("text", { x: x + 5, y: y + (ROW - 4) / 2 + 1, class: "mark" }, shapeMark(n)));
-    const name = el("text", { x: x + 20, y: y + (ROW - 4) / 2 + 1 }, n.name);
+    const room = Math.floor((BOX_W - 30 - n.kind.length * 6) / 6.8);
+    const shown = n.name.length > room ? n.name.slice(0, room - 1) + "…" : n.name;
+    const name = el("text", { x: x + 20, y: y + (ROW - 4) / 2 + 1 }, shown);
     const kind = el("text", { x: x + BOX_W - 5, y: y + (ROW - 4) / 2 + 1, class: "kind", "text-anchor": "end" }, n.kind);
     g.append(name, kind);
     const title = el("title", {}, `${n.kind}: ${n.name}`);
@@ -187,34 +189,28 @@ function drawCounts(state) {
   set("count-sorted", c.outcomes.sorted || 0); set("count-rejected", c.outcomes.rejected || 0);
   set("count-lost", c.outcomes.lost || 0); set("bad-inputs", state.bad_inputs);
   const heads = document.getElementById("bin-heads"), row = document.getElementById("bin-counts");
-  const bins = Object.keys(c.bins).sort();
+  const known = state.line.stations.flatMap((s) => (s.kind === "end" ? ["1"] : s.kind === "gate" ? [String(s.rod)] : []));
+  const bins = [...new Set([...known, ...Object.keys(c.bins)])].sort();
   heads.replaceChildren(...bins.map((b) => { const th = document.createElement("th"); th.textContent = `bin ${b}`; return th; }));
-  row.replaceChildren(...bins.map((b) => { const td = document.createElement("td"); td.id = `bin-${b}`; td.textContent = c.bins[b]; return td; }));
+  row.replaceChildren(...bins.map((b) => { const td = document.createElement("td"); td.id = `bin-${b}`; td.textContent = c.bins[b] || 0; return td; }));
 }
 
-function drawChart(resolvedAt, now) {
+function drawChart(series) {
   const svg = document.getElementById("chart");
   svg.replaceChildren();
   const W = 420, H = 140, L = 34, B = 18, T = 8;
-  const t1 = Math.max(now, 1), t0 = 0, steps = 60;
-  const pts = [];
-  let peak = 1;
-  for (let i = 0; i <= steps; i++) {
-    const t = t0 + (t1 - t0) * i / steps;
-    const n = resolvedAt.filter((r) => r <= t && r > t - 60).length;
-    const rate = n * 60 / Math.min(60, Math.max(t, 1));
-    pts.push([t, rate]); peak = Math.max(peak, rate);
-  }
-  const px = (t) => L + (W - L - 6) * (t - t0) / (t1 - t0);
+  const t1 = Math.max(1, ...series.map(([t]) => t));
+  const peak = Math.max(1, ...series.map(([, v]) => v));
+  const px = (t) => L + (W - L - 6) * t / t1;
   const py = (v) => H - B - (H - B - T) * v / peak;
   svg.append(el("line", { x1: L, y1: H - B, x2: W - 6, y2: H - B, stroke: "#9ca3af" }));
   svg.append(el("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#9ca3af" }));
   svg.append(el("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, peak.toFixed(1)));
   svg.append(el("text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0"));
   svg.append(el("text", { x: W - 6, y: H - 4, "text-anchor": "end" }, `${t1.toFixed(0)} s`));
-  svg.append(el("polyline", { points: pts.map(([t, v]) => `${px(t).toFixed(1)},${py(v).toFixed(1)}`).join(" "),
+  svg.append(el("polyline", { points: series.map(([t, v]) => `${px(t).toFixed(1)},${py(v).toFixed(1)}`).join(" "),
     fill: "none", stroke: "#2563eb", "stroke-width": 2 }));
-  const last = pts[pts.length - 1][1];
+  const last = series.length ? series[series.length - 1][1] : 0;
   svg.append(el("text", { x: L + 8, y: T + 10, id: "ipm", "font-size": 12, fill: "#1d2330" },
     `${last.toFixed(1)} items/min`));
 }
@@ -253,7 +249,12 @@ function drawReplay(r) {
       ...r.alarms.map((a, i) => new Option(`${a.t.toFixed(1)} s ${a.reason}`, String(i))));
   }
   const speed = document.getElementById("speed");
-  if (document.activeElement !== speed) speed.value = String(r.speed);
+  if (![...speed.options].some((o) => Number(o.value) === r.speed)) {
+    speed.append(new Option(`${r.speed}×`, String(r.speed)));
+  }
+  if (document.activeElement !== speed) {
+    speed.value = [...speed.options].find((o) => Number(o.value) === r.speed).value;
+  }
 }
 
 function render(state) {
@@ -264,7 +265,7 @@ function render(state) {
   drawLine(state.line, state.counts);
   drawThumbs(state.thumbnails);
   drawCounts(state);
-  drawChart(state.resolved_at, state.t);
+  drawChart(state.throughput);
   drawEvents(state.events);
   const alarms = document.getElementById("alarms");
   alarms.hidden = !state.alarms.length;
