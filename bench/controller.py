@@ -315,6 +315,10 @@ def sorting_run(
         finally:
             observer.close()
         messages = observer.snapshot()
+    if page is not None:  # the controller's own account of what the page cost its ticks
+        for line in log_path.read_text(errors="replace").splitlines():
+            if '"live_page_stats"' in line:
+                page["tick_cost"] = json.loads(line)
     expected = 130 if seconds is not None else 0
     if code != expected or not summary_path.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -495,6 +499,13 @@ def describe_page(page: dict[str, Any] | None) -> str:
         f"; live page: {page['attached']} of {page['browsers']} browsers attached, "
         f"slowest {page['updates_per_s_min']:.1f} updates/s, {page['updates']} updates and "
         f"{page['pictures']} pictures sent in all"
+        + (
+            f"; snapshot cost in the tick thread p50 {cost['tick_cost_p50_ms']} / p99 "
+            f"{cost['tick_cost_p99_ms']} / max {cost['tick_cost_max_ms']} ms "
+            f"({cost['snapshots']} snapshots)"
+            if (cost := page.get("tick_cost"))
+            else ""
+        )
     )
 
 
