@@ -32,7 +32,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import Config, LineGeometry, SortingConfig
 from bt_sorter.record import Record
 from bt_sorter.vision.classifier import Prediction
-from bt_sorter.web.state import counts, snapshot
+from bt_sorter.web.state import Throughput, counts, snapshot
 
 STATUS_CHAR = {"RUNNING": "R", "SUCCESS": "S", "FAILURE": "F", "INVALID": "-"}
 TRACE_ONLY = {"session_started", "node_status", "edge", "command", "picture"}  # not "events"
@@ -107,6 +107,7 @@ class Session:
         self.status = ["-"] * len(self.tree)
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)
         self.items: dict[int, Item] = {}
+        self.chart = Throughput()
         self.pos = 0  # events applied: events[:pos]
         self.t = self.t0
 
@@ -203,7 +204,7 @@ class Session:
     # -- what the page gets ------------------------------------------------------------------
 
     def snapshot(self, playing: bool, speed: float) -> dict[str, Any]:
-        state = snapshot(self.ctx, "".join(self.status), list(self.recent))
+        state = snapshot(self.ctx, "".join(self.status), list(self.recent), self.chart)
         last = self.events[self.pos - 1] if self.pos else None
         state["replay"] = {
             "t0": self.t0,

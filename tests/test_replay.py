@@ -164,3 +164,29 @@ def test_replay_page_plays_to_the_final_counts(recorded: tuple[Path, dict]) -> N
         except subprocess.TimeoutExpired:
             replay.kill()
             replay.wait(15)
+
+
+def test_replay_jumps_to_an_alarm(tmp_path: Path) -> None:
+    """A run stopped by an alarm (an item stuck in gate 2): the replay lists the alarm,
+    jumps to it, shows it from then on only, and ends at the run's final counts."""
+    record, summary = tmp_path / "record.jsonl", tmp_path / "summary.json"
+    result = subprocess.run(
+        [sys.executable, RUN_PY, "--tree", "trees/sort.yaml", "--items", "3", "--speed", "8",
+         "--viz", "none", "--sim-arg=--stuck-item=1", "--record", str(record),
+         "--summary", str(summary)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-2000:]
+    facts = json.loads(summary.read_text())
+    session = Session(read_record(record))
+    raised = [k for k, a in enumerate(session.alarms)
+              if session.events[a["index"]]["event"] == "alarm_raised"]  # fmt: skip
+    assert [session.alarms[k]["reason"] for k in raised] == facts["alarms"]
+    session.goto_alarm(raised[0])
+    state = session.snapshot(False, 1.0)
+    assert state["alarms"] == facts["alarms"]
+    assert state["replay"]["event"] == "alarm_raised"
+    session.step(-1)
+    assert session.snapshot(False, 1.0)["alarms"] == []
+    counts = account(session)["counts"]
+    assert {k: v for k, v in counts["outcomes"].items() if v} == facts["outcomes"]

@@ -8,7 +8,7 @@ from bt_sorter.blackboard import Blackboard, Odometer, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import Config
 from bt_sorter.record import Record
-from bt_sorter.web.state import line_view, throughput
+from bt_sorter.web.state import Throughput, line_view
 
 
 def context() -> Context:
@@ -46,6 +46,6 @@ def test_items_per_minute_counts_the_last_line_minute() -> None:
         item = ctx.bb.items.feed(t - 5)
         ctx.bb.items.resolve(item, Outcome.SORTED, "pushed", t)
     ctx.bb.now = 120.0
-    series = dict(throughput(ctx))
+    series = dict(Throughput().update(ctx))
     assert series[60.0] == 3.0  # three in the minute up to t = 60
     assert series[120.0] == 1.0  # only the one at t = 100 in (60, 120]

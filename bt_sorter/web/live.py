@@ -16,7 +16,7 @@ from py_trees.behaviour import Behaviour
 from bt_sorter.behaviours.base import Context
 from bt_sorter.log import get_logger
 from bt_sorter.web.server import WebServer, parse_address
-from bt_sorter.web.state import snapshot, statuses, tree_shape, walk
+from bt_sorter.web.state import Throughput, snapshot, statuses, tree_shape, walk
 
 log = get_logger("bt_sorter.web")
 
@@ -32,6 +32,7 @@ class LiveWeb:
         self.nodes = [node for node, _, _ in walk(root)]
         self.interval = 1.0 / rate_hz
         self._next = 0.0
+        self.chart = Throughput()
         self.costs: deque[float] = deque(maxlen=100_000)  # seconds per published snapshot
 
     def update(self, force: bool = False) -> None:
@@ -41,7 +42,7 @@ class LiveWeb:
             return
         self._next = now + self.interval
         events = list(self.ctx.record.recent)
-        self.server.publish(snapshot(self.ctx, statuses(self.nodes), events))
+        self.server.publish(snapshot(self.ctx, statuses(self.nodes), events, self.chart))
         self.costs.append(time.monotonic() - now)
 
     def close(self) -> None:

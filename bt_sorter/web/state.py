@@ -31,7 +31,6 @@ __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
 STATUS_CHAR = {Status.RUNNING: "R", Status.SUCCESS: "S", Status.FAILURE: "F", Status.INVALID: "-"}
 THUMBNAILS = 8  # pictures shown, newest first
 EVENTS = 30  # latest record events shown
-THROUGHPUT_ITEMS = 2000  # the latest resolved items the items-per-minute chart counts
 THROUGHPUT_POINTS = 60  # points on that chart
 WINDOW = 60.0  # line seconds: items per minute over the last minute
 
@@ -169,11 +168,10 @@ def thumbnails(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
-def throughput(ctx: Context) -> list[tuple[float, float]]:
-    """Items per minute (resolved in the last line minute) at evenly spaced line times."""
-    times = [i.resolved_at or 0.0 for i in ctx.bb.items.done[-THROUGHPUT_ITEMS:]]
-    times.sort()  # already in order but for edges stamped a little earlier
-    now = max(ctx.bb.now, 1.0)
+def items_per_minute(times: list[float], now: float) -> list[tuple[float, float]]:
+    """Items resolved in the line minute before each of evenly spaced times up to ``now``
+    (``times`` sorted), per minute."""
+    now = max(now, 1.0)
     out = []
     for k in range(THROUGHPUT_POINTS + 1):
         t = now * k / THROUGHPUT_POINTS
@@ -182,10 +180,34 @@ def throughput(ctx: Context) -> list[tuple[float, float]]:
     return out
 
 
-def snapshot(ctx: Context, status: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+class Throughput:
+    """The items-per-minute chart, redrawn only when it would change: a new resolved item,
+    or line time moved on by one of its steps."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []  # resolve times, sorted
+        self.seen = 0  # resolved items taken into ``times``
+        self.series: list[tuple[float, float]] = []
+        self._at = -1.0
+
+    def update(self, ctx: Context) -> list[tuple[float, float]]:
+        done, now = ctx.bb.items.done, ctx.bb.now
+        new = done[self.seen :]
+        for item in new:
+            bisect.insort(self.times, item.resolved_at or 0.0)
+        self.seen = len(done)
+        if new or now - self._at >= max(now, 1.0) / THROUGHPUT_POINTS:
+            self.series, self._at = items_per_minute(self.times, now), now
+        return self.series
+
+
+def snapshot(
+    ctx: Context, status: str, events: list[dict[str, Any]], chart: Throughput
+) -> dict[str, Any]:
     """Everything the page shows at this moment (plain values; pictures as bytes).
 
-    ``status`` is :func:`statuses` of the tree's nodes (or a replay's reconstruction).
+    ``status`` is :func:`statuses` of the tree's nodes (or a replay's reconstruction);
+    ``chart`` is the caller's :class:`Throughput`, kept between snapshots.
     """
     bb = ctx.bb
     return {
@@ -196,7 +218,7 @@ def snapshot(ctx: Context, status: str, events: list[dict[str, Any]]) -> dict[st
         "line": line_view(ctx),
         "counts": counts(ctx),
         "thumbnails": thumbnails(ctx),
-        "throughput": throughput(ctx),
+        "throughput": chart.update(ctx),
         "alarms": list(bb.alarms),
         "bad_inputs": bb.bad_inputs,
         "events": events[-EVENTS:],
