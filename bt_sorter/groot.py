@@ -26,6 +26,8 @@ the line of every element for the errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -41,6 +43,8 @@ from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file
 
 BTCPP_FORMAT = "4"
 LIST_SEP = ";"
+DESCRIPTION = "description: "  # a tree file's description: a comment first in its BehaviorTree
+METADATA = {"_fullpath", "_uid", "_autoremap"}  # what Groot2 / BehaviorTree.CPP may add
 
 # Our kind -> (XML tag, {our parameter: its port}); sequence and selector pick by memory.
 MEMORY_TAGS = {
@@ -128,7 +132,9 @@ class _Exporter:
         self.trees[tree_id] = element
         data = load_file(path)
         if isinstance(data, dict) and isinstance(data.get("description"), str):
-            element.set("description", data["description"])
+            # JSON text, with "--" (not allowed in a comment) spelled "-\u002d"
+            text = json.dumps(data["description"], ensure_ascii=False).replace("--", "-\\u002d")
+            element.append(ET.Comment(f" {DESCRIPTION}{text} "))
         element.append(self.node(data["root"], path))
         return tree_id
 
@@ -182,15 +188,15 @@ class _Exporter:
         for tag in sorted(self.used):
             category, params, ports = self.used[tag]
             element = ET.SubElement(model, category, {"ID": tag})
-            doc = self._doc(tag)
-            if doc:
-                element.set("description", doc)
             for p in params:
                 attrs = {"name": ports.get(p.name, p.name), "type": _port_type(p)}
                 if not p.required and p.default is not None:
                     attrs["default"] = _xml_value(p.default, tag)
                 port = ET.SubElement(element, "input_port", attrs)
                 port.text = _port_doc(p)
+            doc = self._doc(tag)
+            if doc:
+                ET.SubElement(element, "description").text = doc
         return model
 
     @staticmethod
@@ -227,6 +233,7 @@ class _Element:
     attrib: dict[str, str]
     line: int
     children: list[_Element] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
 
 
 def parse_xml(text: str, file: str) -> _Element:
@@ -248,11 +255,16 @@ def parse_xml(text: str, file: str) -> _Element:
     def end(tag: str) -> None:
         stack.pop()
 
+    def comment(text: str) -> None:
+        if stack:
+            stack[-1].comments.append(text.strip())
+
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.ExternalEntityRefHandler = refuse  # type: ignore[assignment]
     parser.StartElementHandler = start
     parser.EndElementHandler = end
+    parser.CommentHandler = comment
     try:
         parser.Parse(text, True)
     except expat.ExpatError as exc:
@@ -336,13 +348,17 @@ class _Reader:
         """A tree's top level ({root:, description:}) with SubTrees made by ``subtree``."""
         element = self.trees[tree_id]
         items: list[tuple[str, Any]] = []
-        if "description" in element.attrib:
-            items.append(("description", element.attrib["description"]))
+        described = [c for c in element.comments if c.startswith(DESCRIPTION)]
+        if described:
+            text = described[0][len(DESCRIPTION) :]
+            with contextlib.suppress(ValueError):  # else written by hand: the text as is
+                text = json.loads(text) if text.startswith('"') else text
+            items.append(("description", text))
         items.append(("root", self.node(element.children[0], subtree)))
         return _located(self.file, element.line, items)
 
     def node(self, element: _Element, subtree: SubtreeFn) -> Located:
-        attrs = dict(element.attrib)
+        attrs = {k: v for k, v in element.attrib.items() if k not in METADATA}
         name = attrs.pop("name", element.tag)
         if element.tag == SUBTREE:
             if "ID" not in attrs:
