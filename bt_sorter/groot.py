@@ -17,7 +17,8 @@ tick ``ReactiveSequence``; a selector likewise ``Fallback`` / ``ReactiveFallback
 ``PolicyParallel`` (py_trees' parallel policies), ``LineTimeout`` (line seconds),
 ``OneShot``, ``EternalGuard`` (children: the condition, then the guarded node) and the
 other status converters. Lists (``selected``) are ``;``-separated, as BehaviorTree.CPP
-writes vectors.
+writes vectors. A tree file's ``description`` is a comment first in its BehaviorTree (the
+schema has no attribute for it); Groot2's ``_fullpath`` / ``_uid`` are ignored.
 
 The XML is read with expat, DTDs and entities refused (no entity expansion), keeping
 the line of every element for the errors.

@@ -139,8 +139,26 @@ def test_xml_errors_name_file_and_line(text: str, line: int, message: str, tmp_p
 
 
 def test_xml_check_prints_the_tree(tmp_path: Path) -> None:
+    """A tree as Groot2 saves it (its _uid / _fullpath metadata) checks and prints."""
     good = tmp_path / "edited.xml"
-    good.write_text(GROOT_EDITED.replace("secnds", "seconds"), encoding="utf-8")
+    text = GROOT_EDITED.replace("secnds", "seconds").replace('name="go"', 'name="go" _uid="3"')
+    good.write_text(text, encoding="utf-8")
     result = run_py("--tree", str(good), "--check", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "settle" in result.stdout and f"tree {good}: ok" in result.stdout
+
+
+def test_trees_command_exports_and_imports(tmp_path: Path) -> None:
+    """python -m bt_sorter.trees export / import, as the README shows them."""
+    xml, back = tmp_path / "sort.xml", tmp_path / "back" / "sort.yaml"
+    for args in (
+        ("export", "trees/sort.yaml", "-o", str(xml)),
+        ("import", str(xml), "-o", str(back)),
+    ):
+        result = subprocess.run([sys.executable, "-m", "bt_sorter.trees", *args], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert canonical(back) == canonical(ROOT / "trees" / "sort.yaml")
+    result = subprocess.run([sys.executable, "-m", "bt_sorter.trees", "export", "nowhere.yaml"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "nowhere.yaml" in result.stderr
