@@ -62,7 +62,7 @@ class LiveWeb:
 
 def hello(root: Behaviour, ctx: Context, mode: str, title: str) -> dict[str, Any]:
     """What a page gets once on connecting: the tree's shape and what it is watching."""
-    return {"mode": mode, "title": title, "tree": tree_shape(root), "tick_hz": None}
+    return {"mode": mode, "title": title, "tree": tree_shape(root)}
 
 
 def start_live(address: str, root: Behaviour, ctx: Context, title: str) -> LiveWeb:
