@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: mosquitto if installed, else amqtt)")  # fmt: skip
     add("--sim-arg", action="append", default=[], metavar="ARG",
         help="extra simulator argument, e.g. --sim-arg=--drop-rate=0.05")  # fmt: skip
+    add("--web", metavar="[HOST:]PORT", help="serve the live page here (loopback unless HOST "
+        "is given; another address needs BT_SORTER_WEB_TOKEN)")  # fmt: skip
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
 
@@ -266,6 +268,17 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
 
     config = ctx.config
     with contextlib.ExitStack() as stack:
+        web = None
+        if args.web:
+            from bt_sorter.web.live import start_live
+            from bt_sorter.web.server import WebError
+
+            try:
+                web = start_live(args.web, root, ctx, title=str(args.tree))
+            except WebError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+            stack.callback(web.server.stop)
         sim = None
         host, port = config.broker.host, config.broker.port
         max_items = args.max_items
@@ -278,7 +291,7 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
         adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port, limits=config.limits)
         adapter.start()  # connects in the background; the runner holds the tree until then
         stack.callback(adapter.stop)
-        runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items)
+        runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items, web=web)
         code = runner.run()
         truth = None
         if sim is not None:

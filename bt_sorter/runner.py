@@ -38,6 +38,7 @@ from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Event
 from bt_sorter.log import get_logger
+from bt_sorter.trace import Trace
 from bt_sorter.view import LiveView, Viz
 
 EXIT_OK = 0
@@ -51,6 +52,13 @@ _PERIOD_SAMPLES = 100_000  # tick periods kept for the jitter figures (~33 min a
 STATUS_EVERY = 1.0  # wall s between two retained line statuses
 
 log = get_logger("bt_sorter.runner")
+
+
+class Observer(Protocol):
+    """A view fed from the tick thread (the live web page): cheap unless due."""
+
+    def update(self, force: bool = False) -> None: ...
+    def close(self) -> None: ...
 
 
 class Adapter(Protocol):
@@ -108,11 +116,14 @@ class Runner:
         stream: TextIO | None = None,
         max_items: int | None = None,
         handle_signals: bool = True,
+        web: Observer | None = None,
     ) -> None:
         self.root = root
         self.ctx = ctx
         self.adapter = adapter
         self.view = LiveView(root, ctx.bb, viz, stream or sys.stdout)
+        self.web = web
+        self.trace = Trace(root, ctx)  # node transitions, edges, commands to --record
         self.max_items = max_items
         self.handle_signals = handle_signals
         self.period = ctx.clock.wall(1.0 / ctx.config.timings.tick_hz)  # wall seconds
@@ -233,14 +244,19 @@ class Runner:
         bb.now = self.ctx.clock.now()
         bb.tick += 1
         if bb.connected:
-            self.root.tick_once()
+            for node in self.root.tick():  # tick_once, showing each ticked node to the trace
+                self.trace.visit(node)
             self.tree_ticks += 1
-        for command in bb.take_outbox():
+        commands = bb.take_outbox()
+        for command in commands:
             self.commands += 1
             self.adapter.publish(command)
+        self.trace.after_tick(commands)
         self.view.update()
         if bb.connected and time.monotonic() - self._status_at >= STATUS_EVERY:
             self._publish_line_status("running")
+        if self.web is not None:
+            self.web.update()
 
     def _publish_line_status(self, state: str) -> None:
         """The line's retained status: what an operator of the plant sees for this line."""
@@ -315,6 +331,7 @@ class Runner:
             except Exception as exc:  # a leaf's terminate() must not keep the line running
                 log.error("tree_stop_failed", error=repr(exc), traceback=traceback.format_exc())
             discarded = bb.take_outbox()[1:]
+            self.trace.commands([protocol.ALL_PULL])
             if discarded:
                 log.warning("commands_discarded", commands=[str(c) for c in discarded])
             time.sleep(clock.wall(self.ctx.config.timings.stop_wait))
@@ -322,6 +339,7 @@ class Runner:
             bb.now = clock.now()
             bb.command(protocol.BELT_STOP)
             bb.take_outbox()
+            self.trace.commands([protocol.BELT_STOP])
             self.adapter.publish_status(
                 "line_stopped", reason=self.stop_reason, exit_code=self.exit_code, tick=bb.tick
             )
@@ -339,6 +357,8 @@ class Runner:
         finally:
             try:
                 self.view.close()
+                if self.web is not None:
+                    self.web.close()
             finally:
                 self.ctx.record.close()
 
