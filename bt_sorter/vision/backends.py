@@ -20,7 +20,8 @@ def make_classifier(backend: str, config: ClassifierConfig, root: Path) -> Class
         from bt_sorter.vision.torch_backend import TorchClassifier
 
         model = Path(config.model)
-        return TorchClassifier(model if model.is_absolute() else root / model, config.threads)
+        path = model if model.is_absolute() else root / model
+        return TorchClassifier(path, config.threads, config.device)
     if backend == "http":
         from bt_sorter.vision.http_backend import HttpClassifier
 
