@@ -16,12 +16,16 @@ cross between callers. If it raises, or returns the wrong number of results, eve
 that batch gets the exception.
 
 When is a batch run? One worker thread takes the oldest queued item and everything queued
-behind it, up to ``max_batch``. While items are *reserved* (announced with :meth:`reserve`
-and not yet submitted) and the batch is not full, it waits for them, but never longer than
-``max_wait`` seconds after the oldest item of the batch arrived. So a lone caller never
-waits, callers that arrive together share one call, and the wait is bounded. Items that
-queued while the previous batch ran go straight into the next one. ``on_batch(size,
-seconds)`` is called after each batch (for metrics).
+behind it, up to ``max_batch``. Before it runs a batch that is not full it waits for company
+it has reason to expect: items *reserved* (announced with :meth:`reserve`, not yet
+submitted), and as many items as were in play when the previous batch ended (its own plus
+those queued behind it: callers served together come back together, and without this,
+concurrent callers split into groups that take turns at the model, each waiting for the
+other's pass).
+That wait ends at ``max_wait`` seconds after the oldest item arrived or the previous batch
+ended, whichever is later. So a lone caller never waits, callers that arrive together share
+one call, and no item waits more than ``max_wait`` for company. ``on_batch(size, seconds)``
+is called after each batch (for metrics).
 
 Used by the classification service (``bt_sorter.vision.serve``): a request reserves a slot
 before decoding its picture, so requests that arrive together decode in parallel and then
@@ -111,6 +115,8 @@ class MicroBatcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._queue: collections.deque[_Entry[T, R]] = collections.deque()
         self._reserved = 0
+        self._last_size = 0  # items in play when the previous batch ended
+        self._last_end = 0.0  # when it ended (time.monotonic)
         self._closed = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
@@ -157,8 +163,13 @@ class MicroBatcher(Generic[T, R]):
                 if self._closed:
                     return None
                 self._cond.wait()
-            deadline = self._queue[0].arrived + self.max_wait
-            while len(self._queue) < self.max_batch and self._reserved > 0 and not self._closed:
+            expected = max(1, self._last_size)
+            deadline = max(self._queue[0].arrived, self._last_end) + self.max_wait
+            while (
+                len(self._queue) < self.max_batch
+                and (self._reserved > 0 or len(self._queue) < expected)
+                and not self._closed
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -188,3 +199,6 @@ class MicroBatcher(Generic[T, R]):
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
             self._run(batch)
+            with self._cond:
+                self._last_size = len(batch) + len(self._queue)
+                self._last_end = time.monotonic()
