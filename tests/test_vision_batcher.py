@@ -143,3 +143,20 @@ def test_limits_are_checked() -> None:
         MicroBatcher(Recorder(), max_batch=0)
     with pytest.raises(ValueError, match="max_wait"):
         MicroBatcher(Recorder(), max_wait=-1)
+
+
+def test_callers_served_together_are_waited_for_together() -> None:
+    # 0 runs alone while 1 and 2 queue; when 0 comes back (as 3), it joins 1 and 2 rather
+    # than 1 and 2 running without it and 3 waiting for their pass.
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = MicroBatcher(run, max_batch=8, max_wait=1.0)
+    first = batcher.submit(0)
+    assert run.entered.wait(HANG)
+    queued = [batcher.submit(1), batcher.submit(2)]
+    gate.set()
+    assert first.result(HANG) == 0
+    again = batcher.submit(3)
+    assert [f.result(HANG) for f in [*queued, again]] == [1, 4, 9]
+    batcher.close()
+    assert run.batches == [[0], [1, 2, 3]]
