@@ -20,6 +20,7 @@ from bt_sorter.vision.calibrate import (
     softmax,
     write_temperature,
 )
+from bt_sorter.vision.evaluate import threshold_table
 from bt_sorter.vision.preprocess import picture_to_input
 from bt_sorter.vision.torch_backend import TorchClassifier, load_model
 
@@ -99,3 +100,12 @@ def test_calibrate_command_fits_writes_and_draws(
     assert load_model(model)[1].temperature == pytest.approx(fitted["temperature"])
     assert png.stat().st_size > 1000
     assert "ECE" in capsys.readouterr().out
+
+
+def test_threshold_table_counts_answers_kept_and_missorts_among_them() -> None:
+    rows = {r["threshold"]: r for r in threshold_table([0.9, 0.7, 0.55], [True, False, True])}
+    assert rows[0.5]["answered"] == 1.0 and rows[0.5]["wrong"] == 1
+    assert rows[0.6]["answered"] == pytest.approx(2 / 3)
+    assert rows[0.6]["wrong_among_answered"] == 0.5
+    assert rows[0.8]["answered"] == pytest.approx(1 / 3) and rows[0.8]["wrong"] == 0
+    assert rows[0.99]["answered"] == 0.0

@@ -82,6 +82,31 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     plt.close(fig)
 
 
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def threshold_table(
+    confidences: Sequence[float], correct: Sequence[bool], thresholds: Sequence[float] = THRESHOLDS
+) -> list[dict[str, float]]:
+    """Per confidence threshold: the share of pictures answered (the rest go to bin 1 as
+    ``unknown``) and the share of wrong labels among those answered (missorts)."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    right = np.asarray(correct, dtype=bool)
+    rows = []
+    for t in thresholds:
+        kept = conf >= t
+        n = int(kept.sum())
+        rows.append(
+            {
+                "threshold": float(t),
+                "answered": n / len(conf) if len(conf) else 0.0,
+                "wrong_among_answered": float((~right[kept]).mean()) if n else 0.0,
+                "wrong": int((~right[kept]).sum()),
+            }
+        )
+    return rows
+
+
 def evaluate_folder(
     model_path: Path, data: Path, threads: int = 2, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -134,6 +159,9 @@ def evaluate_folder(
             np.asarray(confidences), np.asarray(true) == np.asarray(pred)
         ),
         "device": str(classifier.plan.device),
+        "thresholds": threshold_table(
+            confidences, [t == p for t, p in zip(true, pred, strict=True)]
+        ),
         "classes": classes,
         "per_class": per_class(cm, classes),
         "confusion": cm.tolist(),
@@ -171,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  n={scores['support']}"
         )
     print(format_confusion(np.array(result["confusion"]), classes))
+    print("sorting.confidence_threshold  answered  wrong among answered (missorts)")
+    for row in result["thresholds"]:
+        print(f"  {row['threshold']:<27} {row['answered']:>8.4f}  "
+              f"{row['wrong_among_answered']:.4f} ({row['wrong']})")  # fmt: skip
     lat = result["latency_ms"]
     print(f"latency per picture, batch 1, {lat['threads']} threads: "
           f"p50 {lat['p50']:.1f} ms  p99 {lat['p99']:.1f} ms")  # fmt: skip
