@@ -245,7 +245,7 @@ def test_http_classifier_reports_a_silent_service_as_a_timeout() -> None:
             client.classify(_pictures(1, seed=107)[0])
 
 
-def test_service_cli_binds_loopback_and_answers() -> None:
+def test_service_cli_binds_loopback_answers_and_stops_cleanly_on_sigterm() -> None:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -264,6 +264,10 @@ def test_service_cli_binds_loopback_and_answers() -> None:
         assert wait_for_port("127.0.0.1", port, timeout=30)
         client = HttpClassifier(f"http://127.0.0.1:{port}{PREDICT_PATH}", timeout=10)
         assert client.classify(_pictures(1, seed=106)[0]).label in LABELS
-    finally:
         process.terminate()
+        assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        assert b"service_stopped" in process.stdout.read()
+    finally:
+        process.kill()
         process.wait(timeout=10)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -264,11 +265,15 @@ class ClassifyServer:
         self._thread = threading.Thread(target=self.serve_forever, name="waitress", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Make :meth:`serve_forever` return soon (any thread, or a signal handler)."""
+        self._stopping.set()
+        self._server.pull_trigger()  # wakes the loop out of its poll
+
     def close(self) -> None:
         """Stop serving (from any thread), then stop the batcher and the model."""
-        self._stopping.set()
+        self.request_stop()
         if self._thread is not None:
-            self._server.pull_trigger()  # wakes the loop out of its poll
             self._thread.join(timeout=10)
         self.service.close()
 
@@ -332,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("service_started", host=host, port=port, model=str(model), max_body=args.max_body,
              device=server.service.health["device"], max_batch=args.max_batch)  # fmt: skip
     print(f"serving {server.url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
