@@ -20,6 +20,7 @@ Waitress is a production WSGI server in pure Python (runs on Linux and Windows a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -268,7 +269,8 @@ class ClassifyServer:
     def request_stop(self) -> None:
         """Make :meth:`serve_forever` return soon (any thread, or a signal handler)."""
         self._stopping.set()
-        self._server.pull_trigger()  # wakes the loop out of its poll
+        with contextlib.suppress(OSError):  # the loop has already ended and closed the pipe
+            self._server.pull_trigger()  # wakes the loop out of its poll
 
     def close(self) -> None:
         """Stop serving (from any thread), then stop the batcher and the model."""
