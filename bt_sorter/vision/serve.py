@@ -1,7 +1,7 @@
 """The course-compatible classification service: Flask served by waitress, with micro-batching.
 
     python -m bt_sorter.vision.serve [--model PATH] [--host 127.0.0.1] [--port 8088]
-        [--device auto|cpu|cuda] [--max-body BYTES] [--max-batch 16] [--max-wait-ms 5]
+        [--device auto|cpu|cuda] [--max-body BYTES] [--max-batch 16] [--max-wait-ms 10]
         [--http-threads 16] [--threads 2]
 
 ``POST /aisim_tf_pre``: the request body is the raw encoded picture; the answer is
@@ -56,7 +56,7 @@ METRICS_PATH = "/metrics"
 DEFAULT_PORT = 8088
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH = 16
-DEFAULT_MAX_WAIT = 0.005  # s a forming batch may wait for requests it expects (2 ms: too short)
+DEFAULT_MAX_WAIT = 0.010  # s a forming batch may wait for requests it expects (bench: 2-5 ms short)
 DEFAULT_HTTP_THREADS = 16
 ANSWER_TIMEOUT = 30.0  # s a request waits for its batch before it is answered with an error
 CHANNEL_TIMEOUT = 30  # s a client may stay silent mid-request
