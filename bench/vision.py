@@ -1,10 +1,15 @@
 """Vision figures: in-process latency and throughput, service latency and RSS, training speed.
 
     python bench/vision.py [--model models/resnet18_tomato.pth] [--n 100] [--threads 2]
+                           [--service-only] [--serve-arg=--max-wait-ms=5 ...]
 
 Pictures are rendered by the simulator's renderer (256 px JPEGs, all three classes). The
 service runs as its own process (``python -m bt_sorter.vision.serve``) on a free loopback
-port; its peak RSS is the kernel's high-water mark (VmHWM) for that process.
+port; its peak RSS is the kernel's high-water mark (VmHWM) for that process. Each client
+posts on a fresh connection, as the course's client does. The service targets are checked
+in the same run: p50 with 4 concurrent clients <= 1.5x the 1-client p50, throughput with 8
+clients >= 3x one client, and 0 crossed answers with 32 clients sending different pictures
+at the same moment (each answer compared with the in-process answer for its picture).
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import http.client
+import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,7 +51,7 @@ from bt_sorter.sim.render import (  # noqa: E402
 from bt_sorter.vision.dataset import PictureDataset, scan_folder  # noqa: E402
 from bt_sorter.vision.preprocess import decode_picture  # noqa: E402
 from bt_sorter.vision.resnet import build  # noqa: E402
-from bt_sorter.vision.serve import PREDICT_PATH  # noqa: E402
+from bt_sorter.vision.serve import METRICS_PATH, PREDICT_PATH  # noqa: E402
 from bt_sorter.vision.torch_backend import TorchClassifier  # noqa: E402
 from bt_sorter.vision.train import train_one_epoch  # noqa: E402
 
@@ -108,17 +116,18 @@ def bench_borderline(model: Path, per_side: int, threads: int) -> None:
     )
 
 
-def post(port: int, body: bytes) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def post(port: int, body: bytes) -> tuple[float, dict]:
+    """One request on a fresh connection (as the course's client does): (ms, answer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     start = time.perf_counter()
     conn.request("POST", PREDICT_PATH, body=body)
     response = conn.getresponse()
-    response.read()
+    answer = json.loads(response.read())
     elapsed = (time.perf_counter() - start) * 1000
     conn.close()
-    if response.status != 200:
-        raise RuntimeError(f"service answered {response.status}")
-    return elapsed
+    if response.status != 200 or answer["code"] != 0:
+        raise RuntimeError(f"service answered {response.status}: {answer}")
+    return elapsed, answer
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -128,27 +137,93 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def bench_service(model: Path, pics: list[bytes], threads: int) -> None:
+def run_clients(port: int, pics: list[bytes], clients: int) -> tuple[list[float], float]:
+    """Each of ``clients`` threads posts its share of ``pics`` back to back: (ms, per s)."""
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        start = time.perf_counter()
+        times = [t for t, _ in pool.map(lambda p: post(port, p), pics)]
+        rate = len(pics) / (time.perf_counter() - start)
+    return times, rate
+
+
+def crossed_answers(port: int, model: Path, threads: int, clients: int, rounds: int) -> int:
+    """Answers that do not belong to their picture when ``clients`` post different pictures
+    at once (each compared with the in-process answer for the same picture)."""
+    pics = []
+    for i in range(clients):  # fruit near a class threshold: a confidence of its own each
+        ripeness = (0.24, 0.36, 0.64, 0.76)[i % 4] + (i // 4) * 0.002
+        image = render_ripeness(np.random.default_rng([4242, i]), ripeness, size=128)
+        pics.append(cv2.imencode(".jpg", image)[1].tobytes())
+    local = TorchClassifier(model, threads)
+    expected = [local.classify(p) for p in pics]
+    crossed = 0
+    barrier = threading.Barrier(clients)
+
+    def client(i: int) -> int:
+        wrong = 0
+        for _ in range(rounds):
+            barrier.wait()  # everyone sends at the same moment
+            _, answer = post(port, pics[i])
+            got = answer["results"][0]
+            if (
+                got["label"] != expected[i].label
+                or abs(got["confidence"] - expected[i].confidence) > 1e-3
+            ):
+                wrong += 1
+        return wrong
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        crossed = sum(pool.map(client, range(clients)))
+    distinct = len({(e.label, round(e.confidence, 4)) for e in expected})
+    print(f"  ({clients} pictures, {distinct} distinct (label, confidence) answers)")
+    return crossed
+
+
+def batch_sizes(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", METRICS_PATH)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("classify_batch_size_sum", "classify_batch_size_count")):
+            name, value = line.split()
+            values[name] = float(value)
+    count = values.get("classify_batch_size_count", 0.0)
+    mean = values.get("classify_batch_size_sum", 0.0) / count if count else 0.0
+    return f"{count:.0f} forward passes, mean batch {mean:.2f}"
+
+
+def bench_service(model: Path, pics: list[bytes], threads: int, extra: list[str]) -> None:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(model),
-         "--port", str(port), "--threads", str(threads), "--log-level", "warning"],
+         "--port", str(port), "--threads", str(threads), "--device", "cpu",
+         "--log-level", "warning", *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         if not wait_for_port("127.0.0.1", port, timeout=60):
             raise RuntimeError("service did not start")
-        for p in pics[:5]:
-            post(port, p)
-        for clients in (1, 4):
-            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-                start = time.perf_counter()
-                times = list(pool.map(lambda p: post(port, p), pics))
-                rate = len(pics) / (time.perf_counter() - start)
+        run_clients(port, pics[:16], 4)  # warm up
+        p50: dict[int, float] = {}
+        rate: dict[int, float] = {}
+        for clients in (1, 4, 8):
+            times, rate[clients] = run_clients(port, pics, clients)
+            p50[clients] = statistics.median(times)
             print(
-                f"service, {clients} concurrent client(s): p50 {statistics.median(times):.1f} ms  "
-                f"p99 {pct(times, 0.99):.1f} ms  {rate:.0f} requests/s (n={len(times)})"
+                f"service, {clients} concurrent client(s): p50 {p50[clients]:.1f} ms  "
+                f"p99 {pct(times, 0.99):.1f} ms  {rate[clients]:.0f} requests/s (n={len(times)})"
             )
+        print(f"service batching: {batch_sizes(port)}")
+        ratio_p50, ratio_rate = p50[4] / p50[1], rate[8] / rate[1]
+        print(f"target p50(4 clients) <= 1.5 x p50(1): {ratio_p50:.2f}x "
+              f"{'MET' if ratio_p50 <= 1.5 else 'NOT MET'}")  # fmt: skip
+        print(f"target throughput(8 clients) >= 3 x throughput(1): {ratio_rate:.2f}x "
+              f"{'MET' if ratio_rate >= 3.0 else 'NOT MET'}")  # fmt: skip
+        crossed = crossed_answers(port, model, threads, clients=32, rounds=3)
+        print(f"target 0 crossed answers, 32 concurrent clients x 3 rounds: {crossed} "
+              f"{'MET' if crossed == 0 else 'NOT MET'}")  # fmt: skip
         print(f"service peak RSS (VmHWM): {peak_rss_mib(process.pid):.0f} MiB")
     finally:
         process.terminate()
@@ -170,6 +245,19 @@ def bench_training(input_size: int, threads: int, per_class: int = 32) -> None:
         start = time.perf_counter()
         train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, loader, 1, progress=False)
         seconds = time.perf_counter() - start
+        dataset = PictureDataset(samples, input_size, train=True)
+        for i in range(len(dataset)):  # read the files once, as an epoch after the first does
+            dataset.image(i)
+        start = time.perf_counter()
+        for i in range(len(dataset)):
+            dataset[i]
+        data_per_pic = (time.perf_counter() - start) / len(dataset)
+    print(
+        f"training data path (decode + augment + preprocess), one process: "
+        f"{data_per_pic * 1000:.2f} ms per picture = {data_per_pic * 3060:.1f} s of one core per "
+        f"3060-picture epoch; a GPU epoch in <= 5 s needs about "
+        f"{max(1, math.ceil(data_per_pic * 3060 / 4.5))} --workers (4.5 s data + 0.5 s network)"
+    )
     per_pic = seconds / len(samples)
     print(
         f"training resnet18 at {input_size} px, batch 32, {threads} threads: "
@@ -184,12 +272,22 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet18_tomato.pth")
     parser.add_argument("--n", type=int, default=100, help="pictures per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--service-only", action="store_true", help="only the service figures")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="pass to the service, e.g. --serve-arg=--max-wait-ms=1",
+    )
     args = parser.parse_args()
     pics = pictures(args.n)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
+    if args.service_only:
+        bench_service(args.model, pics, args.threads, args.serve_arg)
+        return 0
     bench_in_process(args.model, pics, args.threads)
     bench_borderline(args.model, args.n, args.threads)
-    bench_service(args.model, pics, args.threads)
+    bench_service(args.model, pics, args.threads, args.serve_arg)
     input_size = TorchClassifier(args.model, args.threads).info.input_size
     bench_training(input_size, args.threads)
     return 0

@@ -139,6 +139,7 @@ class ClassifierConfig:
     retries: int = 2
     fallback: Literal["hsv", "reject"] = "hsv"
     threads: int = 1  # torch intra-op threads of the in-process back end
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # torch back end: auto = CUDA if seen
 
 
 @dataclass(frozen=True)

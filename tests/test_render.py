@@ -40,7 +40,7 @@ def test_same_seed_gives_the_same_picture_and_another_seed_a_different_one() -> 
 
 
 @pytest.mark.parametrize("size", [64, 256])
-@pytest.mark.parametrize("domain", ["train", "shifted"])
+@pytest.mark.parametrize("domain", ["train", "shifted", "wide"])
 def test_rendered_item_is_a_bgr_uint8_square_of_the_requested_size(size: int, domain: str) -> None:
     image = render_item(np.random.default_rng(1), "ripe", size=size, domain=domain)
     assert image.shape == (size, size, 3)
@@ -93,6 +93,22 @@ def test_shifted_domain_belts_fall_outside_the_training_brightness_or_colour() -
     chroma_s = shifted.max(1) - shifted.min(1)
     outside = (grey_s < grey_t.min()) | (grey_s > grey_t.max()) | (chroma_s > chroma_t.max())
     assert outside.mean() > 0.5
+
+
+def test_wide_domain_belts_span_the_training_and_the_shifted_ones() -> None:
+    def ring(image: np.ndarray) -> np.ndarray:
+        return np.median(np.concatenate([image[:12].reshape(-1, 3), image[-12:].reshape(-1, 3)]), 0)
+
+    def belts(domain: str) -> np.ndarray:
+        rng = [np.random.default_rng([4, i]) for i in range(60)]
+        return np.array([ring(render_item(r, "raw", size=96, domain=domain)) for r in rng])
+
+    train, wide = belts("train"), belts("wide")
+    chroma_t = (train.max(1) - train.min(1)).max()
+    chroma_w = wide.max(1) - wide.min(1)
+    assert (chroma_w > chroma_t).mean() > 0.3  # coloured belts
+    assert wide.mean(1).min() < train.mean(1).min()  # darker than any training belt
+    assert wide.mean(1).max() > train.mean(1).max()  # and lighter
 
 
 def test_unknown_label_domain_or_size_is_refused() -> None:

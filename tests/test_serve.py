@@ -1,4 +1,5 @@
-"""The classification service answers the course's API, refuses bad bodies, and pairs answers."""
+"""The classification service answers the course's API, refuses bad bodies, pairs answers
+with their pictures while batching them, and reports health and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from bt_sorter.broker import free_port, wait_for_port
-from bt_sorter.sim.render import LABELS, render_picture
+from bt_sorter.sim.render import LABELS, render_picture, render_ripeness
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.vision.http_backend import HttpClassifier
 from bt_sorter.vision.serve import PREDICT_PATH, ClassifyServer, make_server
@@ -29,13 +33,11 @@ MAX_BODY = 256 * 1024
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ClassifyServer]:
-    srv = make_server(MODEL, port=0, max_body=MAX_BODY, threads=2)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
+    # A 50 ms batching window, so requests sent together really share forward passes.
+    srv = make_server(MODEL, port=0, max_body=MAX_BODY, threads=2, device="cpu", max_wait=0.05)
+    srv.start()
     yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join()
+    srv.close()
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +51,20 @@ def _pictures(n: int, seed: int) -> list[bytes]:
     ]
 
 
+def _borderline_pictures(n: int) -> list[bytes]:
+    """Fruit close to a class threshold: each picture gets a confidence of its own."""
+    pictures = []
+    for i in range(n):
+        ripeness = (0.24, 0.36, 0.64, 0.76)[i % 4] + (i // 4) * 0.002
+        image = render_ripeness(np.random.default_rng([55, i]), ripeness, size=128)
+        pictures.append(cv2.imencode(".jpg", image)[1].tobytes())
+    return pictures
+
+
 def _post(
     srv: ClassifyServer, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
+    conn = http.client.HTTPConnection(*srv.address, timeout=30)
     try:
         conn.request("POST", PREDICT_PATH, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -92,7 +104,7 @@ def test_truncated_picture_gets_code_1(server: ClassifyServer) -> None:
 
 def test_over_limit_body_is_refused_without_being_read(server: ClassifyServer) -> None:
     # Announce a gigabyte and send nothing: a server that tried to read it would hang.
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+    conn = http.client.HTTPConnection(*server.address, timeout=5)
     try:
         conn.putrequest("POST", PREDICT_PATH)
         conn.putheader("Content-Length", str(10**9))
@@ -110,33 +122,104 @@ def test_body_just_over_the_limit_is_refused(server: ClassifyServer) -> None:
     assert "limit" in answer["error"]
 
 
-def test_eight_concurrent_requests_each_get_their_own_answer(
+def _get(srv: ClassifyServer, path: str) -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection(*srv.address, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read().decode()
+    finally:
+        conn.close()
+
+
+def _metrics(srv: ClassifyServer) -> dict[str, float]:
+    """Every sample of /metrics by name and labels, e.g. 'classify_requests_total{outcome=ok}'."""
+    status, content_type, text = _get(srv, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_32_concurrent_clients_each_get_their_own_answer_from_shared_batches(
     server: ClassifyServer, local: TorchClassifier
 ) -> None:
-    pictures = _pictures(8, seed=103)
+    pictures = _borderline_pictures(32)
     expected = [local.classify(p) for p in pictures]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda p: _post(server, p)[1], pictures))
+    assert len({(w.label, round(w.confidence, 4)) for w in expected}) > 24  # they really differ
+    before = _metrics(server)
+    barrier = threading.Barrier(32)
+
+    def client(picture: bytes) -> dict:
+        barrier.wait()  # all 32 requests leave at once
+        return _post(server, picture)[1]
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(client, pictures))
     for answer, want in zip(answers, expected, strict=True):
         assert answer["code"] == 0
         assert answer["results"][0]["label"] == want.label
-        assert answer["results"][0]["confidence"] == pytest.approx(want.confidence, abs=1e-5)
-    assert len({round(w.confidence, 6) for w in expected}) > 1  # the pictures really differ
+        assert answer["results"][0]["confidence"] == pytest.approx(want.confidence, abs=1e-4)
+    after = _metrics(server)
+    passes = after["classify_batch_size_count"] - before["classify_batch_size_count"]
+    pictures_run = after["classify_batch_size_sum"] - before["classify_batch_size_sum"]
+    assert pictures_run == 32
+    assert passes < 32  # some requests shared a forward pass
+
+
+def test_metrics_count_requests_by_outcome_and_latency(server: ClassifyServer) -> None:
+    before = _metrics(server)
+    _post(server, _pictures(1, seed=108)[0])
+    _post(server, b"not a picture")
+    after = _metrics(server)
+
+    def grew(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert grew("classify_requests_total{outcome=ok}") == 1
+    assert grew("classify_requests_total{outcome=bad_picture}") == 1
+    assert grew("classify_request_seconds_count") == 1
+    assert (
+        after["classify_request_seconds_bucket{le=+Inf}"] == after["classify_request_seconds_count"]
+    )
+
+
+def test_the_course_client_code_works_unchanged(server: ClassifyServer) -> None:
+    # The course's client, as written there: requests.post(url, data=picture bytes).
+    url = f"http://{server.address[0]}:{server.address[1]}/aisim_tf_pre"
+    picture = _pictures(1, seed=109)[0]
+    response = requests.post(url, data=picture, timeout=30)
+    result = response.json()
+    assert result["code"] == 0 and result["error"] == ""
+    assert result["results"][0]["label"] in LABELS
+    assert 0.0 < result["results"][0]["confidence"] <= 1.0
+    bad = requests.post(url, data=b"no picture here", timeout=30).json()
+    assert bad["code"] == 1 and bad["results"] == [] and "not a picture" in bad["error"]
+
+
+def test_unknown_path_gets_a_json_404(server: ClassifyServer) -> None:
+    status, content_type, text = _get(server, "/nowhere")
+    assert status == 404 and content_type.startswith("application/json")
+    assert json.loads(text)["code"] == 1
 
 
 def test_health_names_the_model_and_its_classes(server: ClassifyServer) -> None:
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
-    conn.request("GET", "/health")
-    health = json.loads(conn.getresponse().read())
-    conn.close()
+    status, _, text = _get(server, "/health")
+    health = json.loads(text)
+    assert status == 200
     assert health["status"] == "ok"
     assert sorted(health["classes"]) == sorted(LABELS)
+    assert health["device"] == "cpu"
+    assert health["temperature"] == TorchClassifier(MODEL).info.temperature
 
 
 def test_http_classifier_against_the_real_service_matches_in_process(
     server: ClassifyServer, local: TorchClassifier
 ) -> None:
-    host, port = server.server_address[:2]
+    host, port = server.address
     client = HttpClassifier(f"http://{host}:{port}{PREDICT_PATH}", timeout=10)
     for picture in _pictures(3, seed=104):
         got, want = client.classify(picture), local.classify(picture)
@@ -162,7 +245,7 @@ def test_http_classifier_reports_a_silent_service_as_a_timeout() -> None:
             client.classify(_pictures(1, seed=107)[0])
 
 
-def test_service_cli_binds_loopback_and_answers() -> None:
+def test_service_cli_binds_loopback_answers_and_stops_cleanly_on_sigterm() -> None:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -181,6 +264,10 @@ def test_service_cli_binds_loopback_and_answers() -> None:
         assert wait_for_port("127.0.0.1", port, timeout=30)
         client = HttpClassifier(f"http://127.0.0.1:{port}{PREDICT_PATH}", timeout=10)
         assert client.classify(_pictures(1, seed=106)[0]).label in LABELS
-    finally:
         process.terminate()
+        assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        assert b"service_stopped" in process.stdout.read()
+    finally:
+        process.kill()
         process.wait(timeout=10)

@@ -69,7 +69,7 @@ def _add_render(render: argparse.ArgumentParser) -> None:
     render.add_argument("--out", type=Path, required=True, help="output folder")
     render.add_argument("--seed", type=int, default=1)
     render.add_argument("--size", type=int, default=256, help="picture side in pixels")
-    render.add_argument("--domain", choices=("train", "shifted"), default="train")
+    render.add_argument("--domain", choices=("train", "shifted", "wide"), default="train")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

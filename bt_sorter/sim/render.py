@@ -20,8 +20,9 @@ temperature, highlight, creases, blemishes, shadow, belt texture and seams, moti
 defocus blur, sensor noise and JPEG quality. The belt is neutral grey in the ``train``
 domain, so it is a white-balance reference. The ``shifted`` domain puts brightness,
 colour cast and belt colour outside the training range (same colour rule) for robustness
-tests. All randomness comes from the ``rng`` argument: the same generator state gives the
-same picture.
+tests. The ``wide`` domain is domain randomisation for training: gain, light colour and a
+belt of any albedo and hue drawn from ranges that span both of the others. All randomness
+comes from the ``rng`` argument: the same generator state gives the same picture.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")
-DOMAINS: tuple[str, ...] = ("train", "shifted")
+DOMAINS: tuple[str, ...] = ("train", "shifted", "wide")
 
 RAW_MAX = 0.30
 RIPE_MIN = 0.70
@@ -124,6 +125,10 @@ def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]
         gain = rng.uniform(0.75, 1.2)
         temperature = rng.uniform(-0.10, 0.10)
         tint = rng.uniform(-0.04, 0.04)
+    elif domain == "wide":
+        gain = rng.uniform(0.45, 1.5)
+        temperature = rng.uniform(-0.2, 0.2)
+        tint = rng.uniform(-0.08, 0.08)
     else:
         gain = rng.uniform(0.5, 0.68) if rng.random() < 0.5 else rng.uniform(1.28, 1.45)
         temperature = rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.18)
@@ -137,6 +142,9 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
     if domain == "train":
         grey = rng.uniform(0.22, 0.5)
         base = np.full(3, grey, dtype=np.float32) + rng.uniform(-0.015, 0.015, 3).astype(np.float32)
+    elif domain == "wide":  # any albedo, any hue up to about 3:1 between channels
+        hue = 1.0 + rng.uniform(-0.5, 0.5, 3).astype(np.float32)
+        base = np.clip(rng.uniform(0.05, 0.8) * hue, 0.03, 0.9).astype(np.float32)
     else:
         kind = int(rng.integers(3))
         if kind == 0:  # near-black belt
@@ -377,7 +385,8 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
         image = cv2.blur(image, (length, 1))
     if rng.random() < 0.25:  # defocus
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.4) * s / 256)
-    noise_sigma = rng.uniform(0.004, 0.02) if domain == "train" else rng.uniform(0.01, 0.03)
+    noise_range = {"train": (0.004, 0.02), "shifted": (0.01, 0.03), "wide": (0.004, 0.03)}
+    noise_sigma = rng.uniform(*noise_range[domain])
     noise = _noise(rng, image.shape) * np.float32(noise_sigma * 255.0)
     noise += 0.5  # rounds on the cast below
     image += noise

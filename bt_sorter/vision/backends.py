@@ -34,9 +34,8 @@ def make_classifier(
         from bt_sorter.vision.torch_backend import TorchClassifier
 
         model = Path(config.model)
-        return TorchClassifier(
-            model if model.is_absolute() else root / model, config.threads, limits
-        )
+        path = model if model.is_absolute() else root / model
+        return TorchClassifier(path, config.threads, config.device, limits)
     if backend == "http":
         from bt_sorter.vision.http_backend import HttpClassifier
 

@@ -1,6 +1,7 @@
 """Score a model on a picture folder: accuracy, per-class precision/recall, confusion, latency.
 
     python -m bt_sorter.vision.evaluate --model models/resnet18_tomato.pth --data DIR [--json FILE]
+        [--device auto|cpu|cuda]
 
 The folder has one sub-folder per class; folder names are matched to the model's labels by
 name (a folder the model has no label for is an error). Pictures go through the same decoding
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bt_sorter.vision.dataset import scan_folder
+from bt_sorter.vision.device import DEVICE_CHOICES
 
 
 def confusion_matrix(true: Sequence[int], pred: Sequence[int], n: int) -> np.ndarray:
@@ -80,11 +82,43 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     plt.close(fig)
 
 
-def evaluate_folder(model_path: Path, data: Path, threads: int = 2) -> dict[str, Any]:
-    """Classify every picture under ``data`` one at a time and return the scores."""
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def threshold_table(
+    confidences: Sequence[float], correct: Sequence[bool], thresholds: Sequence[float] = THRESHOLDS
+) -> list[dict[str, float]]:
+    """Per confidence threshold: the share of pictures answered (the rest go to bin 1 as
+    ``unknown``) and the share of wrong labels among those answered (missorts)."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    right = np.asarray(correct, dtype=bool)
+    rows = []
+    for t in thresholds:
+        kept = conf >= t
+        n = int(kept.sum())
+        rows.append(
+            {
+                "threshold": float(t),
+                "answered": n / len(conf) if len(conf) else 0.0,
+                "wrong_among_answered": float((~right[kept]).mean()) if n else 0.0,
+                "wrong": int((~right[kept]).sum()),
+            }
+        )
+    return rows
+
+
+def evaluate_folder(
+    model_path: Path, data: Path, threads: int = 2, device: str = "cpu"
+) -> dict[str, Any]:
+    """Classify every picture under ``data`` one at a time and return the scores.
+
+    Confidences are the model's calibrated ones (its stored temperature); ``ece`` is their
+    expected calibration error on this folder.
+    """
+    from bt_sorter.vision.calibrate import expected_calibration_error
     from bt_sorter.vision.torch_backend import TorchClassifier
 
-    classifier = TorchClassifier(model_path, threads)
+    classifier = TorchClassifier(model_path, threads, device)
     classes = list(classifier.classes)
     folders, samples = scan_folder(data)
     missing = [f for f in folders if f not in classes]
@@ -93,6 +127,7 @@ def evaluate_folder(model_path: Path, data: Path, threads: int = 2) -> dict[str,
     true: list[int] = []
     pred: list[int] = []
     latencies: list[float] = []
+    confidences: list[float] = []
     mistakes: list[dict[str, Any]] = []
     if samples:  # warm up once so the first call's set-up cost is not counted as latency
         classifier.classify(samples[0].path.read_bytes())
@@ -105,6 +140,7 @@ def evaluate_folder(model_path: Path, data: Path, threads: int = 2) -> dict[str,
         p = classes.index(prediction.label)
         true.append(t)
         pred.append(p)
+        confidences.append(prediction.confidence)
         if t != p:
             mistakes.append(
                 {"path": str(sample.path), "true": classes[t], "predicted": prediction.label,
@@ -118,6 +154,14 @@ def evaluate_folder(model_path: Path, data: Path, threads: int = 2) -> dict[str,
         "input_size": classifier.info.input_size,
         "pictures": len(samples),
         "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+        "temperature": classifier.info.temperature,
+        "ece": expected_calibration_error(
+            np.asarray(confidences), np.asarray(true) == np.asarray(pred)
+        ),
+        "device": str(classifier.plan.device),
+        "thresholds": threshold_table(
+            confidences, [t == p for t, p in zip(true, pred, strict=True)]
+        ),
         "classes": classes,
         "per_class": per_class(cm, classes),
         "confusion": cm.tolist(),
@@ -135,22 +179,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (.pth)")
     parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="auto: CUDA if PyTorch sees it, else the CPU")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)
     try:
-        result = evaluate_folder(args.model, args.data, args.threads)
+        result = evaluate_folder(args.model, args.data, args.threads, args.device)
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     classes = result["classes"]
     print(f"model {result['model']} (input {result['input_size']} px) on {result['data']}")
-    print(f"pictures {result['pictures']}  accuracy {result['accuracy']:.4f}")
+    print(f"pictures {result['pictures']}  accuracy {result['accuracy']:.4f}  "
+          f"ECE {result['ece']:.4f} (temperature {result['temperature']:.4f}, "
+          f"{result['device']})")  # fmt: skip
     for name, scores in result["per_class"].items():
         print(
             f"  {name:<10} precision {scores['precision']:.4f}  recall {scores['recall']:.4f}"
             f"  n={scores['support']}"
         )
     print(format_confusion(np.array(result["confusion"]), classes))
+    print("sorting.confidence_threshold  answered  wrong among answered (missorts)")
+    for row in result["thresholds"]:
+        print(f"  {row['threshold']:<27} {row['answered']:>8.4f}  "
+              f"{row['wrong_among_answered']:.4f} ({row['wrong']})")  # fmt: skip
     lat = result["latency_ms"]
     print(f"latency per picture, batch 1, {lat['threads']} threads: "
           f"p50 {lat['p50']:.1f} ms  p99 {lat['p99']:.1f} ms")  # fmt: skip

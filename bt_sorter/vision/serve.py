@@ -1,147 +1,283 @@
-"""The course-compatible classification service: ``POST /aisim_tf_pre`` and ``GET /health``.
+"""The course-compatible classification service: Flask served by waitress, with micro-batching.
 
     python -m bt_sorter.vision.serve [--model PATH] [--host 127.0.0.1] [--port 8088]
-                                     [--max-body BYTES] [--threads N]
+        [--device auto|cpu|cuda] [--max-body BYTES] [--max-batch 16] [--max-wait-ms 10]
+        [--http-threads 16] [--threads 2]
 
-The request body is the raw encoded picture; the answer is
+``POST /aisim_tf_pre``: the request body is the raw encoded picture; the answer is
 ``{"results": [{"label", "confidence"}], "code": 0, "error": ""}``, or code 1 with empty
 results and the reason when the body is empty or not a picture. A body over ``--max-body``
-is refused with HTTP 413 before it is read. Each request is answered on its own thread from
-its own data (no shared queues); the model itself is called under a lock.
+is refused with HTTP 413 by waitress before it is read. ``GET /health`` says which model
+answers; ``GET /metrics`` gives requests, errors, latency and batch sizes in Prometheus text.
+
+Each request is decoded and preprocessed on its own waitress thread (through
+:func:`bt_sorter.vision.preprocess.picture_to_input`, the project's one decoder); the forward
+pass goes through a :class:`~bt_sorter.vision.batcher.MicroBatcher`, so requests that arrive
+together are classified in one pass and each gets the result of its own picture back.
+Waitress is a production WSGI server in pure Python (runs on Linux and Windows alike).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import waitress
+from flask import Flask, Response, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+from werkzeug.exceptions import HTTPException
+
 from bt_sorter.log import configure, get_logger
-from bt_sorter.vision.classifier import BadPictureError, Classifier, ClassifyError
+from bt_sorter.vision.batcher import MicroBatcher
+from bt_sorter.vision.classifier import BadPictureError, ClassifyError, Prediction
+from bt_sorter.vision.device import DEVICE_CHOICES
+from bt_sorter.vision.preprocess import picture_to_input
+from bt_sorter.vision.torch_backend import TorchClassifier
 
 PREDICT_PATH = "/aisim_tf_pre"
 HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
 DEFAULT_PORT = 8088
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
-DRAIN_LIMIT = 16 * 1024 * 1024  # most bytes of a refused body read (and dropped)
-DRAIN_TIMEOUT = 0.5  # s to wait for more of a refused body
+DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_WAIT = 0.010  # s a forming batch may wait for requests it expects (bench: 2-5 ms short)
+DEFAULT_HTTP_THREADS = 16
+ANSWER_TIMEOUT = 30.0  # s a request waits for its batch before it is answered with an error
+CHANNEL_TIMEOUT = 30  # s a client may stay silent mid-request
 ROOT = Path(__file__).resolve().parents[2]
 
 log = get_logger(__name__)
 
 
-class ClassifyServer(ThreadingHTTPServer):
-    """A threading HTTP server that carries its classifier and body limit."""
+class ServiceMetrics:
+    """The service's Prometheus metrics, in a registry of its own."""
 
-    daemon_threads = True
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "classify_requests", "Classification requests by outcome (ok, bad_picture, error)",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "classify_request_seconds", "Time from body received to answer ready",
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "classify_batch_size", "Pictures per forward pass",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=self.registry,
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "classify_batch_seconds", "Forward pass time per batch",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
+            registry=self.registry,
+        )  # fmt: skip
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ClassifyService:
+    """A :class:`TorchClassifier` behind a micro-batcher: ``classify`` from many threads."""
 
     def __init__(
         self,
-        address: tuple[str, int],
-        classifier: Classifier,
-        max_body: int = DEFAULT_MAX_BODY,
+        classifier: TorchClassifier,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait: float = DEFAULT_MAX_WAIT,
         health: dict[str, Any] | None = None,
     ) -> None:
         self.classifier = classifier
-        self.max_body = max_body
-        self.health = {"status": "ok", "backend": classifier.name, **(health or {})}
-        super().__init__(address, ClassifyHandler)
+        self.metrics = ServiceMetrics()
+        self.batcher: MicroBatcher[Any, Prediction] = MicroBatcher(
+            classifier.predict_inputs, max_batch, max_wait, name="classify-batch",
+            on_batch=self.metrics.observe_batch,
+        )  # fmt: skip
+        info = classifier.info
+        self.health = {
+            "status": "ok",
+            "backend": classifier.name,
+            "arch": info.arch,
+            "input_size": info.input_size,
+            "classes": list(info.classes),
+            "temperature": info.temperature,
+            "device": str(classifier.plan.device),
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait * 1000.0,
+            **(health or {}),
+        }
+
+    def classify(self, data: bytes) -> Prediction:
+        """Label one encoded picture; BadPictureError for bytes that are not one."""
+        with self.batcher.reserve() as slot:  # a batch forming now waits for this picture
+            inputs = picture_to_input(data, self.classifier.info.input_size)
+            future = slot.submit(inputs)
+        return future.result(timeout=ANSWER_TIMEOUT)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.classifier.close()
 
 
-class ClassifyHandler(BaseHTTPRequestHandler):
-    """One request: read the bounded body, classify it, answer JSON."""
+def _answer(status: int, code: int, error: str, results: list[dict[str, Any]]) -> Response:
+    response = jsonify({"results": results, "code": code, "error": error})
+    response.status_code = status
+    return response
 
-    server: ClassifyServer
-    timeout = 15.0  # s a client may take to send its request
-    protocol_version = "HTTP/1.1"
 
-    def _answer(self, status: HTTPStatus, body: dict[str, Any], close: bool = False) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+def create_app(service: ClassifyService, max_body: int = DEFAULT_MAX_BODY) -> Flask:
+    """The Flask application of the course's API over ``service``."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = max_body  # Flask's own check, whatever server runs it
+    metrics = service.metrics
 
-    def _refuse(self, status: HTTPStatus, reason: str, close: bool = False) -> None:
-        log.info("request_refused", path=self.path, status=int(status), reason=reason)
-        self._answer(status, {"results": [], "code": 1, "error": reason}, close)
+    def refuse(status: int, reason: str, outcome: str) -> Response:
+        metrics.requests.labels(outcome).inc()
+        log.info("request_refused", path=request.path, status=status, reason=reason)
+        return _answer(status, 1, reason, [])
 
-    def _discard(self, length: int) -> None:
-        """Read and drop a bounded part of a refused body so the client sees the answer.
-
-        Closing a socket with unread data resets the connection, and a client still sending
-        would lose the 413. At most :data:`DRAIN_LIMIT` bytes are read, with a short timeout.
-        """
-        self.wfile.flush()
-        left = min(length, DRAIN_LIMIT)
-        self.connection.settimeout(DRAIN_TIMEOUT)
-        try:
-            while left > 0:
-                chunk = self.rfile.read1(min(left, 65536))
-                if not chunk:
-                    break
-                left -= len(chunk)
-        except OSError:
-            pass
-
-    def do_GET(self) -> None:
-        if self.path == HEALTH_PATH:
-            self._answer(HTTPStatus.OK, self.server.health)
-        else:
-            self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path}")
-
-    def do_POST(self) -> None:
-        if self.path != PREDICT_PATH:
-            self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path}", close=True)
-            return
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not accepted", True)
-            return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required", close=True)
-            return
-        if length < 0:
-            self._refuse(HTTPStatus.BAD_REQUEST, "negative Content-Length", close=True)
-            return
-        if length > self.server.max_body:
-            reason = f"body of {length} bytes is over the limit of {self.server.max_body}"
-            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, reason, close=True)
-            self._discard(length)
-            return
-        data = self.rfile.read(length) if length else b""
-        if len(data) != length:
-            self._refuse(HTTPStatus.BAD_REQUEST, "body shorter than Content-Length", True)
-            return
+    @app.post(PREDICT_PATH)
+    def predict() -> Response:
+        data = request.get_data(cache=False)
+        start = time.perf_counter()
         if not data:
-            self._refuse(HTTPStatus.OK, "empty body: expected picture bytes")
-            return
+            return refuse(200, "empty body: expected picture bytes", "bad_picture")
         try:
-            prediction = self.server.classifier.classify(data)
+            prediction = service.classify(data)
         except BadPictureError as exc:
-            self._refuse(HTTPStatus.OK, f"not a picture: {exc}")
-            return
+            return refuse(200, f"not a picture: {exc}", "bad_picture")
         except ClassifyError as exc:
-            self._refuse(HTTPStatus.OK, f"classification failed: {exc}")
-            return
+            return refuse(200, f"classification failed: {exc}", "error")
         except Exception as exc:  # a model fault must not take the service down
             log.exception("classification_crashed")
-            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc}")
-            return
+            return refuse(500, f"internal error: {exc!r}", "error")
+        metrics.latency.observe(time.perf_counter() - start)
+        metrics.requests.labels("ok").inc()
         result = {"label": prediction.label, "confidence": round(prediction.confidence, 6)}
-        self._answer(HTTPStatus.OK, {"results": [result], "code": 0, "error": ""})
+        return _answer(200, 0, "", [result])
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("request_handled", client=self.client_address[0], line=format % args)
+    @app.get(HEALTH_PATH)
+    def health() -> Response:
+        return jsonify(service.health)
+
+    @app.get(METRICS_PATH)
+    def metrics_text() -> Response:
+        return Response(metrics.text(), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 413:
+            reason = f"body is over the limit of {max_body} bytes"
+        else:
+            reason = f"{status} {exc.name}: {request.method} {request.path}"
+        return _answer(status, 1, reason, [])
+
+    return app
+
+
+class _JsonErrorTask(ErrorTask):
+    """Waitress's own refusals (body over the limit, malformed request) in the course's JSON."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        if error.code == 413:
+            reason = f"body is over the limit of {self.channel.adj.max_request_body_size - 1} bytes"
+        else:
+            reason = f"{error.reason}: {error.body}"
+        body = json.dumps({"results": [], "code": 1, "error": reason}).encode("utf-8")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+class ClassifyServer:
+    """The app on a waitress server: ``serve_forever`` (CLI) or ``start``/``close`` (tests)."""
+
+    def __init__(
+        self,
+        service: ClassifyService,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        max_body: int = DEFAULT_MAX_BODY,
+        http_threads: int = DEFAULT_HTTP_THREADS,
+    ) -> None:
+        self.service = service
+        self.app = create_app(service, max_body)
+        self._server = waitress.create_server(
+            self.app, host=host, port=port, threads=http_threads,
+            # waitress refuses a body of max_request_body_size or more before reading it
+            max_request_body_size=max_body + 1, channel_timeout=CHANNEL_TIMEOUT,
+            ident="bt_sorter", connection_limit=256,
+        )  # fmt: skip
+        self._server.channel_class = _Channel
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return str(self._server.effective_host), int(self._server.effective_port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}{PREDICT_PATH}"
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`close` (or Ctrl-C), then shut waitress down on this thread."""
+        server = self._server
+        adj = server.adj
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(adj.asyncore_loop_timeout, adj.asyncore_use_poll, server._map, 1)
+        finally:
+            server.task_dispatcher.shutdown()  # lets the running requests finish first
+            for channel in list(server._map.values()):
+                channel.close()
+
+    def start(self) -> None:
+        """Serve on a background thread."""
+        self._thread = threading.Thread(target=self.serve_forever, name="waitress", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Make :meth:`serve_forever` return soon (any thread, or a signal handler)."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):  # the loop has already ended and closed the pipe
+            self._server.pull_trigger()  # wakes the loop out of its poll
+
+    def close(self) -> None:
+        """Stop serving (from any thread), then stop the batcher and the model."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.service.close()
 
 
 def make_server(
@@ -150,18 +286,18 @@ def make_server(
     port: int = DEFAULT_PORT,
     max_body: int = DEFAULT_MAX_BODY,
     threads: int = 2,
+    device: str = "auto",
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    http_threads: int = DEFAULT_HTTP_THREADS,
 ) -> ClassifyServer:
-    """A ready-to-serve server for the checkpoint ``model`` (call ``serve_forever``)."""
-    from bt_sorter.vision.torch_backend import TorchClassifier
+    """A ready server for the checkpoint ``model`` (``serve_forever`` or ``start``).
 
-    classifier = TorchClassifier(model, threads)
-    health = {
-        "model": str(model),
-        "arch": classifier.info.arch,
-        "input_size": classifier.info.input_size,
-        "classes": list(classifier.info.classes),
-    }
-    return ClassifyServer((host, port), classifier, max_body, health)
+    Raises ClassifyError when the model does not load or the device is not there.
+    """
+    classifier = TorchClassifier(model, threads, device)
+    service = ClassifyService(classifier, max_batch, max_wait, {"model": str(model)})
+    return ClassifyServer(service, host, port, max_body, http_threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,32 +305,47 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Course-compatible picture classification service")
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: config)")
-    parser.add_argument("--config", type=Path, default=None, help="config file for the default")
+    parser.add_argument("--config", type=Path, default=None, help="config file for the defaults")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                        help="auto (CUDA if seen), cpu or cuda; default: config")  # fmt: skip
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help="bytes")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help="most pictures per forward pass")  # fmt: skip
+    parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT * 1000,
+                        help="how long the first request of a batch waits for company")  # fmt: skip
+    parser.add_argument("--http-threads", type=int, default=DEFAULT_HTTP_THREADS,
+                        help="waitress worker threads (requests decoded at once)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure(args.log_level)
+    classifier_config = load_config(args.config).classifier
     model = args.model
     if model is None:
-        model = Path(load_config(args.config).classifier.model)
+        model = Path(classifier_config.model)
         model = model if model.is_absolute() else ROOT / model
+    device = args.device or classifier_config.device
     try:
-        server = make_server(model, args.host, args.port, args.max_body, args.threads)
-    except (ClassifyError, OSError) as exc:
+        server = make_server(
+            model, args.host, args.port, args.max_body, args.threads, device,
+            args.max_batch, args.max_wait_ms / 1000.0, args.http_threads,
+        )  # fmt: skip
+    except (ClassifyError, ValueError, OSError) as exc:
         log.error("service_failed_to_start", reason=str(exc))
         return 2
-    host, port = server.server_address[:2]
-    log.info("service_started", host=host, port=port, model=str(model), max_body=args.max_body)
-    print(f"serving http://{host}:{port}{PREDICT_PATH}", flush=True)
+    host, port = server.address
+    log.info("service_started", host=host, port=port, model=str(model), max_body=args.max_body,
+             device=server.service.health["device"], max_batch=args.max_batch)  # fmt: skip
+    print(f"serving {server.url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop())
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
         log.info("service_stopped")
     return 0
 

@@ -3,7 +3,9 @@
 Two checkpoint shapes load (always with ``torch.load(..., weights_only=True)``):
 
 * the project's: a dict with ``state_dict`` (or ``model`` in a training checkpoint) and
-  ``meta`` = ``{"arch", "input_size", "classes"}``; weights may be stored in half precision;
+  ``meta`` = ``{"arch", "input_size", "classes"}`` plus, once calibrated, ``temperature``
+  (logits are divided by it before the softmax; 1.0 when absent); weights may be stored in
+  half precision;
 * the course's bare ``best.pth``: a torchvision ResNet ``state_dict`` with a
   ``class_indices.json`` beside it; the input size is then the course's 224.
 """
@@ -21,6 +23,7 @@ import torch
 
 from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import ClassifyError, Prediction
+from bt_sorter.vision.device import autocast, device_plan, prepare_model, to_device
 from bt_sorter.vision.preprocess import (
     DEFAULT_LIMITS,
     load_class_indices,
@@ -40,19 +43,25 @@ class ModelInfo:
     arch: str
     input_size: int
     classes: tuple[str, ...]
+    temperature: float = 1.0  # calibration: softmax(logits / temperature)
 
     def as_meta(self) -> dict[str, Any]:
-        return {"arch": self.arch, "input_size": self.input_size, "classes": list(self.classes)}
+        return {
+            "arch": self.arch,
+            "input_size": self.input_size,
+            "classes": list(self.classes),
+            "temperature": self.temperature,
+        }
 
 
 def save_model(
     path: Path, model: torch.nn.Module, info: ModelInfo, half: bool = False, **extra: Any
 ) -> None:
     """Save ``model``'s weights with ``info`` as metadata; ``half`` stores floats as float16."""
-    state = {
-        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
-        for k, v in model.state_dict().items()
-    }
+    state = {}
+    for k, v in model.state_dict().items():
+        tensor = v.detach().cpu().contiguous()  # from any device or memory format
+        state[k] = (tensor.half() if half and tensor.is_floating_point() else tensor).clone()
     torch.save({"state_dict": state, "meta": info.as_meta(), **extra}, path)
 
 
@@ -90,6 +99,9 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
         raise ValueError(f"{path}: no class index in the checkpoint and no {index_file}")
     arch = str(meta["arch"]) if meta is not None and "arch" in meta else infer_arch(state)
     input_size = int(meta.get("input_size", COURSE_INPUT_SIZE)) if meta else COURSE_INPUT_SIZE
+    temperature = float(meta.get("temperature", 1.0)) if meta else 1.0
+    if not 0.0 < temperature < 1000.0:
+        raise ValueError(f"{path}: temperature {temperature} is not a positive number")
     fc = state.get("fc.weight")
     if fc is None or fc.shape[0] != len(classes):
         got = None if fc is None else fc.shape[0]
@@ -102,24 +114,35 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit {arch}: {exc}") from exc
     model.eval()
-    return model, ModelInfo(arch, input_size, classes)
+    return model, ModelInfo(arch, input_size, classes, temperature)
 
 
 class TorchClassifier:
-    """In-process ResNet classifier; confidence is the softmax maximum. Thread-safe."""
+    """In-process ResNet classifier; confidence is the softmax maximum of the logits divided
+    by the checkpoint's temperature (calibrated). Thread-safe.
+
+    ``device`` is ``auto``, ``cpu`` or ``cuda`` (:mod:`bt_sorter.vision.device`); on CUDA
+    the forward pass runs channels-last under autocast.
+    """
 
     name = "torch"
 
     def __init__(
-        self, model_path: Path | str, threads: int = 1, limits: Limits = DEFAULT_LIMITS
+        self,
+        model_path: Path | str,
+        threads: int = 1,
+        device: str = "cpu",
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.limits = limits
         if threads > 0:
             torch.set_num_threads(threads)
         try:
-            self.model, self.info = load_model(model_path)
+            self.plan = device_plan(device)
+            model, self.info = load_model(model_path)
         except ValueError as exc:
             raise ClassifyError(str(exc)) from exc
+        self.model = prepare_model(model, self.plan)
         self._lock = threading.Lock()
 
     @property
@@ -127,10 +150,19 @@ class TorchClassifier:
         return self.info.classes
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (N, classes) for a preprocessed (N, 3, S, S) batch."""
+        """Calibrated softmax probabilities (N, classes) for a preprocessed (N, 3, S, S) batch."""
         with self._lock, torch.inference_mode():
-            logits = self.model(torch.from_numpy(batch))
-            return torch.softmax(logits, dim=1).numpy()
+            images = to_device(torch.from_numpy(batch), self.plan)
+            with autocast(self.plan):
+                logits = self.model(images)
+            scaled = logits.float() / self.info.temperature
+            return torch.softmax(scaled, dim=1).cpu().numpy()
+
+    def predict_inputs(self, inputs: Sequence[np.ndarray]) -> list[Prediction]:
+        """Label preprocessed (3, S, S) inputs (from :func:`preprocess`) in one forward pass."""
+        if not inputs:
+            return []
+        return [self._prediction(p) for p in self.probabilities(np.stack(inputs))]
 
     def _prediction(self, probs: np.ndarray) -> Prediction:
         index = int(probs.argmax())

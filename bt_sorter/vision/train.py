@@ -6,8 +6,15 @@
 Seeded stratified train/val split, OpenCV augmentation, AdamW or SGD with a cosine or step
 schedule. Every epoch writes a resumable ``checkpoint.pth`` (model, optimiser, scheduler,
 epoch, args); the best epoch by val accuracy is kept as ``best.pth`` (weights + metadata:
-arch, input size, classes). At the end ``--out`` also holds ``class_indices.json``,
-``metrics.json``, ``curves.png`` and ``confusion.png``.
+arch, input size, classes). At the end a temperature is fitted on the validation split
+(:mod:`bt_sorter.vision.calibrate`) and stored in ``best.pth``'s metadata; ``--out`` also
+holds ``class_indices.json``, ``metrics.json`` (with ECE before/after), ``curves.png``,
+``confusion.png`` and ``reliability.png``.
+
+``--device auto|cpu|cuda``: on CUDA the batches come from pinned memory with non-blocking
+copies, the network runs channels-last under autocast (bfloat16 where the card has it, else
+float16 with a gradient scaler); on the CPU everything stays float32. ``--init MODEL``
+fine-tunes from a model file's weights with a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -26,7 +33,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from bt_sorter.vision.calibrate import (
+    calibration_report,
+    collect_logits,
+    fit_temperature,
+    plot_reliability,
+)
 from bt_sorter.vision.dataset import Jitter, PictureDataset, scan_folder, split_samples
+from bt_sorter.vision.device import (
+    DEVICE_CHOICES,
+    DevicePlan,
+    autocast,
+    device_plan,
+    prepare_model,
+    to_device,
+)
 from bt_sorter.vision.evaluate import confusion_matrix, per_class, plot_confusion
 from bt_sorter.vision.preprocess import write_class_indices
 from bt_sorter.vision.resnet import ARCHS, build
@@ -40,17 +61,32 @@ def train_one_epoch(
     loader: DataLoader[Any],
     epoch: int,
     progress: bool = True,
+    plan: DevicePlan | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss and accuracy on the augmented pictures."""
+    """One pass over ``loader``; returns mean loss and accuracy on the augmented pictures.
+
+    ``plan`` says where it runs (default the CPU, float32); ``scaler`` scales the loss for
+    float16 mixed precision.
+    """
+    plan = plan or device_plan("cpu")
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", disable=not progress)
-    for images, targets in bar:
-        output = model(images)
-        loss = criterion(output, targets)
+    for batch, labels in bar:
+        images = to_device(batch, plan)
+        targets = labels.to(plan.device, non_blocking=plan.pin_memory)
+        with autocast(plan):
+            output = model(images)
+            loss = criterion(output, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         total_loss += loss.item() * len(targets)
         correct += int((output.argmax(1) == targets).sum())
         seen += len(targets)
@@ -65,15 +101,19 @@ def evaluate(
     num_classes: int,
     desc: str = "val",
     progress: bool = True,
+    plan: DevicePlan | None = None,
 ) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix of ``model`` on ``loader`` (no augmentation)."""
+    plan = plan or device_plan("cpu")
     model.eval()
     total_loss, seen = 0.0, 0
     true: list[int] = []
     pred: list[int] = []
     with torch.inference_mode():
-        for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress):
-            output = model(images)
+        for images, labels in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            with autocast(plan):
+                output = model(to_device(images, plan)).float()
+            targets = labels.to(plan.device)
             total_loss += float(criterion(output, targets)) * len(targets)
             seen += len(targets)
             true.extend(targets.tolist())
@@ -131,6 +171,36 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
+def calibrate_best(
+    model: nn.Module, val_loader: DataLoader[Any], plan: DevicePlan, out: Path
+) -> dict[str, Any]:
+    """Fit the temperature of ``model`` on the validation split, store it in ``best.pth``'s
+    metadata and draw ``reliability.png``; returns the calibration report."""
+    from bt_sorter.vision.calibrate import write_temperature
+
+    logits, targets = collect_logits(model, val_loader, plan)
+    temperature = fit_temperature(logits, targets)
+    write_temperature(out / "best.pth", temperature)
+    report = calibration_report(logits, targets, temperature)
+    plot_reliability(report, out / "reliability.png",
+                     f"validation split, {report['pictures']} pictures")  # fmt: skip
+    return report
+
+
+def _initial_weights(path: Path, arch: str, classes: Sequence[str]) -> nn.Module:
+    """The network of model file ``path`` to fine-tune; it must match ``arch`` and ``classes``."""
+    from bt_sorter.vision.torch_backend import load_model
+
+    model, info = load_model(path)
+    if info.arch != arch or list(info.classes) != list(classes):
+        raise ValueError(
+            f"{path} is {info.arch} over {list(info.classes)}; this run is {arch} over "
+            f"{list(classes)}"
+        )
+    model.train()
+    return model
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a ResNet picture classifier")
     parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
@@ -167,8 +237,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="auto: CUDA if PyTorch sees it, else the CPU")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint.pth to go on from")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="fine-tune: start from this model's weights (same arch and classes), fresh optimiser",
+    )
     parser.add_argument("--half", action="store_true", help="store best.pth in float16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -187,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say; returns 0 on success."""
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    plan = device_plan(args.device)
     progress = not args.no_progress
     classes, samples = scan_folder(args.data)
     train_samples, val_samples = split_samples(samples, args.val_split, args.seed)
@@ -201,25 +280,32 @@ def run(args: argparse.Namespace) -> int:
     train_loader = DataLoader(
         PictureDataset(train_samples, args.input_size, train=True, jitter=jitter),
         batch_size=args.batch_size, shuffle=True, num_workers=args.workers, generator=generator,
-        drop_last=len(train_samples) > args.batch_size,
+        drop_last=len(train_samples) > args.batch_size, pin_memory=plan.pin_memory,
+        persistent_workers=args.workers > 0,
     )  # fmt: skip
     val_loader = DataLoader(
         PictureDataset(val_samples, args.input_size, train=False),
         batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+        pin_memory=plan.pin_memory,
     )  # fmt: skip
 
     model = build(args.arch, len(classes))
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    optimizer = make_optimizer(args, model)
-    scheduler = make_scheduler(args, optimizer)
-    start_epoch, best_acc, history = 0, -1.0, []
-    if args.resume:
+    if args.init and not args.resume:
+        model = _initial_weights(args.init, args.arch, classes)
+    if args.resume:  # weights first, then the move: optimiser state follows the parameters
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
         if list(checkpoint["meta"]["classes"]) != classes:
             raise ValueError(
                 f"{args.resume} was trained on classes {checkpoint['meta']['classes']}"
             )
         model.load_state_dict(checkpoint["model"])
+    model = prepare_model(model, plan)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    scaler = torch.amp.GradScaler("cuda") if plan.needs_grad_scaler else None
+    optimizer = make_optimizer(args, model)
+    scheduler = make_scheduler(args, optimizer)
+    start_epoch, best_acc, history = 0, -1.0, []
+    if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["lr_scheduler"])
         if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
@@ -231,15 +317,18 @@ def run(args: argparse.Namespace) -> int:
         generator.set_state(checkpoint["loader_rng_state"])
     print(
         f"classes {classes}; train {len(train_samples)} val {len(val_samples)} pictures; "
-        f"{args.arch} at {args.input_size} px; epochs {start_epoch}..{args.epochs - 1}",
+        f"{args.arch} at {args.input_size} px; epochs {start_epoch}..{args.epochs - 1}; "
+        f"device {plan.device} (mixed precision {plan.amp_dtype or 'off'})",
         flush=True,
     )
     started = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
         epoch_start = time.perf_counter()
-        train_stats = train_one_epoch(model, criterion, optimizer, train_loader, epoch, progress)
+        train_stats = train_one_epoch(model, criterion, optimizer, train_loader, epoch, progress,
+                                      plan, scaler)  # fmt: skip
         scheduler.step()
-        val_stats = evaluate(model, criterion, val_loader, len(classes), progress=progress)
+        val_stats = evaluate(model, criterion, val_loader, len(classes), progress=progress,
+                             plan=plan)  # fmt: skip
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
@@ -275,7 +364,10 @@ def run(args: argparse.Namespace) -> int:
     from bt_sorter.vision.torch_backend import load_model
 
     best_model, _ = load_model(args.out / "best.pth")
-    final = evaluate(best_model, criterion, val_loader, len(classes), "best on val", progress)
+    best_model = prepare_model(best_model, plan)
+    final = evaluate(best_model, criterion, val_loader, len(classes), "best on val", progress,
+                     plan)  # fmt: skip
+    calibration = calibrate_best(best_model, val_loader, plan, args.out)
     cm = final["confusion"]
     plot_confusion(cm, classes, args.out / "confusion.png", f"val, best epoch ({final['acc']:.4f})")
     if history:
@@ -290,12 +382,27 @@ def run(args: argparse.Namespace) -> int:
         "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else None,
         "val_confusion": cm.tolist(),
         "val_per_class": per_class(cm, classes),
+        "calibration": {k: v for k, v in calibration.items() if k not in ("before", "after")}
+        | {
+            "fitted_on": f"the validation split ({len(val_samples)} pictures)",
+            "ece_before": calibration["before"]["ece"],
+            "ece_after": calibration["after"]["ece"],
+            "nll_before": calibration["before"]["nll"],
+            "nll_after": calibration["after"]["nll"],
+            "reliability_bins_after": calibration["after"]["bins"],
+        },
+        "device": str(plan.device),
         "history": history,
         "train_seconds_this_run": time.perf_counter() - started,
         "args": _plain_args(args),
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    print(f"best val accuracy {final['acc']:.4f}; wrote {args.out}", flush=True)
+    print(
+        f"best val accuracy {final['acc']:.4f}; temperature {calibration['temperature']:.4f} "
+        f"(val ECE {calibration['before']['ece']:.4f} -> {calibration['after']['ece']:.4f}); "
+        f"wrote {args.out}",
+        flush=True,
+    )
     return 0
 
 
