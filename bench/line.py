@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"items {args.items}, seed {args.seed}, speed {args.speed}; physical limit "
         f"{limit:.2f} items/min = 60 / max(feeder cycle {config.feeder_cycle():.2f} s, "
-        f"spacing {config.min_item_spacing():.3f} m / {config.line.belt_speed} m/s)",
+        f"spacing {config.min_item_spacing():.3f} m / {config.geometry().belt_speed} m/s)",
         flush=True,
     )
     rows: list[list[str]] = []

@@ -87,7 +87,7 @@ class SimNode:
             raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
         faults = options.faults
         self.line = Line(
-            config.line, labels, stuck_item=faults.stuck_item, stall_at=faults.stall_belt_at
+            config.geometry(), labels, stuck_item=faults.stuck_item, stall_at=faults.stall_belt_at
         )
         self.injector = FaultInjector(faults, options.seed)
         self.picture_rng = np.random.default_rng(np.random.SeedSequence([options.seed, 1]))
