@@ -58,7 +58,7 @@ REL_TOL = 0.3  # and this share of the predicted span: a belt may drift by 20 %
 PRIOR_TOLERANCE = 0.1  # a prior is confirmed when the first measurement is this close
 PRIOR_WEIGHT = 2  # a confirmed prior counts as this many items towards "measured"
 PRIOR_CHECK_SAMPLES = 3  # a prior no sample has confirmed is judged on this many
-LATENCY_S = 0.05  # line seconds a message or command may take on the wire
+LATENCY_WALL_S = 0.05  # wall seconds a message, a command or a late tick may add
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
 
@@ -185,6 +185,7 @@ class LineModel:
         prior: LineConfig | None = None,
         *,
         tick: float = 0.02,
+        speed: float = 1.0,
         feeder_cycle: float = 2.5,
         rod_out: float = 2.0,
     ) -> None:
@@ -194,7 +195,9 @@ class LineModel:
         self.prior_times = prior_times(prior)
         self.confirmed: set[str] = set()
         self.mismatches: list[dict[str, Any]] = []
-        self.margin = LATENCY_S + 2 * tick  # command latency and a tick either way
+        # Message and command latency (wall time, so --speed X makes it X times longer in
+        # line time) and a tick either way.
+        self.margin = LATENCY_WALL_S * speed + 2 * tick
         self._feeder_cycles: list[float] = []  # feed command → rod 1 back, per feeding leaf
         self._rod_outs: list[float] = []  # push → rod back, per rod leaf of the tree
         self._default_feeder_cycle, self._default_rod_out = feeder_cycle, rod_out
@@ -316,6 +319,14 @@ class LineModel:
         span = abs(predicted - (anchor[1] if anchor else 0.0))
         tolerance = SPREAD_K * self.spread(name) + REL_TOL * span + self.margin
         return predicted - tolerance, predicted + tolerance
+
+    def deadline(self, name: str, anchor: tuple[str, float] | None = None) -> float:
+        """Belt s since the feed after which the event is overdue: twice the window's
+        tolerance past the prediction (a late message is more likely than a lost one)."""
+        earliest, latest = self.window(name, anchor)
+        if self.predict(name, anchor) is None:
+            return latest
+        return latest + (latest - earliest) / 2
 
     def unmeasured_deadline(self, name: str, anchor: tuple[str, float] | None) -> float:
         """A bound no line in the target range can trip: for a clear edge after its own

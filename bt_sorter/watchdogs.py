@@ -62,7 +62,7 @@ class Watchdogs:
 
     def _unseen(self, item: Item) -> None:
         first = min(
-            self.model.window(linemodel.PICTURE)[1], self.model.window(linemodel.blocked(1))[1]
+            self.model.deadline(linemodel.PICTURE), self.model.deadline(linemodel.blocked(1))
         )
         if since_feed(self.ctx, item, self.bb.now) <= first:
             return
@@ -80,7 +80,7 @@ class Watchdogs:
             gate = item.entered if item.entered > item.cleared else item.cleared + 1
             is_blocked = item.entered == item.cleared
             name = linemodel.blocked(gate) if is_blocked else linemodel.clear(gate)
-            if now <= self.model.window(name, item.anchor)[1]:
+            if now <= self.model.deadline(name, item.anchor):
                 return
             note_missing(self.ctx, item, gate, blocked=is_blocked)
             item.entered, item.cleared = gate, gate - 1 if is_blocked else gate
@@ -99,7 +99,7 @@ class Watchdogs:
         if LAST_GATE in item.cleared_at:
             left = since_feed(self.ctx, item, item.cleared_at[LAST_GATE])
         else:
-            left = self.model.window(last, item.anchor)[1]
+            left = self.model.deadline(last, item.anchor)
         at = sorted(since_feed(self.ctx, item, t) for t in item.blocked_at.values())
         own = [b - a for a, b in itertools.pairwise(at)]
         if now <= left + self.model.run_out(own):

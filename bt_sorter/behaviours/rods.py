@@ -30,7 +30,8 @@ class PushRod(Leaf):
     ``rod: 0`` serves the current item (the newest fed) and its own rod; ``rod: 2..4`` serves
     the oldest item routed to that rod. RUNNING until the edge; SUCCESS when the push
     is requested (the item is recorded as sorted); FAILURE when the item cannot be
-    pushed safely (its edge went missing, or came more than ``max_delay`` ago).
+    pushed safely (its edge went missing, or the item cleared its gate more than
+    ``max_delay`` ago: the edge's own lateness counts, judged by the item's passage).
 
     reads: items, line, now. writes: the item's push and outcome; the rod command.
     """
@@ -65,7 +66,7 @@ class PushRod(Leaf):
         if item.cleared < item.push_gate:
             return Status.RUNNING
         edge_at = item.cleared_at.get(item.push_gate)
-        if edge_at is None or self.bb.now - edge_at > self._max_delay(item, edge_at):
+        if edge_at is None or self._lateness(item, edge_at) > self._max_delay(item):
             item.uncertain = True
             item.reject_reason = f"rod {item.rod} could not be pushed on its edge"
             return Status.FAILURE
@@ -85,18 +86,30 @@ class PushRod(Leaf):
         )
         return Status.SUCCESS
 
-    def _max_delay(self, item: Item, edge_at: float) -> float:
-        """Half the item's own passage at its push gate: the window is right behind the gate,
-        so until then the item still overlaps it. Its measured passage, else the line
-        model's, else the shortest in the target range; never under a tick."""
+    def _lateness(self, item: Item, edge_at: float) -> float:
+        """How late (line s) the push would be after the item really cleared its gate.
+
+        The time since the edge arrived, plus how much longer the item seemed to take to
+        pass the gate than the line model's passage: that much the clear message itself
+        came late (a busy line), and the item has moved on meanwhile."""
+        gate, model = item.push_gate, self.bb.line
+        expected = model.passage_time(gate)
+        late = 0.0
+        if expected is not None and gate in item.blocked_at:
+            late = max(0.0, model.odometer.between(item.blocked_at[gate], edge_at) - expected)
+        return self.bb.now - edge_at + late
+
+    def _max_delay(self, item: Item) -> float:
+        """Half the item's passage at its push gate: the sweep window starts at the gate,
+        so until then the item still overlaps it. The line model's passage, else the
+        item's own, else the shortest in the target range; never under a tick."""
         if self.max_delay is not None:
             return self.max_delay
-        gate = item.push_gate
-        if gate in item.blocked_at:
-            passage = self.bb.line.odometer.between(item.blocked_at[gate], edge_at)
-        else:
-            passage = self.bb.line.passage_time(gate) or SHORTEST_PASSAGE_S
-        return max(passage / 2, 1.0 / self.ctx.config.timings.tick_hz)
+        gate, model = item.push_gate, self.bb.line
+        passage = model.passage_time(gate)
+        if passage is None and gate in item.blocked_at and gate in item.cleared_at:
+            passage = model.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
+        return max((passage or SHORTEST_PASSAGE_S) / 2, 1.0 / self.ctx.config.timings.tick_hz)
 
 
 @register

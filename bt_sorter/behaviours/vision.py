@@ -53,8 +53,7 @@ class AwaitPicture(Leaf):
     a pipeline's vision branch); ``item: newest`` takes the item just fed (FAILURE if it
     has gone: a sequential tree's feed that put nothing on the belt). SUCCESS once the
     item has a picture; FAILURE when none can come any more: the item has left gate 1
-    (the camera is upstream of it), is past the late end of the line model's picture
-    window, or has left the line.
+    (the camera is upstream of it), is past the line model's picture deadline, or has left the line.
 
     reads: items, line, now. writes: nothing (the matcher gives pictures to items).
     """
@@ -83,7 +82,7 @@ class AwaitPicture(Leaf):
         target = self.target
         if target.picture is not None:
             return Status.SUCCESS
-        latest = self.bb.line.window(linemodel.PICTURE)[1]
+        latest = self.bb.line.deadline(linemodel.PICTURE)
         late = since_feed(self.ctx, target, self.bb.now) > latest or target.cleared >= 1
         if target.outcome is not None or target not in self.bb.items or late:
             self.feedback_message = f"no picture for item {target.id}"
