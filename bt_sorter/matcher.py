@@ -88,8 +88,8 @@ class Matcher:
                 occupant.clean = False
             return self._leave(occupant, edge)
         item = self._candidate(edge)
-        if item is None or not self._fits(item, edge):
-            return None  # a duplicate clear edge, or a stray
+        if item is None or not self._fits(item, edge, strict=True):
+            return None  # a duplicate clear edge, a flicker's last one, or a stray
         note_missing(self.ctx, item, gate, blocked=True)
         return self._leave(item, edge)
 
@@ -137,10 +137,11 @@ class Matcher:
         then the order of events is all there is, and no window is applied."""
         return all(i is item or i.cleared >= GATES[-1] for i in self.bb.items)
 
-    def _fits(self, item: Item, edge: Edge) -> bool:
+    def _fits(self, item: Item, edge: Edge, strict: bool = False) -> bool:
         """False when the edge comes before the item's window for it (a stray), unless the
-        item is alone on the belt (then order alone decides)."""
-        if self._alone(item):
+        item is alone on the belt (then order alone decides). ``strict``: a clear edge
+        whose blocked edge nobody saw is judged by the window even then."""
+        if self._alone(item) and not strict:
             return True
         name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
         earliest = self.model.window(name, item.anchor)[0]
