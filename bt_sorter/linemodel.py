@@ -61,6 +61,7 @@ PRIOR_CHECK_SAMPLES = 3  # a prior no sample has confirmed is judged on this man
 LATENCY_WALL_S = 0.05  # wall seconds a message, a command or a late tick may add
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
+STALL_GAPS = 3  # no evidence for this many of an item's longest gaps: the belt has stalled
 
 PICTURE = "picture"
 
@@ -363,13 +364,14 @@ class LineModel:
 
     def quiet_bound(self) -> float:
         """Belt s without any evidence that, with edges missing, means a stalled belt:
-        twice the longest gap between two consecutive events of an item."""
+        :data:`STALL_GAPS` times the longest gap between two consecutive events of an
+        item (a busy machine may hold messages back for a while)."""
         times = [self.expected(name) for name in CHAIN]
         if any(t is None for t in times):
             return UNMEASURED_REACH_S
         known = [0.0, *(t for t in times if t is not None)]
         gaps = [b - a for a, b in itertools.pairwise(known)]
-        return 2 * max(gaps) * self.pace + self.margin
+        return STALL_GAPS * max(gaps) * self.pace + self.margin
 
     # -- spacing and the limit ---------------------------------------------------------
 

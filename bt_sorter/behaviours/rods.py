@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import py_trees
 
-from bt_sorter import protocol
+from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
 from bt_sorter.items import resolve_item
-from bt_sorter.linemodel import SHORTEST_PASSAGE_S
+
 
 Status = py_trees.common.Status
+
+# How far past its gate (in the item's own passages) a late push still meets the item:
+# the sweep window lies downstream of the gate and must overlap an item that has just
+# cleared it; three quarters of an item length is assumed (the built-in line's window
+# reaches one and a half).
+PUSH_REACH = 0.75
 
 
 @register
@@ -38,8 +44,8 @@ class PushRod(Leaf):
 
     params = (
         Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
-        Param("max_delay", float, "latest push after the edge, line seconds; default: half "
-              "the time the item took to pass that gate (its own length)", None),
+        Param("max_delay", float, "latest push after the item cleared its gate, line "
+              "seconds; default: 3/4 of its passage there (its own length)", None),
     )  # fmt: skip
     rod: int
     max_delay: float | None
@@ -89,27 +95,31 @@ class PushRod(Leaf):
     def _lateness(self, item: Item, edge_at: float) -> float:
         """How late (line s) the push would be after the item really cleared its gate.
 
-        The time since the edge arrived, plus how much longer the item seemed to take to
-        pass the gate than the line model's passage: that much the clear message itself
-        came late (a busy line), and the item has moved on meanwhile."""
+        The time since the edge arrived, plus how much longer than the line model's
+        passage (beyond its spread) the item seemed to take to pass the gate: that much
+        the clear message itself came late (a busy line), and the item has moved on."""
         gate, model = item.push_gate, self.bb.line
         expected = model.passage_time(gate)
         late = 0.0
         if expected is not None and gate in item.blocked_at:
-            late = max(0.0, model.odometer.between(item.blocked_at[gate], edge_at) - expected)
+            seemed = model.odometer.between(item.blocked_at[gate], edge_at)
+            spread = linemodel.SPREAD_K * model.spread(linemodel.passage(gate))
+            late = max(0.0, seemed - expected - spread)
         return self.bb.now - edge_at + late
 
     def _max_delay(self, item: Item) -> float:
-        """Half the item's passage at its push gate: the sweep window starts at the gate,
-        so until then the item still overlaps it. The line model's passage, else the
-        item's own, else the shortest in the target range; never under a tick."""
+        """:data:`PUSH_REACH` of the item's passage at its push gate: the sweep window
+        starts at the gate, and is taken to reach that far past it. The line model's
+        passage, else the item's own, else the shortest in the target range; never under
+        a tick."""
         if self.max_delay is not None:
             return self.max_delay
         gate, model = item.push_gate, self.bb.line
         passage = model.passage_time(gate)
         if passage is None and gate in item.blocked_at and gate in item.cleared_at:
             passage = model.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
-        return max((passage or SHORTEST_PASSAGE_S) / 2, 1.0 / self.ctx.config.timings.tick_hz)
+        reach = PUSH_REACH * (passage or linemodel.SHORTEST_PASSAGE_S)
+        return max(reach, 1.0 / self.ctx.config.timings.tick_hz)
 
 
 @register

@@ -18,7 +18,7 @@ class LineHealthy(Leaf):
 
     Faults, from what the watchdogs noticed: a gate that stays blocked while an item is
     stuck in it or held back by it (``blocked_gates``), or ``min_missed`` expected edges
-    missing with no evidence at all for longer than the line model's quiet bound (twice
+    missing with no evidence at all for longer than the line model's quiet bound (three times
     the longest gap between an item's events; a generous bound while unmeasured) while
     the belt runs: a stalled belt. A single lost message is neither.
 
