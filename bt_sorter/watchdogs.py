@@ -58,17 +58,18 @@ class Watchdogs:
         for item in items:  # the items seen first: whether they are late bears on the rest
             if item.seen:
                 self._overdue(item)
+        late_ahead = self.bb.late_items
         for item in items:
             if not item.seen:
-                self._unseen(item)
+                self._unseen(item, late_ahead)
 
     def _offline(self, item: Item) -> bool:
         """Whether ``item``'s missing evidence may have gone with the broker."""
         back = self.bb.resynced_at
         return back is not None and item.fed_at < back
 
-    def _unseen(self, item: Item) -> None:
-        late = self.bb.late_items  # items ahead behind their time: the belt may be stalling
+    def _unseen(self, item: Item, late: int) -> None:
+        """``late``: items seen on the belt that are behind their time (it may be stalling)."""
         now = since_feed(self.ctx, item, self.bb.now)
         names = (linemodel.PICTURE, linemodel.blocked(1))
         if now > min(self.model.window(name)[1] for name in names):

@@ -9,7 +9,6 @@ from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
 from bt_sorter.items import resolve_item
 
-
 Status = py_trees.common.Status
 
 # How far past its gate (in the item's own passages) a late push still meets the item:
