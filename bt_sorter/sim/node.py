@@ -87,7 +87,12 @@ class SimNode:
             raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
         faults = options.faults
         self.line = Line(
-            config.line, labels, stuck_item=faults.stuck_item, stall_at=faults.stall_belt_at
+            config.line,
+            labels,
+            stuck_item=faults.stuck_item,
+            stall_at=faults.stall_belt_at,
+            drift_at=faults.belt_drift_at,
+            drift_factor=faults.belt_drift_factor,
         )
         self.injector = FaultInjector(faults, options.seed)
         self.picture_rng = np.random.default_rng(np.random.SeedSequence([options.seed, 1]))
@@ -314,4 +319,6 @@ class SimNode:
         counts["stuck_items"] = sum(1 for item in self.line.items if item.stuck)
         stall = self.options.faults.stall_belt_at
         counts["belt_stalls"] = int(stall is not None and self.line.time >= stall)
+        drift = self.options.faults.belt_drift_at
+        counts["belt_drifts"] = int(drift is not None and self.line.time >= drift)
         return counts
