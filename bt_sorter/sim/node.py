@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, FaultConfig
+from bt_sorter.config import Config, FaultConfig, LineGeometry
 from bt_sorter.log import get_logger
 from bt_sorter.sim import render
 from bt_sorter.sim.faults import FLICKER_OFFSETS, FaultInjector
@@ -60,6 +60,7 @@ class SimOptions:
     seed: int
     speed: float
     faults: FaultConfig
+    geometry: LineGeometry  # the physical line (a line file's, or the config's line:)
     ledger: Path | None = None
     summary: Path | None = None
     linger: float = 10.0  # line s after the last item left, with the belt still running
@@ -87,7 +88,7 @@ class SimNode:
             raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
         faults = options.faults
         self.line = Line(
-            config.line,
+            options.geometry,
             labels,
             stuck_item=faults.stuck_item,
             stall_at=faults.stall_belt_at,
