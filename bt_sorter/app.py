@@ -23,9 +23,10 @@ from typing import Any
 
 from bt_sorter import log as logs
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Odometer, Outcome
+from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, load_config
+from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
 from bt_sorter.sim.process import SimulatorError
@@ -34,6 +35,8 @@ from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
+CALIBRATE_ITEMS = 5
+CALIBRATE_TREE = ROOT / "trees" / "calibrate.yaml"
 log = logs.get_logger("bt_sorter.app")
 
 
@@ -45,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Nodes a tree file may use:\n\n" + node_catalogue(),
     )
     add = parser.add_argument
-    add("--tree", required=True, type=Path, help="tree file (YAML), e.g. trees/sort.yaml")
+    add("--tree", type=Path, help="tree file (YAML), e.g. trees/sort.yaml (required unless "
+        "--calibrate)")  # fmt: skip
     add("--config", type=Path, help="line config (default config/default.yaml); implies an "
         "external line unless --builtin")  # fmt: skip
     add("--broker", metavar="HOST:PORT", help="drive the external line on this broker")
@@ -68,13 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sim-arg", action="append", default=[], metavar="ARG",
         help="extra simulator argument, e.g. --sim-arg=--drop-rate=0.05")  # fmt: skip
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add("--calibrate", type=int, nargs="?", const=CALIBRATE_ITEMS, metavar="K",
+        help=f"measure the line: sort K items one at a time (default {CALIBRATE_ITEMS}) with "
+        "trees/calibrate.yaml and write --out")  # fmt: skip
+    add("--out", type=Path, help="--calibrate: the config file to write (the --config given, "
+        "with the measured line: section)")  # fmt: skip
     return parser
 
 
 def make_context(config: Config, speed: float, record: Path | None, label: str | None) -> Context:
     """A fresh blackboard and record for one run (no classifiers yet)."""
+    timings = config.timings
+    model = LineModel(
+        config.line,
+        tick=1.0 / timings.tick_hz,
+        feeder_cycle=timings.feed_hold + timings.feed_back,
+        rod_out=timings.push_hold + timings.push_back,
+    )
     return Context(
-        bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
+        bb=Blackboard(line=model),
         config=config,
         clock=LineClock(speed),
         record=Record(record),
@@ -144,6 +160,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "unmatched_edges": ctx.bb.unmatched_edges,
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
+        "measured_line": ctx.bb.line.report(),
         "ticks": runner.stats(),
     }
     if truth is not None:
@@ -159,6 +176,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
+    lines.append(format_measured_line(summary["measured_line"]))
     truth = summary.get("line")
     if truth:
         lines.append(
@@ -176,6 +194,52 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(
                 f"  throughput {throughput['items_per_minute']:.2f} items/min of line time"
             )
+    return "\n".join(lines)
+
+
+def format_measured_line(measured: dict[str, Any]) -> str:
+    """The learned line, one quantity a line: median ± spread (samples)."""
+    lines = [f"measured line ({measured['unit']}), {measured['items_learned']} items:"]
+    for name, q in measured["quantities"].items():
+        if q["median"] is not None:
+            lines.append(f"  {name:14} {q['median']:8.3f} s ± {q['spread']:.3f} (n {q['n']})")
+    for mismatch in measured["geometry_mismatches"]:
+        lines.append(f"  geometry_mismatch {mismatch['quantity']}: configured "
+                     f"{mismatch['configured']} s, measured {mismatch['measured']} s")  # fmt: skip
+    if measured["limit_items_per_minute"] is not None:
+        lines.append(f"  safe spacing {measured['safe_spacing_s']} s, feeder cycle "
+                     f"{measured['feeder_cycle_s']} s: limit "
+                     f"{measured['limit_items_per_minute']} items/min")  # fmt: skip
+    lengths = {k: v for k, v in measured.items() if k.endswith("_m") or k.endswith("_m_s")}
+    if lengths:
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in lengths.items()))
+    return "\n".join(lines)
+
+
+def write_calibrated(source: Path | None, line: dict[str, Any], out: Path) -> None:
+    """Write ``source`` (a config file, or nothing) with ``line:`` replaced by ``line``."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if source is not None:
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    data["line"] = line
+    header = (
+        f"# Written by run.py --calibrate from {source or 'the defaults'}.\n"
+        "# line: what was measured, in seconds of belt running since the feed command\n"
+        "# (median, spread, samples); the controller takes it as a prior to confirm.\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def describe_line(config: Config) -> str:
+    """``--check``: what the config says of the line, as the controller will take it."""
+    expected = LineModel(config.line).prior_times
+    if not expected:
+        return "line: not configured; the controller learns it from the first items"
+    lines = ["line (a prior, used once measurement confirms it; belt s since the feed):"]
+    lines += [f"  {name:14} {value:8.3f} s" for name, value in expected.items()]
     return "\n".join(lines)
 
 
@@ -198,6 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     external = (args.broker is not None or args.config is not None) and not args.builtin
+    if args.calibrate is not None:
+        if args.out is None:
+            print("error: --calibrate needs --out FILE", file=sys.stderr)
+            return EXIT_INVALID
+        args.tree = args.tree or CALIBRATE_TREE
+        args.max_items = args.calibrate
+    if args.tree is None:
+        print("error: --tree is required (e.g. --tree trees/sort.yaml)", file=sys.stderr)
+        return EXIT_INVALID
     try:
         config = load_config(args.config or DEFAULT_CONFIG)
         if args.broker:
@@ -219,6 +292,7 @@ def _main(args: argparse.Namespace) -> int:
         from bt_sorter.view import tree_text
 
         print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
+        print(describe_line(config))
         print(f"config {config.source}: ok; tree {args.tree}: ok")
         return 0
     try:
@@ -263,6 +337,9 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
                 log.error("simulator_summary_missing", error=repr(exc))
         summary = summarise(ctx, runner, truth)
     print(format_summary(summary))
+    if args.calibrate is not None and code == 0:
+        write_calibrated(args.config, ctx.bb.line.line_section(), args.out)
+        print(f"calibrated line written to {args.out}")
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")

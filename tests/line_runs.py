@@ -21,6 +21,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE_FILES = sorted((ROOT / "config" / "lines").glob("*.yaml"))
+# --speed per line file in tests: the push window after a gate's clear edge (rod k+1's
+# window end past gate k ÷ belt speed) stays above 100 ms of wall time on a loaded machine
+TEST_SPEEDS = {"fast_short": 5.0, "slow_long": 10.0, "large_items": 10.0}
+
+
+def speed_for(line: Path) -> float:
+    """The --speed a test runs ``line`` at (5 for a line not listed in TEST_SPEEDS)."""
+    return TEST_SPEEDS.get(line.stem, 5.0)
+
+
 Geometry = Literal["none", "builtin"]
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from line_runs import LINE_FILES, ROOT
+from line_runs import LINE_FILES, ROOT, speed_for
 
 from bt_sorter.broker import BrokerProcess, free_port
 from bt_sorter.config import load_config, load_line
@@ -23,7 +23,6 @@ from bt_sorter.sim.scripted import run_sequential
 from bt_sorter.sim.summary import route_bin
 
 CONFIG = load_config()
-SPEED = 8.0  # the fast line's push window is 0.44 line s: 55 ms of wall time here
 
 
 def test_line_files_are_sortable_lines_in_the_target_range() -> None:
@@ -33,14 +32,14 @@ def test_line_files_are_sortable_lines_in_the_target_range() -> None:
         assert 0.05 <= geo.belt_speed <= 0.5, path
         assert 0.03 <= geo.item_length <= 0.15, path
         assert course_rule_problems(geo) == [], path
-        assert geo != CONFIG.line, f"{path} is the built-in line"
+        assert geo != CONFIG.geometry(), f"{path} is the built-in line"
         assert path.read_text("utf-8").startswith("# "), f"{path}: no header comment"
 
 
 def test_course_rule_problems_finds_a_rod_window_the_rule_misses() -> None:
     import dataclasses
 
-    geo = CONFIG.line
+    geo = CONFIG.geometry()
     assert course_rule_problems(geo) == []
     late = dataclasses.replace(geo, rod_offset=0.12)  # window 0.08..0.16 m past the gate
     assert any("not yet in rod 2's window" in p for p in course_rule_problems(late))
@@ -56,14 +55,15 @@ def test_course_rule_sorts_every_item_on_the_line_file(
     geo = load_line(line)
     items, seed = 3, 1  # raw, ripe, half_ripe: every rod once
     labels = draw_labels(items, seed, CONFIG.sim.mix)
+    speed = speed_for(line)
     ledger_path = tmp_path / "ledger.jsonl"
     with start_simulator(
         broker.address, summary=tmp_path / "summary.json", line=line, items=items, seed=seed,
-        speed=SPEED, ledger=ledger_path,
+        speed=speed, ledger=ledger_path,
     ) as sim:  # fmt: skip
         run = run_sequential(
             broker.address, items=items, labels=labels, routes=CONFIG.sorting.routes,
-            speed=SPEED, timings=CONFIG.timings, geometry=geo,
+            speed=speed, timings=CONFIG.timings, geometry=geo,
         )  # fmt: skip
         summary = sim.wait(timeout=60)
 
@@ -71,7 +71,8 @@ def test_course_rule_sorts_every_item_on_the_line_file(
         (json.loads(x) for x in ledger_path.read_text().splitlines()), key=lambda r: r["id"]
     )
     assert not run.missed_items
-    assert summary["correct"] == items and summary["missorted"] == 0, summary
+    outcome = [(r["id"], r["label"], r["bin"], r["why"], r["end_time"]) for r in ledger]
+    assert summary["correct"] == items and summary["missorted"] == 0, outcome
     assert [r["bin"] for r in ledger] == [route_bin(x, CONFIG.sorting.routes) for x in labels]
     first = ledger[0]  # raw: rides past all three gates, at the line file's speed
     for gate, position in enumerate(geo.gate_positions, start=1):

@@ -143,7 +143,7 @@ def test_belt_drift_makes_gate_intervals_grow_on_the_broker(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
     speed = 10.0  # line s = 10 x wall s: the intervals below are 0.6 and 0.75 wall s
-    geo = CONFIG.line
+    geo = CONFIG.geometry()
     # item 1 clears gate 3 at about 13.5 line s, item 2 lands at about 14.0: drift between
     drift_at, factor = 13.8, 0.8
     peer = Peer(broker, protocol.FEEDBACK_TOPIC)

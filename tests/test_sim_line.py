@@ -18,7 +18,7 @@ from bt_sorter.sim.line import (
     draw_labels,
 )
 
-GEO = load_config().line
+GEO = load_config().geometry()
 V = GEO.belt_speed
 L = GEO.item_length
 STROKE = GEO.feeder_stroke_time

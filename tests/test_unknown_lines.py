@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from line_runs import LINE_FILES, ROOT, Geometry, run_unknown_line
+from line_runs import LINE_FILES, ROOT, Geometry, run_unknown_line, speed_for
 
 from bt_sorter.config import load_config
 from bt_sorter.sim.line import draw_labels
@@ -22,10 +22,6 @@ from bt_sorter.sim.summary import route_bin
 
 TREES = {"sequential": "trees/sort.yaml", "pipelined": "trees/sort_pipelined.yaml"}
 ITEMS = {"sequential": 6, "pipelined": 10}
-# line s per wall s: the fast line's push window (0.44 line s after the clear edge) stays
-# above 50 ms of wall time at 8; the others have 1.3 line s or more
-SPEEDS = {"slow_long": 10.0, "large_items": 10.0}
-DEFAULT_SPEED = 8.0
 SEED = 1  # 6 items: 2 of each label; 10 items: 3 ripe, 3 half_ripe, 4 raw
 FS_CONFIG = ROOT / "config" / "fs_aisims.yaml"
 
@@ -40,7 +36,7 @@ def test_every_item_is_sorted_on_a_line_the_controller_was_not_told(
     items = ITEMS[tree]
     run = run_unknown_line(
         tmp_path, tree=TREES[tree], line=line, geometry=geometry, items=items,
-        speed=SPEEDS.get(line.stem, DEFAULT_SPEED), seed=SEED,
+        speed=speed_for(line), seed=SEED,
     )  # fmt: skip
 
     truth = run.truth

@@ -5,9 +5,10 @@ from __future__ import annotations
 import py_trees
 
 from bt_sorter import protocol
-from bt_sorter.behaviours.base import Leaf, Param, register
-from bt_sorter.behaviours.tracking import resolve_item
+from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
+from bt_sorter.items import resolve_item
+from bt_sorter.linemodel import SHORTEST_PASSAGE_S
 
 Status = py_trees.common.Status
 
@@ -30,15 +31,17 @@ class PushRod(Leaf):
     the oldest item routed to that rod. RUNNING until the edge; SUCCESS when the push
     is requested (the item is recorded as sorted); FAILURE when the item cannot be
     pushed safely (its edge went missing, or came more than ``max_delay`` ago).
+
+    reads: items, line, now. writes: the item's push and outcome; the rod command.
     """
 
     params = (
         Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
-        Param("max_delay", float, "latest push after the edge, line seconds; 0 = half the "
-              "time the item still overlaps the rod's window", 0.0),
+        Param("max_delay", float, "latest push after the edge, line seconds; default: half "
+              "the time the item took to pass that gate (its own length)", None),
     )  # fmt: skip
     rod: int
-    max_delay: float
+    max_delay: float | None
 
     def initialise(self) -> None:
         self.item: Item | None = None
@@ -62,9 +65,7 @@ class PushRod(Leaf):
         if item.cleared < item.push_gate:
             return Status.RUNNING
         edge_at = item.cleared_at.get(item.push_gate)
-        line = self.ctx.config.line
-        max_delay = self.max_delay or (line.rod_offset + line.rod_window / 2) / line.belt_speed / 2
-        if edge_at is None or self.bb.now - edge_at > max_delay:
+        if edge_at is None or self.bb.now - edge_at > self._max_delay(item, edge_at):
             item.uncertain = True
             item.reject_reason = f"rod {item.rod} could not be pushed on its edge"
             return Status.FAILURE
@@ -84,12 +85,28 @@ class PushRod(Leaf):
         )
         return Status.SUCCESS
 
+    def _max_delay(self, item: Item, edge_at: float) -> float:
+        """Half the item's own passage at its push gate: the window is right behind the gate,
+        so until then the item still overlaps it. Its measured passage, else the line
+        model's, else the shortest in the target range; never under a tick."""
+        if self.max_delay is not None:
+            return self.max_delay
+        gate = item.push_gate
+        if gate in item.blocked_at:
+            passage = self.bb.line.odometer.between(item.blocked_at[gate], edge_at)
+        else:
+            passage = self.bb.line.passage_time(gate) or SHORTEST_PASSAGE_S
+        return max(passage / 2, 1.0 / self.ctx.config.timings.tick_hz)
+
 
 @register
 class RetractRod(Leaf):
     """Retract a classifying rod ``hold`` s after it went out; SUCCESS ``back`` s later.
 
     ``rod: 0`` retracts every classifying rod that is out. SUCCESS at once if none is.
+    Its hold and back times tell the line model how long a rod is out (feed spacing).
+
+    reads: rods_out, rod_pushed_at, now. writes: rod commands; line.rod_out.
     """
 
     params = (
@@ -101,10 +118,14 @@ class RetractRod(Leaf):
     hold: float | None
     back: float | None
 
-    def initialise(self) -> None:
+    def __init__(self, name: str, ctx: Context, **values: object) -> None:
+        super().__init__(name, ctx, **values)
         timings = self.ctx.config.timings
         self.hold_s = timings.push_hold if self.hold is None else self.hold
         self.back_s = timings.push_back if self.back is None else self.back
+        ctx.bb.line.note_rod_out(self.hold_s + self.back_s)
+
+    def initialise(self) -> None:
         rods = CLASSIFYING_RODS if self.rod == 0 else (self.rod,)
         self.rods = [r for r in rods if self.bb.rods_out[r]]
         self.pulled_at: float | None = None

@@ -8,9 +8,10 @@ from typing import Literal
 
 import py_trees
 
+from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.behaviours.tracking import tail_position
 from bt_sorter.blackboard import Item
+from bt_sorter.items import since_feed
 from bt_sorter.vision.classifier import UNKNOWN, ClassifyError, Prediction, apply_threshold
 
 Status = py_trees.common.Status
@@ -51,16 +52,17 @@ class AwaitPicture(Leaf):
     ``item: oldest`` waits for the oldest undecided item (RUNNING while there is none:
     a pipeline's vision branch); ``item: newest`` takes the item just fed (FAILURE if it
     has gone: a sequential tree's feed that put nothing on the belt). SUCCESS once the
-    item has a picture; FAILURE when it is ``margin`` metres past the camera without one,
-    or has left the line.
+    item has a picture; FAILURE when none can come any more: the item has left gate 1
+    (the camera is upstream of it), is past the late end of the line model's picture
+    window, or has left the line.
+
+    reads: items, line, now. writes: nothing (the matcher gives pictures to items).
     """
 
     params = (
-        Param("margin", float, "metres past the camera before giving up", 0.1),
         Param("item", Literal["oldest", "newest"], "which item: the oldest undecided, or the "
               "newest fed", "oldest"),
     )  # fmt: skip
-    margin: float
     item: str
 
     def initialise(self) -> None:
@@ -81,9 +83,9 @@ class AwaitPicture(Leaf):
         target = self.target
         if target.picture is not None:
             return Status.SUCCESS
-        line = self.ctx.config.line
-        past = tail_position(self.ctx, target, self.bb.now) - line.camera_position
-        if target.outcome is not None or target not in self.bb.items or past > self.margin:
+        latest = self.bb.line.window(linemodel.PICTURE)[1]
+        late = since_feed(self.ctx, target, self.bb.now) > latest or target.cleared >= 1
+        if target.outcome is not None or target not in self.bb.items or late:
             self.feedback_message = f"no picture for item {target.id}"
             return Status.FAILURE
         return Status.RUNNING

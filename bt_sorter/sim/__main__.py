@@ -134,7 +134,7 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
         seed=args.seed if args.seed is not None else config.sim.seed,
         speed=speed,
         faults=fault_config(config.sim.faults, args),
-        geometry=load_line(args.line) if args.line is not None else config.line,
+        geometry=load_line(args.line) if args.line is not None else config.geometry(),
         ledger=args.ledger,
         summary=args.summary,
         linger=args.linger,
