@@ -29,6 +29,7 @@ from bt_sorter.config import DEFAULT_CONFIG, Config, load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
+from bt_sorter.sim.process import SimulatorError
 from bt_sorter.trees import load_tree, node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--broker", metavar="HOST:PORT", help="drive the external line on this broker")
     add("--builtin", action="store_true", help="run the built-in simulated line even with --config")
     add("--items", type=int, help="built-in line: items on the stack (default config sim.items)")
+    add("--line", type=Path, help="built-in line: the simulator's physical line from this line "
+        "file (config/lines/*.yaml); the controller still gets only --config")  # fmt: skip
     add("--seed", type=int, help="built-in line: seed of the stack's mix (default config sim.seed)")
     add("--speed", type=float, help="line runs this many times faster than real time "
         "(built-in default config sim.speed, external 1)")  # fmt: skip
@@ -121,6 +124,7 @@ def builtin_line(
             broker.address,
             summary=workdir / "sim_summary.json",
             config=args.config,
+            line=args.line,
             items=args.items or config.sim.items,
             seed=args.seed if args.seed is not None else config.sim.seed,
             speed=speed,
@@ -276,6 +280,9 @@ def _main(args: argparse.Namespace) -> int:
                 raise SpecError(f"--broker must be HOST:PORT, got {args.broker!r}")
             config = config.replace(broker=dataclasses.replace(config.broker, host=host,
                                                                port=int(port)))  # fmt: skip
+        if external and args.line is not None:
+            raise SpecError("--line gives the built-in simulator its line; an external line "
+                            "has its own (drop --line, or add --builtin)")  # fmt: skip
         speed = args.speed or (1.0 if external else config.sim.speed)
         ctx = make_context(config, speed, args.record, args.label)
         root = load_tree(args.tree, ctx)
@@ -296,6 +303,9 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         return _run(args, ctx, root, external, speed)
+    except SimulatorError as exc:  # the built-in line did not start: nothing moved
+        print(f"error: built-in simulator: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     finally:
         for worker in ctx.classifiers.values():
             worker.close()

@@ -180,6 +180,8 @@ class FaultConfig:
     flicker_rate: float = 0.0  # share of gate passages with an extra off/on flicker
     stuck_item: int | None = None  # this item (1-based) sticks on the belt
     stall_belt_at: float | None = None  # line time at which the belt stalls for good
+    belt_drift_at: float | None = None  # line time at which the belt's speed changes
+    belt_drift_factor: float = 1.0  # ... to this share of belt_speed (0.8: 20 % slower)
     broker_restart_at: float | None = None  # used by the fault bench, not the simulator
 
 
@@ -255,6 +257,24 @@ def load_config(path: str | Path | None = None) -> Config:
     return config
 
 
+def load_line(path: str | Path) -> LineGeometry:
+    """Load a line file (``config/lines/*.yaml``): the simulator's own physical line.
+
+    The file holds one section, ``line:``, with the keys and checks of a config's; the
+    controller never reads it (it sees the line only through MQTT).
+    """
+    config = load_config(path)
+    data = load_file(path)
+    extra = sorted(set(data) - {"line"}) if isinstance(data, Located) else []
+    if not isinstance(data, Located) or extra or "line" not in data:
+        where = data.line_of(extra[0]) if extra else 1
+        found = f" (found {', '.join(extra)})" if extra else ""
+        raise SpecError(f"a line file holds one section, line:{found}", path, where)
+    if config.line is not None and (config.line.picture is not None or config.line.gates):
+        raise data["line"].error("a line file gives the line in metres, not measured times")
+    return config.geometry()
+
+
 def validate(config: Config, data: Located | None = None) -> None:
     """Cross-field checks that types alone cannot express."""
 
@@ -275,6 +295,8 @@ def validate(config: Config, data: Located | None = None) -> None:
     for name, value in dataclasses.asdict(config.sim.faults).items():
         if name.endswith("_rate") and not 0 <= value <= 1:
             raise fail(f"sim.faults.{name} must be within 0..1", "sim")
+    if config.sim.faults.belt_drift_factor <= 0:
+        raise fail("sim.faults.belt_drift_factor must be positive", "sim")
 
 
 def _validate_line(line: LineConfig, fail: Callable[[str, str], SpecError]) -> None:

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, FaultConfig
+from bt_sorter.config import Config, FaultConfig, LineGeometry
 from bt_sorter.log import get_logger
 from bt_sorter.sim import render
 from bt_sorter.sim.faults import FLICKER_OFFSETS, FaultInjector
@@ -60,6 +60,7 @@ class SimOptions:
     seed: int
     speed: float
     faults: FaultConfig
+    geometry: LineGeometry  # the physical line (a line file's, or the config's line:)
     ledger: Path | None = None
     summary: Path | None = None
     linger: float = 10.0  # line s after the last item left, with the belt still running
@@ -87,7 +88,12 @@ class SimNode:
             raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
         faults = options.faults
         self.line = Line(
-            config.geometry(), labels, stuck_item=faults.stuck_item, stall_at=faults.stall_belt_at
+            options.geometry,
+            labels,
+            stuck_item=faults.stuck_item,
+            stall_at=faults.stall_belt_at,
+            drift_at=faults.belt_drift_at,
+            drift_factor=faults.belt_drift_factor,
         )
         self.injector = FaultInjector(faults, options.seed)
         self.picture_rng = np.random.default_rng(np.random.SeedSequence([options.seed, 1]))
@@ -314,4 +320,6 @@ class SimNode:
         counts["stuck_items"] = sum(1 for item in self.line.items if item.stuck)
         stall = self.options.faults.stall_belt_at
         counts["belt_stalls"] = int(stall is not None and self.line.time >= stall)
+        drift = self.options.faults.belt_drift_at
+        counts["belt_drifts"] = int(drift is not None and self.line.time >= drift)
         return counts
