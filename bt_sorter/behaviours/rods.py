@@ -11,12 +11,6 @@ from bt_sorter.items import resolve_item
 
 Status = py_trees.common.Status
 
-# How far past its gate (in the item's own passages) a late push still meets the item:
-# the sweep window lies downstream of the gate and must overlap an item that has just
-# cleared it; three quarters of an item length is assumed (the built-in line's window
-# reaches one and a half).
-PUSH_REACH = 0.75
-
 
 @register
 class ItemHasRod(Leaf):
@@ -44,7 +38,7 @@ class PushRod(Leaf):
     params = (
         Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
         Param("max_delay", float, "latest push after the item cleared its gate, line "
-              "seconds; default: 3/4 of its passage there (its own length)", None),
+              "seconds; default: the line model's (3/4 of the item's passage there)", None),
     )  # fmt: skip
     rod: int
     max_delay: float | None
@@ -107,18 +101,14 @@ class PushRod(Leaf):
         return self.bb.now - edge_at + late
 
     def _max_delay(self, item: Item) -> float:
-        """:data:`PUSH_REACH` of the item's passage at its push gate: the sweep window
-        starts at the gate, and is taken to reach that far past it. The line model's
-        passage, else the item's own, else the shortest in the target range; never under
-        a tick."""
+        """The line model's latest push after the clear edge (a share of the passage)."""
         if self.max_delay is not None:
             return self.max_delay
-        gate, model = item.push_gate, self.bb.line
-        passage = model.passage_time(gate)
-        if passage is None and gate in item.blocked_at and gate in item.cleared_at:
-            passage = model.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
-        reach = PUSH_REACH * (passage or linemodel.SHORTEST_PASSAGE_S)
-        return max(reach, 1.0 / self.ctx.config.timings.tick_hz)
+        gate = item.push_gate
+        own = None
+        if gate in item.blocked_at and gate in item.cleared_at:
+            own = self.bb.line.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
+        return self.bb.line.max_push_delay(gate, own)
 
 
 @register
