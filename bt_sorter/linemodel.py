@@ -417,10 +417,12 @@ class LineModel:
 
     def lengths(self) -> dict[str, float]:
         """Metres, where a length is known: the configured item length gives belt speed
-        and the gate spacings."""
+        and the gate spacings (unless a passage contradicted the configured geometry:
+        then the length may be what is wrong)."""
         length = self.prior.item_length if self.prior is not None else None
         passage_time = self.passage_time(1)
-        if length is None or not passage_time:
+        contradicted = any(m["quantity"].endswith("passage") for m in self.mismatches)
+        if length is None or not passage_time or contradicted:
             return {}
         speed = length / passage_time
         out = {"item_length_m": length, "belt_speed_m_s": round(speed, 4)}

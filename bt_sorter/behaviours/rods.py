@@ -6,7 +6,7 @@ import py_trees
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
+from bt_sorter.blackboard import CLASSIFYING_RODS, GATES, Item, Outcome
 from bt_sorter.items import resolve_item
 
 Status = py_trees.common.Status
@@ -14,7 +14,10 @@ Status = py_trees.common.Status
 
 @register
 class ItemHasRod(Leaf):
-    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE."""
+    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE.
+
+    reads: items. writes: nothing.
+    """
 
     def update(self) -> Status:
         item = self.bb.items.newest()
@@ -169,8 +172,11 @@ class RetractRod(Leaf):
 class WaitItemLeft(Leaf):
     """RUNNING until the current item (the newest fed) is past the last rod, or gone.
 
-    Past gate 3 nothing can happen to it but the fall into bin 1 (the course controller
-    feeds the next item then); its record is closed when it has fallen off the end.
+    Past the last gate nothing can happen to it but the fall into bin 1 (the course
+    controller feeds the next item then); the watchdogs close its record once it has
+    surely fallen off the end.
+
+    reads: items. writes: nothing.
     """
 
     def initialise(self) -> None:
@@ -178,14 +184,17 @@ class WaitItemLeft(Leaf):
 
     def update(self) -> Status:
         item = self.item
-        if item is None or item.cleared >= 3 or item not in self.bb.items:  # past, or gone
+        if item is None or item.cleared >= GATES[-1] or item not in self.bb.items:  # past/gone
             return Status.SUCCESS
         return Status.RUNNING
 
 
 @register
 class WaitLineClear(Leaf):
-    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved."""
+    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved.
+
+    reads: items. writes: nothing.
+    """
 
     def update(self) -> Status:
         return Status.RUNNING if len(self.bb.items) else Status.SUCCESS
