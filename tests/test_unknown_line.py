@@ -25,13 +25,13 @@ LINES = ROOT / "config" / "lines"
 
 @pytest.mark.slow
 def test_a_wrong_geometry_is_reported_and_overruled(tmp_path: Path) -> None:
-    line = LINES / "fast_short.yaml"
+    line = LINES / "slow_long.yaml"
     run = run_unknown_line(tmp_path, tree="trees/sort.yaml", line=line, geometry="builtin",
                            items=4, speed=speed_for(line))  # fmt: skip
     assert run.code == 0 and run.truth["correct"] == 4, run.explain()
     measured = run.summary["measured_line"]
     mismatched = {m["quantity"]: m for m in measured["geometry_mismatches"]}
-    assert {"gate1.blocked", "gate1.clear", "gate3.clear"} <= set(mismatched), measured
+    assert {"picture", "gate1.blocked", "gate1.clear"} <= set(mismatched), measured
     truth = prior_times(load_config(line).line)  # the line file's metres as times
     gate1 = mismatched["gate1.blocked"]
     assert gate1["configured"] == pytest.approx(4.9)  # the built-in line's
@@ -67,7 +67,7 @@ def test_pipelined_tree_follows_a_belt_that_slows_by_20_percent(tmp_path: Path) 
     items, drift_at = 24, 45.0  # the built-in line, pipelining by the time the belt slows
     code, summary = run_line(
         tmp_path, "--tree", "trees/sort_pipelined.yaml", "--builtin", "--config", str(config),
-        "--items", str(items), "--speed", "10", "--sim-arg", f"--belt-drift={drift_at}:0.8",
+        "--items", str(items), "--speed", "10", f"--sim-arg=--belt-drift={drift_at}:0.8",
     )  # fmt: skip
     truth = summary["line"]
     assert code == 0 and truth["faults"]["belt_drifts"] == 1, summary
