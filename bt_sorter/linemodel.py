@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bt_sorter.config import LineConfig
-
-GATE_COUNT = 3
+from bt_sorter.protocol import GATE_COUNT
 
 # The target range (issue 9): belts 0.05-0.5 m/s, items 3-15 cm, any layout in feed order.
 SLOWEST_BELT = 0.05  # m/s
