@@ -74,3 +74,9 @@ def test_pipelined_tree_follows_a_belt_that_slows_by_20_percent(tmp_path: Path) 
     assert truth["missorted"] == 0 and truth["correct"] == items, summary
     passage = summary["measured_line"]["quantities"]["gate1.passage"]["median"]
     assert passage == pytest.approx(0.06 / (0.1 * 0.8), rel=0.05)  # the slowed belt's
+
+
+def test_calibrate_without_an_out_file_is_a_clear_error() -> None:
+    done = subprocess.run([sys.executable, "run.py", "--calibrate"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "--calibrate needs --out FILE" in done.stderr
