@@ -65,6 +65,7 @@ RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past g
 # it; three quarters of an item length is assumed (the built-in line's reaches 1.5).
 PUSH_REACH = 0.75
 STALL_GAPS = 3  # no evidence for this many of an item's longest gaps: the belt has stalled
+STALL_WALL_S = 1.0  # ... and for at least this long in wall time (a busy machine's hiccup)
 
 PICTURE = "picture"
 
@@ -202,7 +203,7 @@ class LineModel:
         # Message and command latency (wall time, so --speed X makes it X times longer in
         # line time) and a tick either way.
         self.margin = LATENCY_WALL_S * speed + 2 * tick
-        self.tick = tick
+        self.tick, self.speed = tick, speed
         self._feeder_cycles: list[float] = []  # feed command → rod 1 back, per feeding leaf
         self._rod_outs: list[float] = []  # push → rod back, per rod leaf of the tree
         self._default_feeder_cycle, self._default_rod_out = feeder_cycle, rod_out
@@ -376,13 +377,14 @@ class LineModel:
     def quiet_bound(self) -> float:
         """Belt s without any evidence that, with edges missing, means a stalled belt:
         :data:`STALL_GAPS` times the longest gap between two consecutive events of an
-        item (a busy machine may hold messages back for a while)."""
+        item, and no less than :data:`STALL_WALL_S` of wall time (a busy machine may hold
+        a process back for a while; ``--speed`` makes that longer in line time)."""
         times = [self.expected(name) for name in CHAIN]
         if any(t is None for t in times):
             return UNMEASURED_REACH_S
         known = [0.0, *(t for t in times if t is not None)]
         gaps = [b - a for a, b in itertools.pairwise(known)]
-        return STALL_GAPS * max(gaps) * self.pace + self.margin
+        return max(STALL_GAPS * max(gaps) * self.pace, STALL_WALL_S * self.speed) + self.margin
 
     # -- spacing and the limit ---------------------------------------------------------
 
