@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from line_runs import LINE_FILES, ROOT, Geometry, run_unknown_line, speed_for
+from line_runs import LINE_FILES, ROOT, Geometry, run_unknown_line, speed_for, true_timings
 
-from bt_sorter.config import load_config
+from bt_sorter.config import load_config, load_line
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.summary import route_bin
 
@@ -24,6 +24,9 @@ TREES = {"sequential": "trees/sort.yaml", "pipelined": "trees/sort_pipelined.yam
 ITEMS = {"sequential": 6, "pipelined": 10}
 SEED = 1  # 6 items: 2 of each label; 10 items: 3 ripe, 3 half_ripe, 4 raw
 FS_CONFIG = ROOT / "config" / "fs_aisims.yaml"
+# --calibrate: a few ms of wall time from the line to the controller must stay well under 5 %
+# of the shortest time measured (fast_short's picture, 0.94 line s after the feed)
+CALIBRATE_SPEEDS = {"fast_short": 2.0}
 
 
 @pytest.mark.slow
@@ -50,6 +53,60 @@ def test_every_item_is_sorted_on_a_line_the_controller_was_not_told(
     assert [r["bin"] for r in run.ledger] == [route_bin(x, routes) for x in labels]
     assert run.summary["fed"] == run.summary["resolved"] == items, run.explain()
     assert run.summary["outcomes"] == {"sorted": items}, run.explain()
+    if geometry == "builtin":  # the wrong geometry is reported, and the measurement wins
+        assert run.summary["measured_line"]["geometry_mismatches"], run.explain()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line", LINE_FILES, ids=[path.stem for path in LINE_FILES])
+def test_calibrate_writes_a_config_holding_the_line_timings_within_5_percent(
+    line: Path, tmp_path: Path
+) -> None:
+    out, items = tmp_path / "calibrated.yaml", 3
+    run = run_unknown_line(
+        tmp_path, tree="trees/calibrate.yaml", line=line, geometry="none", items=items,
+        speed=CALIBRATE_SPEEDS.get(line.stem, 5.0), seed=SEED,
+        extra=["--calibrate", str(items), "--out", str(out)],
+    )  # fmt: skip
+    assert run.code == 0, run.explain()
+    assert run.truth["correct"] == items, run.explain()
+
+    measured = load_config(out).line  # --config accepts it
+    truth = true_timings(load_line(line))
+    assert measured is not None and measured.picture is not None, out.read_text()
+    found = {"picture": measured.picture.median}
+    for gate, times in enumerate(measured.gates, start=1):
+        assert times.blocked is not None and times.clear is not None, out.read_text()
+        found[f"gate{gate}.blocked"], found[f"gate{gate}.clear"] = (
+            times.blocked.median,
+            times.clear.median,
+        )
+    assert found.keys() == truth.keys()
+    for name, value in truth.items():
+        assert found[name] == pytest.approx(value, rel=0.05), (name, out.read_text())
+    check = subprocess.run(
+        [sys.executable, "run.py", "--tree", TREES["sequential"], "--config", str(out), "--check"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.slow
+def test_pipelined_tree_follows_a_belt_that_slows_20_percent_without_a_missort(
+    tmp_path: Path,
+) -> None:
+    items = 16  # the belt slows once the first items have taught the controller the line
+    run = run_unknown_line(
+        tmp_path, tree=TREES["pipelined"], line=ROOT / "config/lines/large_items.yaml",
+        geometry="none", items=items, speed=10.0, seed=SEED,
+        extra=["--sim-arg=--belt-drift=90:0.8"],
+    )  # fmt: skip
+    truth = run.truth
+    assert truth["faults"]["belt_drifts"] == 1, run.explain()
+    assert run.code == 0, run.explain()
+    assert truth["missorted"] == 0 and truth["correct"] == items, run.explain()
+    drifted = [r for r in run.ledger if r["feed_time"] is not None and r["feed_time"] > 90]
+    assert len(drifted) >= 4, run.explain()  # enough items after the drift to follow it
 
 
 def test_fs_scene_config_loads_and_passes_check() -> None:
