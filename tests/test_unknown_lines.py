@@ -112,6 +112,7 @@ def test_pipelined_tree_follows_a_belt_that_slows_20_percent_without_a_missort(
 def test_fs_scene_config_loads_and_passes_check() -> None:
     config = load_config(FS_CONFIG)
     assert config.broker.port == 21883
+    assert config.line is None  # nobody measured the scene: the controller learns it
     for tree in TREES.values():
         done = subprocess.run(
             [sys.executable, "run.py", "--tree", tree, "--config", str(FS_CONFIG), "--check"],
