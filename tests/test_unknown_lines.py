@@ -4,7 +4,9 @@ The built-in simulator gets a line file from ``config/lines/`` (``run.py --line`
 controller gets a config with no ``line:`` section, or with the built-in line's geometry,
 which is wrong for every one of those lines. Either way every item must be sorted
 correctly: it is the simulator's truth that counts (its summary and ledger), not the
-controller's own account. Also: the FS scene's config loads and passes ``--check``.
+controller's own account. ``run.py --calibrate`` on each line writes a config holding the
+line file's timings (worked out from its metres, independently of the controller's code)
+within 5 %. Also: the FS scene's config loads and passes ``--check``.
 """
 
 from __future__ import annotations
@@ -89,24 +91,6 @@ def test_calibrate_writes_a_config_holding_the_line_timings_within_5_percent(
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
-
-
-@pytest.mark.slow
-def test_pipelined_tree_follows_a_belt_that_slows_20_percent_without_a_missort(
-    tmp_path: Path,
-) -> None:
-    items = 16  # the belt slows once the first items have taught the controller the line
-    run = run_unknown_line(
-        tmp_path, tree=TREES["pipelined"], line=ROOT / "config/lines/large_items.yaml",
-        geometry="none", items=items, speed=10.0, seed=SEED,
-        extra=["--sim-arg=--belt-drift=90:0.8"],
-    )  # fmt: skip
-    truth = run.truth
-    assert truth["faults"]["belt_drifts"] == 1, run.explain()
-    assert run.code == 0, run.explain()
-    assert truth["missorted"] == 0 and truth["correct"] == items, run.explain()
-    drifted = [r for r in run.ledger if r["feed_time"] is not None and r["feed_time"] > 90]
-    assert len(drifted) >= 4, run.explain()  # enough items after the drift to follow it
 
 
 def test_fs_scene_config_loads_and_passes_check() -> None:
