@@ -86,6 +86,7 @@ def make_context(config: Config, speed: float, record: Path | None, label: str |
     model = LineModel(
         config.line,
         tick=1.0 / timings.tick_hz,
+        speed=speed,
         feeder_cycle=timings.feed_hold + timings.feed_back,
         rod_out=timings.push_hold + timings.push_back,
     )

@@ -173,6 +173,7 @@ class Blackboard:
     gate_changed_at: dict[int, float] = field(default_factory=lambda: dict.fromkeys(GATES, 0.0))
     last_evidence_at: float = 0.0  # a picture or an edge matched to an item
     missed_since_evidence: int = 0  # expected edges that did not come since then
+    late_items: int = 0  # items whose next event is late (not yet missing) this tick
     blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item stuck at it
     ever_connected: bool = False
     resynced_at: float | None = None  # when the broker last came back

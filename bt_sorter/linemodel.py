@@ -58,9 +58,14 @@ REL_TOL = 0.3  # and this share of the predicted span: a belt may drift by 20 %
 PRIOR_TOLERANCE = 0.1  # a prior is confirmed when the first measurement is this close
 PRIOR_WEIGHT = 2  # a confirmed prior counts as this many items towards "measured"
 PRIOR_CHECK_SAMPLES = 3  # a prior no sample has confirmed is judged on this many
-LATENCY_S = 0.05  # line seconds a message or command may take on the wire
+LATENCY_WALL_S = 0.05  # wall seconds a message, a command or a late tick may add
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
+# How far past its gate (in the item's own passages) a late push still meets the item: the
+# sweep window lies downstream of the gate and must overlap an item that has just cleared
+# it; three quarters of an item length is assumed (the built-in line's reaches 1.5).
+PUSH_REACH = 0.75
+STALL_GAPS = 3  # no evidence for this many of an item's longest gaps: the belt has stalled
 
 PICTURE = "picture"
 
@@ -185,6 +190,7 @@ class LineModel:
         prior: LineConfig | None = None,
         *,
         tick: float = 0.02,
+        speed: float = 1.0,
         feeder_cycle: float = 2.5,
         rod_out: float = 2.0,
     ) -> None:
@@ -194,7 +200,10 @@ class LineModel:
         self.prior_times = prior_times(prior)
         self.confirmed: set[str] = set()
         self.mismatches: list[dict[str, Any]] = []
-        self.margin = LATENCY_S + 2 * tick  # command latency and a tick either way
+        # Message and command latency (wall time, so --speed X makes it X times longer in
+        # line time) and a tick either way.
+        self.margin = LATENCY_WALL_S * speed + 2 * tick
+        self.tick = tick
         self._feeder_cycles: list[float] = []  # feed command → rod 1 back, per feeding leaf
         self._rod_outs: list[float] = []  # push → rod back, per rod leaf of the tree
         self._default_feeder_cycle, self._default_rod_out = feeder_cycle, rod_out
@@ -317,6 +326,14 @@ class LineModel:
         tolerance = SPREAD_K * self.spread(name) + REL_TOL * span + self.margin
         return predicted - tolerance, predicted + tolerance
 
+    def deadline(self, name: str, anchor: tuple[str, float] | None = None) -> float:
+        """Belt s since the feed after which the event is overdue: twice the window's
+        tolerance past the prediction (a late message is more likely than a lost one)."""
+        earliest, latest = self.window(name, anchor)
+        if self.predict(name, anchor) is None:
+            return latest
+        return latest + (latest - earliest) / 2
+
     def unmeasured_deadline(self, name: str, anchor: tuple[str, float] | None) -> float:
         """A bound no line in the target range can trip: for a clear edge after its own
         blocked edge, twice the slowest passage; for anything else the slowest reach."""
@@ -329,6 +346,13 @@ class LineModel:
     def passage_time(self, gate: int) -> float | None:
         """The time an item takes to pass gate ``gate`` (its own length), if known."""
         return self.expected(passage(gate))
+
+    def max_push_delay(self, gate: int, own: float | None = None) -> float:
+        """Latest push (line s) after an item cleared ``gate`` that still meets it:
+        :data:`PUSH_REACH` of its passage there (the model's, else ``own``, the item's own,
+        else the shortest in the target range), never under two ticks."""
+        passage = self.passage_time(gate) or own or SHORTEST_PASSAGE_S
+        return max(PUSH_REACH * passage, self.tick * 2)
 
     def run_out(self, own: list[float]) -> float:
         """Belt s from gate 3's clear edge until an item has surely fallen off the end.
@@ -352,23 +376,25 @@ class LineModel:
 
     def quiet_bound(self) -> float:
         """Belt s without any evidence that, with edges missing, means a stalled belt:
-        twice the longest gap between two consecutive events of an item."""
+        :data:`STALL_GAPS` times the longest gap between two consecutive events of an
+        item (a busy machine may hold messages back for a while)."""
         times = [self.expected(name) for name in CHAIN]
         if any(t is None for t in times):
             return UNMEASURED_REACH_S
         known = [0.0, *(t for t in times if t is not None)]
         gaps = [b - a for a, b in itertools.pairwise(known)]
-        return 2 * max(gaps) * self.pace + self.margin
+        return STALL_GAPS * max(gaps) * self.pace + self.margin
 
     # -- spacing and the limit ---------------------------------------------------------
 
     def safe_spacing(self) -> float | None:
         """Least belt s between two feeds that keeps every rod off the item behind.
 
-        Rod k+1 goes out on gate k's clear edge of the item ahead and is back
-        ``rod_out`` later; the item behind must not reach gate k (the sweep window lies
-        downstream of it) before then: passage at gate k + rod out, plus the spreads and
-        the command margin. None while a passage is unknown. See docs/line-model.md.
+        Rod k+1 goes out on gate k's clear edge of the item ahead, as late as
+        :meth:`max_push_delay` after it, and is back ``rod_out`` later; the item behind
+        must not reach gate k (the sweep window lies downstream of it) before then:
+        passage at gate k + the latest push + rod out, plus the spreads and the command
+        margin. None while a passage is unknown. See docs/line-model.md.
         """
         needs = []
         for gate in range(1, GATE_COUNT + 1):
@@ -376,7 +402,8 @@ class LineModel:
             if time is None:
                 return None
             spread = max(self.spread(passage(gate)), self.spread(blocked(gate)))
-            needs.append(time * max(1.0, self.pace) + SPREAD_K * spread)
+            stretched = time * max(1.0, self.pace)
+            needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
         return max(needs) + self.rod_out + self.margin
 
     def limit_per_minute(self) -> float | None:
@@ -390,10 +417,12 @@ class LineModel:
 
     def lengths(self) -> dict[str, float]:
         """Metres, where a length is known: the configured item length gives belt speed
-        and the gate spacings."""
+        and the gate spacings (unless a passage contradicted the configured geometry:
+        then the length may be what is wrong)."""
         length = self.prior.item_length if self.prior is not None else None
         passage_time = self.passage_time(1)
-        if length is None or not passage_time:
+        contradicted = any(m["quantity"].endswith("passage") for m in self.mismatches)
+        if length is None or not passage_time or contradicted:
             return {}
         speed = length / passage_time
         out = {"item_length_m": length, "belt_speed_m_s": round(speed, 4)}

@@ -4,7 +4,8 @@ Items cannot overtake each other, so every gate, and the camera, sees them in fe
 order. With one item on the belt the order of events is all there is to know: its
 picture, then gate 1 blocked and clear, gate 2, gate 3. With several, a gate's next
 edge belongs to the oldest item that has not made it yet and has reached the gate
-upstream, and the line model's windows (once measured) decide only what order cannot:
+upstream, and the line model's windows (once measured, and only while several items are
+on the belt) decide only what order cannot:
 
 - a blocked edge while the gate holds an item: a duplicate or a flicker if it comes
   sooner than that item's passage, else the next item's (the clear edge was lost);
@@ -30,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
-from bt_sorter.blackboard import Edge, Item
+from bt_sorter.blackboard import GATES, Edge, Item
 from bt_sorter.items import note_missing, since_feed
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ class Matcher:
                 occupant.clean = False
             return self._leave(occupant, edge)
         item = self._candidate(edge)
-        if item is None or not self._fits(item, edge):
-            return None  # a duplicate clear edge, or a stray
+        if item is None or not self._fits(item, edge, strict=True):
+            return None  # a duplicate clear edge, a flicker's last one, or a stray
         note_missing(self.ctx, item, gate, blocked=True)
         return self._leave(item, edge)
 
@@ -123,7 +124,7 @@ class Matcher:
             if item.entered < gate - 1:  # not even seen going into the gate upstream
                 return None
             leave = linemodel.clear(gate)
-            if since_feed(self.ctx, item, edge.t) > self.model.window(leave, item.anchor)[1]:
+            if since_feed(self.ctx, item, edge.t) > self.model.deadline(leave, item.anchor):
                 if self.model.predict(leave, item.anchor) is None:
                     return None  # unmeasured: order only, and the order says this one
                 self._left_unseen(item, gate, blocked_seen=item.entered == gate)
@@ -131,8 +132,17 @@ class Matcher:
             return item
         return None
 
-    def _fits(self, item: Item, edge: Edge) -> bool:
-        """False when the edge comes before the item's window for it (a stray)."""
+    def _alone(self, item: Item) -> bool:
+        """Whether ``item`` is the only one in flight still before the last gate's end:
+        then the order of events is all there is, and no window is applied."""
+        return all(i is item or i.cleared >= GATES[-1] for i in self.bb.items)
+
+    def _fits(self, item: Item, edge: Edge, strict: bool = False) -> bool:
+        """False when the edge comes before the item's window for it (a stray), unless the
+        item is alone on the belt (then order alone decides). ``strict``: a clear edge
+        whose blocked edge nobody saw is judged by the window even then."""
+        if self._alone(item) and not strict:
+            return True
         name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
         earliest = self.model.window(name, item.anchor)[0]
         return since_feed(self.ctx, item, edge.t) >= earliest
@@ -177,8 +187,9 @@ class Matcher:
             if item.picture is not None or item.cleared >= 1:
                 continue
             at = since_feed(self.ctx, item, t)
-            earliest, latest = self.model.window(linemodel.PICTURE, None)
-            if at < earliest:
+            earliest = self.model.window(linemodel.PICTURE)[0]
+            latest = self.model.deadline(linemodel.PICTURE)
+            if at < earliest and not self._alone(item):
                 break  # too early even for the oldest: a duplicate or a stray
             if at > latest and item.entered == 0:
                 continue  # this one's picture went missing; the item behind may fit

@@ -8,8 +8,9 @@ not a stalled belt). When a deadline passes:
 
 - an item never seen (no picture, no edge): an empty feed, which may mean the stack is
   empty; lost instead if it was fed before the broker went away, and left alone while
-  other edges are missing (the belt may have stalled under it). An item seen only by
-  its edges (its picture missing) is seen: never an empty feed;
+  other edges are missing or late (the belt may have stalled under it). An item seen only by
+  its edges (its picture missing) is seen: never an empty feed. Nor is one while items
+  ahead of it are late;
 - a gate edge: noted missing and the item moved past it (a missing clear edge at its
   push gate: it will not be pushed, bin 1); it counts towards a stalled belt, unless it
   may have been lost with the broker;
@@ -19,9 +20,12 @@ not a stalled belt). When a deadline passes:
 - past gate 3 and its run-out: it has fallen off the belt end (bin 1), or is lost with
   the reason if it was not seen at gate 3.
 
+An item past its event's window but not yet its deadline is counted in ``late_items``:
+the belt may be stalling, so feeding holds.
+
 Reads: ``items``, ``line``, ``gates``, ``now``, ``resynced_at``, ``missed_since_evidence``.
 Writes: the items' positions and outcomes, ``blocked_gates``, ``missed_since_evidence``,
-``empty_feeds_in_a_row``, the FIFO's empty feeds.
+``late_items``, ``empty_feeds_in_a_row``, the FIFO's empty feeds.
 """
 
 from __future__ import annotations
@@ -49,27 +53,33 @@ class Watchdogs:
         self.model = ctx.bb.line
 
     def check(self) -> None:
-        for item in self.bb.items:
-            if not item.seen:
-                self._unseen(item)
-            else:
+        self.bb.late_items = 0
+        items = list(self.bb.items)
+        for item in items:  # the items seen first: whether they are late bears on the rest
+            if item.seen:
                 self._overdue(item)
+        late_ahead = self.bb.late_items
+        for item in items:
+            if not item.seen:
+                self._unseen(item, late_ahead)
 
     def _offline(self, item: Item) -> bool:
         """Whether ``item``'s missing evidence may have gone with the broker."""
         back = self.bb.resynced_at
         return back is not None and item.fed_at < back
 
-    def _unseen(self, item: Item) -> None:
-        first = min(
-            self.model.window(linemodel.PICTURE)[1], self.model.window(linemodel.blocked(1))[1]
-        )
-        if since_feed(self.ctx, item, self.bb.now) <= first:
+    def _unseen(self, item: Item, late: int) -> None:
+        """``late``: items seen on the belt that are behind their time (it may be stalling)."""
+        now = since_feed(self.ctx, item, self.bb.now)
+        names = (linemodel.PICTURE, linemodel.blocked(1))
+        if now > min(self.model.window(name)[1] for name in names):
+            self.bb.late_items += 1
+        if now <= min(self.model.deadline(name) for name in names):
             return
         if self._offline(item):
             reason = "never seen: fed before the broker was lost"
             resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
-        elif not self.bb.missed_since_evidence:  # else the belt may have stalled under it
+        elif not self.bb.missed_since_evidence and not late:  # else the belt may have stalled
             self.bb.items.discard(item)
             self.bb.empty_feeds_in_a_row += 1
             self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
@@ -80,7 +90,9 @@ class Watchdogs:
             gate = item.entered if item.entered > item.cleared else item.cleared + 1
             is_blocked = item.entered == item.cleared
             name = linemodel.blocked(gate) if is_blocked else linemodel.clear(gate)
-            if now <= self.model.window(name, item.anchor)[1]:
+            if now <= self.model.deadline(name, item.anchor):
+                if now > self.model.window(name, item.anchor)[1]:
+                    self.bb.late_items += 1  # late, not yet missing: feeding holds
                 return
             note_missing(self.ctx, item, gate, blocked=is_blocked)
             item.entered, item.cleared = gate, gate - 1 if is_blocked else gate
@@ -99,7 +111,7 @@ class Watchdogs:
         if LAST_GATE in item.cleared_at:
             left = since_feed(self.ctx, item, item.cleared_at[LAST_GATE])
         else:
-            left = self.model.window(last, item.anchor)[1]
+            left = self.model.deadline(last, item.anchor)
         at = sorted(since_feed(self.ctx, item, t) for t in item.blocked_at.values())
         own = [b - a for a, b in itertools.pairwise(at)]
         if now <= left + self.model.run_out(own):

@@ -61,13 +61,14 @@ class FeedIsSafe(Leaf):
     """SUCCESS when a new item may be fed without a double sweep, else RUNNING.
 
     Safe means: rod 1 is back; at most ``max_in_flight`` items are on the belt; no
-    expected edge is missing since the last evidence (the belt may have stalled); and
+    expected event is late or missing (the belt may be stalling: feeding onto it would
+    jam the feeder); and
     the belt has run the line model's safe spacing since the newest feed (every rod
     pushed for the item ahead is back before this one reaches its gate; see
     docs/line-model.md). RUNNING while the line model cannot give a spacing: a tree
     feeds one item at a time until ``LineMeasured`` says so.
 
-    reads: rods_out, items, missed_since_evidence, line. writes: nothing.
+    reads: rods_out, items, missed_since_evidence, late_items, line. writes: nothing.
     """
 
     params = (Param("max_in_flight", int, "most items on the belt at once", 12),)
@@ -76,7 +77,7 @@ class FeedIsSafe(Leaf):
     def update(self) -> Status:
         if self.bb.rods_out[1] or len(self.bb.items) >= self.max_in_flight:
             return Status.RUNNING
-        if self.bb.missed_since_evidence:  # the belt may have stalled: do not feed onto it
+        if self.bb.missed_since_evidence or self.bb.late_items:  # the belt may have stalled
             return Status.RUNNING
         newest = self.bb.items.newest()
         if newest is None:

@@ -53,8 +53,7 @@ class AwaitPicture(Leaf):
     a pipeline's vision branch); ``item: newest`` takes the item just fed (FAILURE if it
     has gone: a sequential tree's feed that put nothing on the belt). SUCCESS once the
     item has a picture; FAILURE when none can come any more: the item has left gate 1
-    (the camera is upstream of it), is past the late end of the line model's picture
-    window, or has left the line.
+    (the camera is upstream of it), is past the line model's picture deadline, or has left the line.
 
     reads: items, line, now. writes: nothing (the matcher gives pictures to items).
     """
@@ -83,7 +82,7 @@ class AwaitPicture(Leaf):
         target = self.target
         if target.picture is not None:
             return Status.SUCCESS
-        latest = self.bb.line.window(linemodel.PICTURE)[1]
+        latest = self.bb.line.deadline(linemodel.PICTURE)
         late = since_feed(self.ctx, target, self.bb.now) > latest or target.cleared >= 1
         if target.outcome is not None or target not in self.bb.items or late:
             self.feedback_message = f"no picture for item {target.id}"
@@ -98,6 +97,8 @@ class Classify(Leaf):
     RUNNING while the back end works; SUCCESS with the item's label and rod decided
     (a weak answer becomes ``unknown``: bin 1); FAILURE when the back end fails (a
     broken picture, a service down), so the tree can retry or fall back.
+
+    reads: items (their pictures), the classifiers. writes: the item's prediction, label, rod.
     """
 
     params = (
@@ -148,6 +149,8 @@ class RejectItem(Leaf):
     """Decide the oldest undecided item as ``unknown``: no rod, bin 1. SUCCESS.
 
     With no undecided item (it has left the line meanwhile) there is nothing to do: SUCCESS.
+
+    reads: items. writes: the item's label and rod (none).
     """
 
     params = (Param("reason", str, "why, for the record", "no usable picture"),)
@@ -166,6 +169,8 @@ class SavePicture(Leaf):
 
     The label comes from the command line (``run.py --label``). The file is written
     on a worker thread. SUCCESS when a picture was handed over, RUNNING until one is there.
+
+    reads: items (their pictures), options.label. writes: the item's label (unknown).
     """
 
     params = (Param("folder", str, "where the dataset grows (one sub-folder per label)"),)
