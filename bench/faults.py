@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import yaml
 
 from bt_sorter import protocol
 from bt_sorter.broker import start_broker
-from bt_sorter.config import load_config
+from bt_sorter.config import DEFAULT_CONFIG, load_config
 from bt_sorter.sim.process import start_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,13 +93,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def run_py(tree: str, args: argparse.Namespace, workdir: Path) -> list[str]:
-    """run.py's arguments common to every row (record and summary in ``workdir``)."""
-    return [
+    """run.py's arguments common to every row (record and summary in ``workdir``).
+
+    With ``--no-geometry`` the controller's config is config/default.yaml without its
+    ``line:`` section: the controller learns the line (the simulator's line is the same).
+    """
+    cmd = [
         sys.executable, "run.py", "--tree", tree, "--items", str(args.items),
         "--seed", str(args.seed), "--speed", str(args.speed), "--viz", "none",
         "--summary", str(workdir / "summary.json"), "--record", str(workdir / "record.jsonl"),
         "--log-level", "warning",
     ]  # fmt: skip
+    if args.no_geometry:
+        config = workdir / "no_line.yaml"
+        data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+        data.pop("line", None)
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        cmd += ["--config", str(config)]
+    return cmd
 
 
 def load_summary(workdir: Path, done: subprocess.CompletedProcess[str] | None) -> dict[str, Any]:
@@ -114,6 +126,8 @@ def load_summary(workdir: Path, done: subprocess.CompletedProcess[str] | None) -
 def run_row(tree: str, row: Row, args: argparse.Namespace, workdir: Path) -> Result:
     """One row on the built-in line: ``run.py --sim-arg=<fault flag>``."""
     cmd = [*run_py(tree, args, workdir), "--ledger", str(workdir / "ledger.jsonl")]
+    if args.no_geometry:
+        cmd.append("--builtin")  # --config alone would mean an external line
     cmd += [f"--sim-arg={flag}" for flag in row.sim_args]
     started = time.monotonic()
     try:
@@ -453,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows to run (default all)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs/reliability.md")
     parser.add_argument("--keep", type=Path, help="keep each run's record and ledger here")
+    parser.add_argument(
+        "--no-geometry",
+        action="store_true",
+        help="give the controller no line: section (it learns the line)",
+    )
     args = parser.parse_args(argv)
     rows = [r for r in ROWS if args.rows is None or r.name in args.rows]
     command = shlex.join(["python", "bench/faults.py", *(argv or sys.argv[1:])])

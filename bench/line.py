@@ -1,14 +1,24 @@
 """Line throughput: the sequential tree, the pipelined tree, and the line's physical limit.
 
-Runs ``run.py`` on the built-in line once per tree, in one invocation, with the same
-items, seed and speed, and prints a Markdown table: items, items/min of line time (the
-simulator's count, first feed to last item off the belt), ratio to the sequential tree,
-ratio to the physical limit, correct, missorted, rejected (bin 1), lost.
+Runs ``run.py`` on the built-in line once per tree, with the same items, seed and speed,
+and prints a Markdown table: items, items/min of line time (the simulator's count, first
+feed to last item off the belt), the steady rate (items fed per minute over the last half
+of the feeds, all of them after any learning phase), ratios to the sequential tree and to
+the physical limit, correct, missorted, rejected (bin 1), lost.
 
-The physical limit comes from the config: 60 / max(feeder cycle, minimum safe spacing
-÷ belt speed) items per minute (bt_sorter.config.Config.limit_items_per_minute).
+Without ``--line`` the line is the built-in one and the controller gets ``--config``
+(default config/default.yaml). With ``--line FILE`` (or ``--all-lines``: every file in
+config/lines/) the built-in simulator runs that line file while the controller gets a
+config with no ``line:`` section (or ``--config``): it is not told the line.
+
+Limits, each shown with the steady rate against it: the controller's own, when its summary
+has one (``measured_line.limit_items_per_minute``: feeder cycle vs. safe spacing, both
+measured), and the ground truth: 60 / max(feeder cycle, minimum safe spacing ÷ belt
+speed) on the line file's geometry, or the config's without ``--line``
+(bt_sorter.config.Config.limit_items_per_minute).
 
     python bench/line.py --items 200 --speed 10
+    python bench/line.py --all-lines --items 60 --speed 10
 """
 
 from __future__ import annotations
@@ -22,20 +32,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bt_sorter.config import load_config
+import yaml
+
+from bt_sorter.config import DEFAULT_CONFIG, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TREES = ("trees/sort.yaml", "trees/sort_pipelined.yaml")
+LINES = ROOT / "config" / "lines"
 
 
-def run_tree(tree: str, items: int, seed: int, speed: float, workdir: Path) -> dict[str, Any]:
-    """One run of ``tree`` on the built-in line; run.py's summary with wall time added."""
-    summary = workdir / (Path(tree).stem + ".json")
+def run_tree(
+    tree: str, args: argparse.Namespace, workdir: Path, config: Path | None, line: Path | None
+) -> dict[str, Any]:
+    """One run of ``tree`` on the built-in line; run.py's summary, the ledger and wall time."""
+    name = f"{line.stem if line else 'builtin'}_{Path(tree).stem}"
+    summary, ledger = workdir / f"{name}.json", workdir / f"{name}.ledger.jsonl"
     cmd = [
-        sys.executable, "run.py", "--tree", tree, "--items", str(items), "--seed", str(seed),
-        "--speed", str(speed), "--viz", "none", "--summary", str(summary),
-        "--log-level", "warning",
+        sys.executable, "run.py", "--tree", tree, "--items", str(args.items),
+        "--seed", str(args.seed), "--speed", str(args.speed), "--viz", "none",
+        "--summary", str(summary), "--ledger", str(ledger), "--log-level", "warning",
     ]  # fmt: skip
+    if config is not None:
+        cmd += ["--builtin", "--config", str(config)]
+    if line is not None:
+        cmd += ["--line", str(line)]
     started = time.monotonic()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - started
@@ -43,19 +63,34 @@ def run_tree(tree: str, items: int, seed: int, speed: float, workdir: Path) -> d
         raise SystemExit(f"{tree}: run.py exited {done.returncode}:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(summary.read_text())
     result["wall_s"] = wall
+    rows = ledger.read_text().splitlines() if ledger.exists() else []
+    result["ledger"] = [json.loads(r) for r in rows]
     return result
 
 
-def row(tree: str, result: dict[str, Any], base: float | None, limit: float) -> list[str]:
+def steady_rate(ledger: list[dict[str, Any]]) -> float | None:
+    """Items fed per minute over the last half of the feeds (after any learning phase)."""
+    feeds = sorted(r["feed_time"] for r in ledger if r.get("feed_time") is not None)
+    tail = feeds[len(feeds) // 2 :]
+    if len(tail) < 2 or tail[-1] <= tail[0]:
+        return None
+    return 60.0 * (len(tail) - 1) / (tail[-1] - tail[0])
+
+
+def row(
+    tree: str, result: dict[str, Any], base: float | None, limits: dict[str, float]
+) -> list[str]:
     line = result.get("line") or {}
     rate = line.get("throughput_per_min") or 0.0
+    steady = steady_rate(result["ledger"])
     bins = line.get("bins", {})
     return [
         tree,
         str(line.get("items", "?")),
         f"{rate:.2f}",
+        "-" if steady is None else f"{steady:.2f}",
         f"{rate / base:.2f}×" if base else "1.00×",
-        f"{rate / limit:.0%}",
+        *("-" if steady is None else f"{steady / limit:.0%}" for limit in limits.values()),
         str(line.get("correct", "?")),
         str(line.get("missorted", "?")),
         str(bins.get("1", "?")),
@@ -64,14 +99,71 @@ def row(tree: str, result: dict[str, Any], base: float | None, limit: float) -> 
     ]
 
 
-def table(rows: list[list[str]]) -> str:
+def table(rows: list[list[str]], limits: dict[str, float]) -> str:
     head = [
-        "tree", "items", "items/min", "vs sequential", "vs limit", "correct", "missorted",
-        "rejected (bin 1)", "lost", "wall s",
+        "tree", "items", "items/min", "steady items/min", "vs sequential",
+        *(f"steady vs {name} limit" for name in limits),
+        "correct", "missorted", "rejected (bin 1)", "lost", "wall s",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def unknown_line_config(workdir: Path) -> Path:
+    """The built-in config without its ``line:`` section: the controller is told nothing."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text("utf-8"))
+    data.pop("line", None)
+    path = workdir / "controller_without_line.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    return path
+
+
+def measured_limit(results: list[dict[str, Any]]) -> float | None:
+    """The controller's own limit (its summary's measured_line), the last tree's first."""
+    for result in reversed(results):
+        limit = (result.get("measured_line") or {}).get("limit_items_per_minute")
+        if limit:
+            return float(limit)
+    return None
+
+
+def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> str:
+    """Both trees on one line; the Markdown table with a header line."""
+    config = args.config
+    if line is not None and config is None:
+        config = unknown_line_config(workdir)
+    truth = load_config(line if line is not None else args.config)  # a line file is a config
+    truth_limit = truth.limit_items_per_minute()
+    results = []
+    for tree in args.trees:
+        results.append(run_tree(tree, args, workdir, config, line))
+        print(f"done: {line.name if line else 'built-in line'} {tree} in "
+              f"{results[-1]['wall_s']:.0f} s wall", file=sys.stderr, flush=True)  # fmt: skip
+    measured = measured_limit(results)
+    limits = {"measured": measured} if measured else {}
+    limits["line file" if line else "config"] = truth_limit
+    title = f"line {line.relative_to(ROOT) if line else 'built-in'}"
+    head = [
+        f"**{title}**: items {args.items}, seed {args.seed}, speed {args.speed}; "
+        + "; ".join(f"{name} limit {value:.2f} items/min" for name, value in limits.items())
+        + f" (the measured one from the controller's measured_line, when it has one; the "
+        f"{'line file' if line else 'config'}'s = 60 / max(feeder cycle "
+        f"{truth.feeder_cycle():.2f} s, time for the safe spacing of "
+        f"{truth.min_item_spacing():.3f} m))",
+        "",
+    ]
+    rows: list[list[str]] = []
+    base: float | None = None
+    for tree, result in zip(args.trees, results, strict=True):
+        rows.append(row(tree, result, base, limits))
+        base = base or (result.get("line") or {}).get("throughput_per_min")
+    for name, limit in limits.items():
+        ratios = [f"{limit / other:.0%}" for other in limits.values()]
+        rows.append([f"limit ({name})", "-", f"{limit:.2f}", f"{limit:.2f}",
+                     f"{limit / base:.2f}×" if base else "-", *ratios,
+                     "-", "-", "-", "-", "-"])  # fmt: skip
+    return "\n".join([*head, table(rows, limits)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,29 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=200, help="items per run (default 200)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the stack's mix")
     parser.add_argument("--speed", type=float, default=10.0, help="line speed-up (default 10)")
-    parser.add_argument("--config", type=Path, default=None, help="line config (default)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the controller's config (default: the built-in line's; with "
+                        "--line, the same without its line: section)")  # fmt: skip
+    parser.add_argument("--line", type=Path, action="append", default=[],
+                        help="the simulator's line file (repeatable)")  # fmt: skip
+    parser.add_argument("--all-lines", action="store_true", help="every file in config/lines/")
     parser.add_argument("--trees", nargs="+", default=list(TREES), help="trees to compare")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    limit = config.limit_items_per_minute()
-    print(
-        f"items {args.items}, seed {args.seed}, speed {args.speed}; physical limit "
-        f"{limit:.2f} items/min = 60 / max(feeder cycle {config.feeder_cycle():.2f} s, "
-        f"spacing {config.min_item_spacing():.3f} m / {config.line.belt_speed} m/s)",
-        flush=True,
-    )
-    rows: list[list[str]] = []
-    base: float | None = None
+    lines: list[Path | None] = [p.resolve() for p in args.line]
+    if args.all_lines:
+        lines += sorted(LINES.glob("*.yaml"))
     with tempfile.TemporaryDirectory(prefix="bench_line_") as tmp:
-        for tree in args.trees:
-            result = run_tree(tree, args.items, args.seed, args.speed, Path(tmp))
-            rows.append(row(tree, result, base, limit))
-            rate = (result.get("line") or {}).get("throughput_per_min")
-            base = base or rate
-            print(f"done: {tree} in {result['wall_s']:.0f} s wall", flush=True)
-    limit_row = ["physical limit", "-", f"{limit:.2f}", f"{limit / base:.2f}×" if base else "-",
-                 "100%", "-", "-", "-", "-", "-"]  # fmt: skip
-    print(table([*rows, limit_row]))
+        for line in lines or [None]:
+            print(bench_line(args, line, Path(tmp)) + "\n", flush=True)
     return 0
 
 

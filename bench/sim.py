@@ -41,7 +41,7 @@ def line_cost(items: int, speed: float, seed: int) -> dict[str, object]:
                 routes=config.sorting.routes,
                 speed=speed,
                 timings=config.timings,
-                geometry=config.line,
+                geometry=config.geometry(),
             )
             summary = sim.wait(timeout=600)
         summary["bench_wall_s"] = round(time.monotonic() - started, 1)

@@ -21,18 +21,24 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from bt_sorter import log as logs
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Odometer, Outcome
+from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, load_config
+from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
+from bt_sorter.sim.process import SimulatorError
 from bt_sorter.trees import load_tree, node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
+CALIBRATE_ITEMS = 5
+CALIBRATE_TREE = ROOT / "trees" / "calibrate.yaml"
 log = logs.get_logger("bt_sorter.app")
 
 
@@ -44,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Nodes a tree file may use:\n\n" + node_catalogue(),
     )
     add = parser.add_argument
-    add("--tree", required=True, type=Path, help="tree file (YAML), e.g. trees/sort.yaml")
+    add("--tree", type=Path, help="tree file (YAML), e.g. trees/sort.yaml (required unless "
+        "--calibrate)")  # fmt: skip
     add("--config", type=Path, help="line config (default config/default.yaml); implies an "
         "external line unless --builtin")  # fmt: skip
     add("--broker", metavar="HOST:PORT", help="drive the external line on this broker")
@@ -52,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "PREFIX/aa, PREFIX/bb, PREFIX/status (default: config broker.topics)")  # fmt: skip
     add("--builtin", action="store_true", help="run the built-in simulated line even with --config")
     add("--items", type=int, help="built-in line: items on the stack (default config sim.items)")
+    add("--line", type=Path, help="built-in line: the simulator's physical line from this line "
+        "file (config/lines/*.yaml); the controller still gets only --config")  # fmt: skip
     add("--seed", type=int, help="built-in line: seed of the stack's mix (default config sim.seed)")
     add("--speed", type=float, help="line runs this many times faster than real time "
         "(built-in default config sim.speed, external 1)")  # fmt: skip
@@ -69,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--web", metavar="[HOST:]PORT", help="serve the live page here (loopback unless HOST "
         "is given; another address needs BT_SORTER_WEB_TOKEN)")  # fmt: skip
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add("--calibrate", type=int, nargs="?", const=CALIBRATE_ITEMS, metavar="K",
+        help=f"measure the line: sort K items one at a time (default {CALIBRATE_ITEMS}) with "
+        "trees/calibrate.yaml and write --out")  # fmt: skip
+    add("--out", type=Path, help="--calibrate: the config file to write (the --config given, "
+        "with the measured line: section)")  # fmt: skip
     return parser
 
 
@@ -87,8 +101,16 @@ def with_topic_prefix(config: Config, prefix: str) -> Config:
 
 def make_context(config: Config, speed: float, record: Path | None, label: str | None) -> Context:
     """A fresh blackboard and record for one run (no classifiers yet)."""
+    timings = config.timings
+    model = LineModel(
+        config.line,
+        tick=1.0 / timings.tick_hz,
+        speed=speed,
+        feeder_cycle=timings.feed_hold + timings.feed_back,
+        rod_out=timings.push_hold + timings.push_back,
+    )
     return Context(
-        bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
+        bb=Blackboard(line=model),
         config=config,
         clock=LineClock(speed),
         record=Record(record),
@@ -131,6 +153,7 @@ def builtin_line(
             broker.address,
             summary=workdir / "sim_summary.json",
             config=args.config,
+            line=args.line,
             items=args.items or config.sim.items,
             seed=args.seed if args.seed is not None else config.sim.seed,
             speed=speed,
@@ -169,6 +192,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "unmatched_edges": ctx.bb.unmatched_edges,
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
+        "measured_line": ctx.bb.line.report(),
         "ticks": runner.stats(),
     }
     if truth is not None:
@@ -186,6 +210,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
     if summary["bad_inputs"] or summary["dropped"]:
         lines.append(f"bad inputs {summary['bad_inputs']}, dropped unread {summary['dropped']}")
+    lines.append(format_measured_line(summary["measured_line"]))
     truth = summary.get("line")
     if truth:
         lines.append(
@@ -203,6 +228,50 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(
                 f"  throughput {throughput['items_per_minute']:.2f} items/min of line time"
             )
+    return "\n".join(lines)
+
+
+def format_measured_line(measured: dict[str, Any]) -> str:
+    """The learned line, one quantity a line: median ± spread (samples)."""
+    lines = [f"measured line ({measured['unit']}), {measured['items_learned']} items:"]
+    for name, q in measured["quantities"].items():
+        if q["median"] is not None:
+            lines.append(f"  {name:14} {q['median']:8.3f} s ± {q['spread']:.3f} (n {q['n']})")
+    for mismatch in measured["geometry_mismatches"]:
+        lines.append(f"  geometry_mismatch {mismatch['quantity']}: configured "
+                     f"{mismatch['configured']} s, measured {mismatch['measured']} s")  # fmt: skip
+    if measured["limit_items_per_minute"] is not None:
+        lines.append(f"  safe spacing {measured['safe_spacing_s']} s, feeder cycle "
+                     f"{measured['feeder_cycle_s']} s: limit "
+                     f"{measured['limit_items_per_minute']} items/min")  # fmt: skip
+    lengths = {k: v for k, v in measured.items() if k.endswith("_m") or k.endswith("_m_s")}
+    if lengths:
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in lengths.items()))
+    return "\n".join(lines)
+
+
+def write_calibrated(source: Path | None, line: dict[str, Any], out: Path) -> None:
+    """Write ``source`` (a config file, or nothing) with ``line:`` replaced by ``line``."""
+    data: dict[str, Any] = {}
+    if source is not None:
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    data["line"] = line
+    header = (
+        f"# Written by run.py --calibrate from {source or 'the defaults'}.\n"
+        "# line: what was measured, in seconds of belt running since the feed command\n"
+        "# (median, spread, samples); the controller takes it as a prior to confirm.\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def describe_line(config: Config) -> str:
+    """``--check``: what the config says of the line, as the controller will take it."""
+    expected = LineModel(config.line).prior_times
+    if not expected:
+        return "line: not configured; the controller learns it from the first items"
+    lines = ["line (a prior, used once measurement confirms it; belt s since the feed):"]
+    lines += [f"  {name:14} {value:8.3f} s" for name, value in expected.items()]
     return "\n".join(lines)
 
 
@@ -225,6 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     external = (args.broker is not None or args.config is not None) and not args.builtin
+    if args.calibrate is not None:
+        if args.out is None:
+            print("error: --calibrate needs --out FILE", file=sys.stderr)
+            return EXIT_INVALID
+        args.tree = args.tree or CALIBRATE_TREE
+        args.max_items = args.calibrate
+        args.items = args.items or args.calibrate  # the built-in line's stack
+    if args.tree is None:
+        print("error: --tree is required (e.g. --tree trees/sort.yaml)", file=sys.stderr)
+        return EXIT_INVALID
     try:
         config = load_config(args.config or DEFAULT_CONFIG)
         if args.broker:
@@ -233,6 +312,9 @@ def _main(args: argparse.Namespace) -> int:
                 raise SpecError(f"--broker must be HOST:PORT, got {args.broker!r}")
             config = config.replace(broker=dataclasses.replace(config.broker, host=host,
                                                                port=int(port)))  # fmt: skip
+        if external and args.line is not None:
+            raise SpecError("--line gives the built-in simulator its line; an external line "
+                            "has its own (drop --line, or add --builtin)")  # fmt: skip
         if args.topic_prefix is not None:
             config = with_topic_prefix(config, args.topic_prefix)
         speed = args.speed or (1.0 if external else config.sim.speed)
@@ -245,6 +327,7 @@ def _main(args: argparse.Namespace) -> int:
         from bt_sorter.view import tree_text
 
         print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
+        print(describe_line(config))
         print(f"config {config.source}: ok; tree {args.tree}: ok")
         return 0
     if config.classifier.backend == "mqtt" and not external and config.classifier.broker is None:
@@ -258,6 +341,9 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         return _run(args, ctx, root, external, speed)
+    except SimulatorError as exc:  # the built-in line did not start: nothing moved
+        print(f"error: built-in simulator: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     finally:
         for worker in ctx.classifiers.values():
             worker.close()
@@ -301,6 +387,9 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
                 log.error("simulator_summary_missing", error=repr(exc))
         summary = summarise(ctx, runner, truth)
     print(format_summary(summary))
+    if args.calibrate is not None and code == 0:
+        write_calibrated(args.config, ctx.bb.line.line_section(), args.out)
+        print(f"calibrated line written to {args.out}")
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")

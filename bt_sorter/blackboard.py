@@ -3,8 +3,10 @@
 Only the runner writes line facts here, in the pre-tick, from the adapter's events
 (:meth:`Blackboard.ingest`); leaves read them and update the items they own. Items
 cannot overtake each other on a belt, so in-flight items are a FIFO in feed order
-(:class:`ItemFifo`); every gate edge is matched to the oldest item that can have
-caused it. Several items in flight are the normal case, not an extension.
+(:class:`ItemFifo`); the matcher (:mod:`bt_sorter.matcher`) gives every gate edge and
+picture to the item whose turn it is. What the controller has learned of the line (its
+timings, the belt odometer) is ``line``, a :class:`bt_sorter.linemodel.LineModel`.
+Several items in flight are the normal case, not an extension.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bt_sorter import protocol
+from bt_sorter.linemodel import LineModel
 from bt_sorter.vision.classifier import Prediction
 
 GATES = (1, 2, 3)
@@ -74,7 +77,9 @@ class Item:
     Position along the line is counted in gate edges: ``entered`` is how many gates it
     has started to block, ``cleared`` how many it has left behind; ``zone`` =
     entered + cleared runs 0 (before gate 1), 1 (at gate 1), 2 (between gates 1
-    and 2) ... 6 (past gate 3).
+    and 2) ... 6 (past gate 3). Its observed times (line time) are ``picture_at``,
+    ``blocked_at`` and ``cleared_at``; ``anchor`` is its latest event as the line model
+    names it, in belt seconds since its feed (what its next events are predicted from).
     """
 
     id: int
@@ -88,10 +93,12 @@ class Item:
     reject_reason: str = ""  # why it rides to bin 1, when it does
     entered: int = 0
     cleared: int = 0
+    blocked_at: dict[int, float] = field(default_factory=dict)  # gate -> rising edge time
     cleared_at: dict[int, float] = field(default_factory=dict)  # gate -> falling edge time
     evidence: set[int] = field(default_factory=set)  # gates with an edge matched to it
-    anchor: tuple[float, float] | None = None  # (time, tail position) at its latest edge
-    missed: int = 0  # its expected edges that did not come since its latest one
+    anchor: tuple[str, float] | None = None  # (quantity, belt s since feed) of its latest event
+    missed: int = 0  # its expected events that did not come since its latest one
+    clean: bool = True  # no stray edge near it: its times may teach the line model
     seen: bool = False  # a picture or an edge has shown it is really on the belt
     pushed_at: float | None = None
     uncertain: bool = False  # its position stopped being knowable
@@ -106,7 +113,7 @@ class Item:
     @property
     def push_gate(self) -> int:
         """The gate whose falling edge triggers this item's rod (3 when it has none)."""
-        return self.rod - 1 if self.rod else 3
+        return self.rod - 1 if self.rod else GATES[-1]
 
 
 class ItemFifo:
@@ -155,31 +162,6 @@ class ItemFifo:
         return self._items[-1] if self._items else None
 
 
-class Odometer:
-    """How far the belt has moved, from the belt commands the controller sent."""
-
-    def __init__(self, speed: float) -> None:
-        self.speed = speed
-        self._changes: list[tuple[float, bool]] = []  # (time, running), in time order
-
-    def set(self, t: float, running: bool) -> None:
-        if not self._changes or self._changes[-1][1] != running:
-            self._changes.append((t, running))
-
-    def travel(self, t: float) -> float:
-        """Metres of belt movement from the first command up to line time ``t``."""
-        total, since = 0.0, None
-        for when, running in self._changes:
-            if when > t:
-                break
-            if since is not None:
-                total += (when - since) * self.speed
-            since = when if running else None
-        if since is not None:
-            total += (t - since) * self.speed
-        return total
-
-
 @dataclass
 class Blackboard:
     """Line facts (written in the pre-tick) and the in-flight items (written by leaves)."""
@@ -200,13 +182,14 @@ class Blackboard:
     dropped: dict[str, int] = field(default_factory=dict)  # kind -> dropped by the adapter
     items: ItemFifo = field(default_factory=ItemFifo)
     belt_running: bool = False
-    odometer: Odometer = field(default_factory=lambda: Odometer(0.1))
+    line: LineModel = field(default_factory=LineModel)
     rods_out: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(RODS, False))
     rod_pushed_at: dict[int, float] = field(default_factory=dict)  # rod -> when it went out
     gate_changed_at: dict[int, float] = field(default_factory=lambda: dict.fromkeys(GATES, 0.0))
     last_evidence_at: float = 0.0  # a picture or an edge matched to an item
     missed_since_evidence: int = 0  # expected edges that did not come since then
-    blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item kept out of it
+    late_items: int = 0  # items whose next event is late (not yet missing) this tick
+    blocked_gates: dict[int, int] = field(default_factory=dict)  # gate -> item stuck at it
     ever_connected: bool = False
     resynced_at: float | None = None  # when the broker last came back
     outbox: list[protocol.Command] = field(default_factory=list)
@@ -280,7 +263,7 @@ class Blackboard:
                     self.rod_pushed_at[rod] = self.now
         else:
             self.belt_running = command.action is protocol.Action.BELT_RUN
-            self.odometer.set(self.now, self.belt_running)
+            self.line.odometer.set(self.now, self.belt_running)
 
     def take_outbox(self) -> list[protocol.Command]:
         out, self.outbox = self.outbox, []

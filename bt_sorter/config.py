@@ -1,9 +1,11 @@
 """Line configuration: load ``config/*.yaml`` into typed, validated objects.
 
-One file describes one line: its broker, its geometry (shared by the simulator and
-the controller, which plans pushes and item spacing from it), the controller's timings,
-which label goes to which rod, and the classifier. Every field has a realistic default,
-so a file only states what differs. Errors name the file and the line.
+One file describes one line: its broker, the controller's timings, which label goes to
+which rod, the classifier, and optionally what is known of the line beforehand (``line:``).
+The controller learns the line's timings from its events (:mod:`bt_sorter.linemodel`);
+a ``line:`` section is only a prior it confirms or overrules, and may be absent. Every
+field has a realistic default, so a file only states what differs. Errors name the file
+and the line.
 
 All durations are in seconds of *line time*. ``--speed X`` runs the line X times faster
 than real time; programs turn line time into wall time with :class:`bt_sorter.clock.LineClock`
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +86,11 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class LineGeometry:
-    """The physical line, positions in metres from the feed point along the belt."""
+    """The simulator's physical line, positions in metres from the feed point along the belt.
+
+    The defaults are the built-in line. The controller never reads this: it learns the
+    line (a config's ``line:`` section, :class:`LineConfig`, is at most its prior).
+    """
 
     belt_speed: float = 0.1  # m/s
     item_length: float = 0.06  # m, along the belt
@@ -101,6 +108,59 @@ class LineGeometry:
         """The belt interval swept by classifying rod ``rod`` (2..4)."""
         centre = self.gate_positions[rod - 2] + self.rod_offset
         return centre - self.rod_window / 2, centre + self.rod_window / 2
+
+
+@dataclass(frozen=True)
+class MeasuredTime:
+    """One learned time: median and spread (MAD scaled to a standard deviation), samples."""
+
+    median: float  # seconds of belt running since the feed command
+    spread: float = 0.0
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class GateTimes:
+    """When an item's head blocks a gate and its tail clears it, since its feed."""
+
+    blocked: MeasuredTime | None = None
+    clear: MeasuredTime | None = None
+
+
+_GEOMETRY_KEYS = tuple(f.name for f in dataclasses.fields(LineGeometry))
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """What is known of the line beforehand: a prior the controller confirms, never trusts.
+
+    Two forms, both optional, key by key. Times (what ``run.py --calibrate`` writes): the
+    picture and each gate's edges in seconds of belt running since the feed command.
+    Metres (an older config, a drawing): the :class:`LineGeometry` keys, turned into
+    expected times where belt speed and positions allow. Either is used only once a
+    measurement has confirmed it (it then counts towards "the line is measured", so the
+    pipelined tree learns for fewer items); a measurement that disagrees wins and is
+    reported as ``geometry_mismatch``. Windows always come from measurements.
+    """
+
+    picture: MeasuredTime | None = None
+    gates: tuple[GateTimes, ...] = ()
+    belt_speed: float | None = None  # m/s
+    item_length: float | None = None  # m, along the belt
+    feed_zone: float | None = None
+    camera_position: float | None = None
+    gate_positions: tuple[float, ...] | None = None
+    rod_offset: float | None = None
+    rod_window: float | None = None
+    belt_length: float | None = None
+    rod_stroke_time: float | None = None
+    feeder_stroke_time: float | None = None
+    camera_delay: float | None = None
+
+    def geometry(self) -> LineGeometry:
+        """The metre keys given here over the built-in line's (the simulator's line)."""
+        given = {k: getattr(self, k) for k in _GEOMETRY_KEYS if getattr(self, k) is not None}
+        return LineGeometry(**given)
 
 
 @dataclass(frozen=True)
@@ -171,6 +231,8 @@ class FaultConfig:
     flicker_rate: float = 0.0  # share of gate passages with an extra off/on flicker
     stuck_item: int | None = None  # this item (1-based) sticks on the belt
     stall_belt_at: float | None = None  # line time at which the belt stalls for good
+    belt_drift_at: float | None = None  # line time at which the belt's speed changes
+    belt_drift_factor: float = 1.0  # ... to this share of belt_speed (0.8: 20 % slower)
     broker_restart_at: float | None = None  # used by the fault bench, not the simulator
 
 
@@ -194,7 +256,7 @@ class Config:
     """A whole line configuration."""
 
     broker: BrokerConfig = field(default_factory=BrokerConfig)
-    line: LineGeometry = field(default_factory=LineGeometry)
+    line: LineConfig | None = None  # absent: the controller knows nothing of the line
     timings: Timings = field(default_factory=Timings)
     sorting: SortingConfig = field(default_factory=SortingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -205,13 +267,18 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def geometry(self) -> LineGeometry:
+        """The simulator's line: ``line:``'s metre keys over the built-in line's."""
+        return self.line.geometry() if self.line is not None else LineGeometry()
+
     def min_item_spacing(self) -> float:
         """Head-to-head distance (m) that keeps a rod pushed for one item off the next.
 
+        From the simulator's geometry (:meth:`geometry`): its truth, not the controller's.
         A rod is out from its push (the item's tail at its gate) for push_hold plus one
         stroke; the next item's head must not reach the rod's window before then.
         """
-        geo = self.line
+        geo = self.geometry()
         out_time = self.timings.push_hold + geo.rod_stroke_time
         window_start = geo.rod_offset - geo.rod_window / 2
         return geo.item_length + max(0.0, geo.belt_speed * out_time - window_start)
@@ -222,7 +289,8 @@ class Config:
 
     def limit_items_per_minute(self) -> float:
         """The line's physical limit with these timings: feeder- or spacing-bound."""
-        spacing_time = max(self.min_item_spacing(), self.line.feed_zone) / self.line.belt_speed
+        geo = self.geometry()
+        spacing_time = max(self.min_item_spacing(), geo.feed_zone) / geo.belt_speed
         return 60.0 / max(self.feeder_cycle(), spacing_time)
 
 
@@ -241,6 +309,24 @@ def load_config(path: str | Path | None = None) -> Config:
     return config
 
 
+def load_line(path: str | Path) -> LineGeometry:
+    """Load a line file (``config/lines/*.yaml``): the simulator's own physical line.
+
+    The file holds one section, ``line:``, with the keys and checks of a config's; the
+    controller never reads it (it sees the line only through MQTT).
+    """
+    config = load_config(path)
+    data = load_file(path)
+    extra = sorted(set(data) - {"line"}) if isinstance(data, Located) else []
+    if not isinstance(data, Located) or extra or "line" not in data:
+        where = data.line_of(extra[0]) if extra else 1
+        found = f" (found {', '.join(extra)})" if extra else ""
+        raise SpecError(f"a line file holds one section, line:{found}", path, where)
+    if config.line is not None and (config.line.picture is not None or config.line.gates):
+        raise data["line"].error("a line file gives the line in metres, not measured times")
+    return config.geometry()
+
+
 def validate(config: Config, data: Located | None = None) -> None:
     """Cross-field checks that types alone cannot express."""
 
@@ -249,18 +335,8 @@ def validate(config: Config, data: Located | None = None) -> None:
             return data[section].error(message)
         return SpecError(message, config.source)
 
-    geo = config.line
-    if len(geo.gate_positions) != 3:
-        raise fail("line.gate_positions: the FS line has exactly 3 gates", "line")
-    if list(geo.gate_positions) != sorted(geo.gate_positions):
-        raise fail("line.gate_positions must increase downstream", "line")
-    if not 0 < geo.camera_position < geo.gate_positions[0]:
-        raise fail("line.camera_position must lie between the feeder and gate 1", "line")
-    if geo.belt_length <= geo.gate_positions[-1] + geo.rod_offset + geo.rod_window / 2:
-        raise fail("line.belt_length must reach past the last rod", "line")
-    for name in ("belt_speed", "item_length", "rod_window", "feed_zone"):
-        if getattr(geo, name) <= 0:
-            raise fail(f"line.{name} must be positive", "line")
+    if config.line is not None:
+        _validate_line(config.line, fail)
     for label, rod in config.sorting.routes.items():
         if rod not in (2, 3, 4):
             raise fail(f"sorting.routes: label {label!r} goes to rod {rod}, not 2..4", "sorting")
@@ -282,6 +358,34 @@ def validate(config: Config, data: Located | None = None) -> None:
     for name, value in dataclasses.asdict(config.sim.faults).items():
         if name.endswith("_rate") and not 0 <= value <= 1:
             raise fail(f"sim.faults.{name} must be within 0..1", "sim")
+    if config.sim.faults.belt_drift_factor <= 0:
+        raise fail("sim.faults.belt_drift_factor must be positive", "sim")
+
+
+def _validate_line(line: LineConfig, fail: Callable[[str, str], SpecError]) -> None:
+    """The ``line:`` section: the keys it states must describe a line in feed order."""
+    if line.gates and len(line.gates) != 3:
+        raise fail("line.gates: the FS line has exactly 3 gates", "line")
+    times = [line.picture] if line.picture else []
+    for gate in line.gates:
+        if gate.blocked and gate.clear and gate.clear.median < gate.blocked.median:
+            raise fail("line.gates: an item clears a gate after it blocks it", "line")
+        times += [t for t in (gate.blocked, gate.clear) if t is not None]
+    if any(t.median <= 0 or t.spread < 0 or t.n < 0 for t in times):
+        raise fail("line: times must be positive, spreads and counts not negative", "line")
+    if line.gate_positions is not None:
+        if len(line.gate_positions) != 3:
+            raise fail("line.gate_positions: the FS line has exactly 3 gates", "line")
+        if list(line.gate_positions) != sorted(line.gate_positions):
+            raise fail("line.gate_positions must increase downstream", "line")
+    geo = line.geometry()  # the stated keys, checked together with the defaults they meet
+    if not 0 < geo.camera_position < geo.gate_positions[0]:
+        raise fail("line.camera_position must lie between the feeder and gate 1", "line")
+    if geo.belt_length <= geo.gate_positions[-1] + geo.rod_offset + geo.rod_window / 2:
+        raise fail("line.belt_length must reach past the last rod", "line")
+    for name in ("belt_speed", "item_length", "rod_window", "feed_zone"):
+        if getattr(geo, name) <= 0:
+            raise fail(f"line.{name} must be positive", "line")
 
 
 def build(cls: type, data: Any, where: str) -> Any:

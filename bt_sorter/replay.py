@@ -27,9 +27,10 @@ from typing import Any
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Item, Odometer, Outcome
+from bt_sorter.blackboard import Blackboard, Item, Outcome
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, LineGeometry, SortingConfig
+from bt_sorter.config import Config, LineConfig, LineGeometry, SortingConfig
+from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.vision.classifier import Prediction
 from bt_sorter.web.state import Throughput, counts, snapshot
@@ -70,10 +71,10 @@ def _context(header: dict[str, Any]) -> Context:
     fields = {f.name for f in dataclasses.fields(LineGeometry)}
     line = {k: tuple(v) if isinstance(v, list) else v
             for k, v in (header.get("line") or {}).items() if k in fields}  # fmt: skip
-    geometry = LineGeometry(**line)
-    config = Config(line=geometry, sorting=SortingConfig(routes=dict(header.get("routes") or {})))
+    prior = LineConfig(**line) if line else None  # the metres the run was told, if any
+    config = Config(line=prior, sorting=SortingConfig(routes=dict(header.get("routes") or {})))
     return Context(
-        bb=Blackboard(odometer=Odometer(geometry.belt_speed)),
+        bb=Blackboard(line=LineModel(prior)),
         config=config,
         clock=LineClock(),
         record=Record(),

@@ -90,7 +90,7 @@ class Trace:
                 version=RECORD_VERSION,
                 tree=tree_shape(root),
                 config=str(config.source) if config.source else None,
-                line=dataclasses.asdict(config.line),
+                line=dataclasses.asdict(config.line) if config.line is not None else None,
                 routes=dict(config.sorting.routes),
             )
 

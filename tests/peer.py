@@ -29,6 +29,7 @@ class Peer:
 
     def __init__(self, broker: BrokerProcess, *topics: str) -> None:
         self.received: list[tuple[str, bytes]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each message in ``received``
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4()}")
         ready = threading.Event()
@@ -41,6 +42,7 @@ class Peer:
         def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
             with self._lock:
                 self.received.append((msg.topic, msg.payload))
+                self.arrived.append(time.monotonic())
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
@@ -55,6 +57,12 @@ class Peer:
     def payloads(self, topic: str) -> list[bytes]:
         with self._lock:
             return [p for t, p in self.received if t == topic]
+
+    def timed(self, topic: str) -> list[tuple[float, bytes]]:
+        """(monotonic arrival time, payload) of each message on ``topic``, in order."""
+        with self._lock:
+            pairs = zip(self.arrived, self.received, strict=True)
+            return [(at, p) for at, (t, p) in pairs if t == topic]
 
     def close(self) -> None:
         self.client.disconnect()

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from line_runs import ROOT, run_line
 
 from bt_sorter.vision.preprocess import decode_picture
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_line(tmp_path: Path, *args: str, timeout: float = 240.0) -> tuple[int, dict[str, Any]]:
-    """``python run.py`` on the built-in line; its exit code and summary JSON."""
-    summary = tmp_path / "summary.json"
-    cmd = [sys.executable, "run.py", "--viz", "none", "--summary", str(summary), *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert summary.exists(), done.stderr[-3000:]
-    return done.returncode, json.loads(summary.read_text())
 
 
 @pytest.mark.slow

@@ -28,10 +28,11 @@ from peer import Peer, wait_until
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Odometer, Received
+from bt_sorter.blackboard import Blackboard, Received
 from bt_sorter.broker import BrokerProcess, free_port, stop_process
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, Limits, load_config
+from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.sim.hostile import HostilePublisher, Send, broken_png, jpeg_bomb, png_bomb
 from bt_sorter.sim.process import start_simulator
@@ -237,10 +238,14 @@ def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
 
 
 def vision_line(tmp_path: Path) -> tuple[Context, Any]:
-    """TrackItems beside trees/label_item.yaml, the HSV rule as the classifier, belt running."""
+    """TrackItems beside trees/label_item.yaml, the HSV rule as the classifier, belt running,
+    the built-in line measured."""
     config = load_config()
+    model = LineModel(config.line)
+    for _ in range(3):  # the built-in line, as measured from three items
+        model.learn(dict(model.prior_times))
     ctx = Context(
-        bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
+        bb=Blackboard(line=model),
         config=config,
         clock=LineClock(1.0),
         record=Record(tmp_path / "record.jsonl"),

@@ -1,8 +1,9 @@
 """Leaves on a hand-driven blackboard: tracking, rods, vision, safety.
 
-Time is set by the test (``bb.now``); the belt runs from t = 0 at the default 0.1 m/s,
-items land 0.5 s after their feed, gates stand at 0.5, 0.8 and 1.1 m, items are 0.06 m
-long. An item fed at t = 0 blocks gate 1 at t = 4.9 and clears it at t = 5.5.
+Time is set by the test (``bb.now``); the belt runs from t = 0. The line model has
+measured the built-in line (0.1 m/s, items landing 0.5 s after their feed, gates at 0.5,
+0.8 and 1.1 m, items 0.06 m long): an item fed at t = 0 blocks gate 1 at t = 4.9 and
+clears it at t = 5.5.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, ConnectionChanged, Item, Odometer, Outcome, Received
+from bt_sorter.blackboard import Blackboard, ConnectionChanged, Item, Outcome, Received
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
+from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees import load_tree
@@ -33,8 +35,11 @@ Status = py_trees.common.Status
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
     config = load_config()
+    model = LineModel(config.line)
+    for _ in range(3):  # the line as measured from three items: the built-in line's times
+        model.learn(dict(model.prior_times))
     context = Context(
-        bb=Blackboard(odometer=Odometer(config.line.belt_speed)),
+        bb=Blackboard(line=model),
         config=config,
         clock=LineClock(1.0),
         record=Record(tmp_path / "record.jsonl"),
@@ -120,6 +125,7 @@ def test_each_rod_fires_on_its_own_items_edge(ctx: Context, tmp_path: Path) -> N
 def test_edge_that_fits_no_item_is_ignored(ctx: Context, tmp_path: Path) -> None:
     root = tree(ctx, tmp_path, TRACK_AND_RODS)
     item = fed(ctx, 0.0, rod=2)
+    fed(ctx, 2.5, rod=3)  # two items in flight: the measured windows decide
     assert step(ctx, root, 3.0, (1, True), (1, False)) == []  # item still 0.2 m short of gate 1
     assert ctx.bb.unmatched_edges == 2
     assert item.cleared == 0
@@ -127,14 +133,19 @@ def test_edge_that_fits_no_item_is_ignored(ctx: Context, tmp_path: Path) -> None
     assert step(ctx, root, 5.5, (1, False)) == [protocol.push(2)]
 
 
-def test_flicker_in_the_middle_of_an_item_is_not_taken_for_its_clear_edge(
+def test_flicker_in_the_middle_of_an_item_pushes_it_once_and_teaches_nothing(
     ctx: Context, tmp_path: Path
 ) -> None:
     root = tree(ctx, tmp_path, TRACK_AND_RODS)
-    fed(ctx, 0.0, rod=2)
+    item = fed(ctx, 0.0, rod=2)
+    behind = fed(ctx, 2.5, rod=2)
     step(ctx, root, 4.9, (1, True))
-    assert step(ctx, root, 5.2, (1, False), (1, True)) == []  # half-way through the gate
-    assert step(ctx, root, 5.5, (1, False)) == [protocol.push(2)]
+    # Half-way through the gate: the push now still meets it (the window is downstream).
+    assert step(ctx, root, 5.2, (1, False), (1, True)) == [protocol.push(2)]
+    assert step(ctx, root, 5.5, (1, False)) == []
+    assert item.outcome is Outcome.SORTED and not item.clean
+    assert behind.entered == 0 and ctx.bb.unmatched_edges == 2
+    assert ctx.bb.line.estimates["gate1.passage"].total == 3  # the fixture's three only
 
 
 def test_item_whose_clear_edge_is_lost_is_not_pushed_and_rides_to_bin_1(
@@ -319,6 +330,9 @@ def test_sequential_route_serves_the_new_item_while_an_unsorted_one_rides_on(
 ) -> None:
     riding = fed(ctx, 0.0, rod=None, label="unknown")
     root = tree(ctx, tmp_path, SEQUENTIAL_ROUTE)
+    for t, gate in ((4.9, 1), (7.9, 2)):
+        step(ctx, root, t, (gate, True))
+        step(ctx, root, t + 0.6, (gate, False))
     step(ctx, root, 10.9, (3, True))
     step(ctx, root, 11.5, (3, False))  # past the last rod: still on the belt for 3 s
     assert root.status == Status.SUCCESS  # the course feeds the next item now
@@ -398,6 +412,6 @@ def test_two_lost_edges_in_a_row_do_not_stop_the_line(ctx: Context, tmp_path: Pa
     root = tree(ctx, tmp_path, HEALTH)
     item = fed(ctx, 0.0, rod=None)  # gate 1's clear edge and gate 2's blocked edge are lost
     edges = {4.9: (1, True), 8.5: (2, False), 10.9: (3, True), 11.5: (3, False)}
-    sent = run_until(ctx, root, 16.0, edges)
+    sent = run_until(ctx, root, 17.0, edges)
     assert sent == [] and ctx.bb.alarms == []
     assert item.outcome is Outcome.REJECTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peer import Peer
 
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess
@@ -135,3 +137,46 @@ def test_stalled_belt_stops_every_item(broker: BrokerProcess, tmp_path: Path) ->
     assert result.summary["faults"]["belt_stalls"] == 1
     assert [r["bin"] for r in result.ledger] == ["on_belt"]
     assert [e.gate for e in result.edges()] == []  # stalled before reaching gate 1
+
+
+def test_belt_drift_makes_gate_intervals_grow_on_the_broker(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    speed = 10.0  # line s = 10 x wall s: the intervals below are 0.6 and 0.75 wall s
+    geo = CONFIG.geometry()
+    # item 1 clears gate 3 at about 13.5 line s, item 2 lands at about 14.0: drift between
+    drift_at, factor = 13.8, 0.8
+    peer = Peer(broker, protocol.FEEDBACK_TOPIC)
+    try:
+        with start_simulator(
+            broker.address,
+            summary=tmp_path / "summary.json",
+            items=2,
+            seed=3,
+            speed=speed,
+            extra_args=["--silence-timeout", "25", "--belt-drift", f"{drift_at}:{factor}"],
+        ) as sim:
+            run_sequential(
+                broker.address,
+                items=2,
+                labels=None,
+                routes={},
+                speed=speed,
+                geometry=dataclasses.replace(geo, belt_speed=geo.belt_speed * factor),
+            )
+            summary = sim.wait(timeout=30)
+        timed = peer.timed(protocol.FEEDBACK_TOPIC)
+    finally:
+        peer.close()
+
+    def clears(gate: int) -> list[float]:
+        return [
+            at for at, p in timed if protocol.parse_feedback(p) == [protocol.GateEdge(gate, False)]
+        ]
+
+    intervals = [(c3 - c1) * speed for c1, c3 in zip(clears(1), clears(3), strict=True)]
+    travel = (geo.gate_positions[2] - geo.gate_positions[0]) / geo.belt_speed
+    assert summary["faults"]["belt_drifts"] == 1
+    assert len(intervals) == 2
+    assert intervals[0] == pytest.approx(travel, rel=0.1)  # before the drift: 6 line s
+    assert intervals[1] == pytest.approx(travel / factor, rel=0.1)  # after: 7.5 line s

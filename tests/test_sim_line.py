@@ -18,7 +18,7 @@ from bt_sorter.sim.line import (
     draw_labels,
 )
 
-GEO = load_config().line
+GEO = load_config().geometry()
 V = GEO.belt_speed
 L = GEO.item_length
 STROKE = GEO.feeder_stroke_time
@@ -213,3 +213,23 @@ def test_retracting_rod_does_not_sweep_and_states_follow_the_stroke() -> None:
     line.advance(30.0)
     assert line.rod_state(2) is RodState.RETRACTED
     assert bins(line) == {1: 1}
+
+
+def test_belt_drift_changes_the_speed_from_its_time_on() -> None:
+    line = running_line(["raw"], drift_at=5.0, drift_factor=0.8)
+    script: list[tuple[float, Command]] = []
+    landed = feed(script, 0.0)
+
+    events = run_script(line, script, until=30.0)
+
+    slow = 0.8 * V
+    at_drift = V * (5.0 - landed)  # the tail's position when the belt slows
+    edges = [(e.gate, e.blocked, e.time) for e in events if isinstance(e, GateChanged)]
+    expected = [(1, True, landed + (GEO.gate_positions[0] - L) / V)]  # before the drift
+    for gate, position in enumerate(GEO.gate_positions, start=1):
+        if gate > 1:
+            expected.append((gate, True, 5.0 + (position - L - at_drift) / slow))
+        expected.append((gate, False, 5.0 + (position - at_drift) / slow))
+    assert [e[:2] for e in edges] == [e[:2] for e in expected]
+    assert [e[2] for e in edges] == pytest.approx([e[2] for e in expected])
+    assert line.belt_speed == pytest.approx(slow)

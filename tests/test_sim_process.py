@@ -53,7 +53,7 @@ def sorted_run(broker: str, tmp: Path, items: int, seed: int, speed: float = SOR
             routes=ROUTES,
             speed=speed,
             timings=CONFIG.timings,
-            geometry=CONFIG.line,
+            geometry=CONFIG.geometry(),
         )
         summary = sim.wait(timeout=30)
     return Outcome(summary, read_ledger(tmp / "ledger.jsonl"), run, labels)

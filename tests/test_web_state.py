@@ -4,17 +4,20 @@ gate while it blocks it and never past the next gate before its edge; items per 
 from __future__ import annotations
 
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Odometer, Outcome
+from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config
+from bt_sorter.config import Config, load_config
+from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.web.state import Throughput, line_view
 
 
 def context() -> Context:
     config = Config()
-    return Context(bb=Blackboard(odometer=Odometer(config.line.belt_speed)), config=config,
-                   clock=LineClock(), record=Record())  # fmt: skip
+    model = LineModel()
+    model.learn(LineModel(load_config().line).prior_times)  # the built-in line, measured once
+    return Context(bb=Blackboard(line=model), config=config, clock=LineClock(),
+                   record=Record())  # fmt: skip
 
 
 def test_items_are_drawn_in_belt_order_between_their_stations() -> None:
@@ -22,9 +25,8 @@ def test_items_are_drawn_in_belt_order_between_their_stations() -> None:
     bb = ctx.bb
     far, at_gate, fresh = bb.items.feed(0.0), bb.items.feed(4.0), bb.items.feed(9.0)
     far.entered = far.cleared = 2  # past gate 2, cleared it at t = 9
-    far.cleared_at[2], far.anchor = 9.0, (9.0, 0.8)
+    far.cleared_at[2] = 9.0
     at_gate.entered, at_gate.cleared = 1, 0  # blocking gate 1
-    at_gate.anchor = (8.0, 0.44)
     bb.now = 10.0
     bb.gates[1] = True
     view = line_view(ctx)

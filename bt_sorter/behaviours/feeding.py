@@ -5,8 +5,7 @@ from __future__ import annotations
 import py_trees
 
 from bt_sorter import protocol
-from bt_sorter.behaviours.base import Leaf, Param, register
-from bt_sorter.behaviours.tracking import tail_position
+from bt_sorter.behaviours.base import Context, Leaf, Param, register
 
 Status = py_trees.common.Status
 
@@ -16,7 +15,10 @@ class FeedItem(Leaf):
     """Feed one item: rod 1 out, hold, back. The item gets its id when rod 1 goes out.
 
     RUNNING while rod 1 is out and until it counts as back; SUCCESS then. Pre-empted
-    while out, it retracts rod 1.
+    while out, it retracts rod 1. Its cycle (hold + back) tells the line model the
+    feeder's pace.
+
+    reads: now, rods_out. writes: items (a new item), rod 1 commands; line.feeder_cycle.
     """
 
     params = (
@@ -26,10 +28,14 @@ class FeedItem(Leaf):
     hold: float | None
     back: float | None
 
-    def initialise(self) -> None:
+    def __init__(self, name: str, ctx: Context, **values: object) -> None:
+        super().__init__(name, ctx, **values)
         timings = self.ctx.config.timings
         self.hold_s = self.hold if self.hold is not None else timings.feed_hold
         self.back_s = self.back if self.back is not None else timings.feed_back
+        ctx.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
+
+    def initialise(self) -> None:
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
         self.pulled_at: float | None = None
@@ -52,32 +58,33 @@ class FeedItem(Leaf):
 
 @register
 class FeedIsSafe(Leaf):
-    """SUCCESS when a new item may be fed without a jam or a double sweep, else RUNNING.
+    """SUCCESS when a new item may be fed without a double sweep, else RUNNING.
 
-    Safe means: rod 1 is back; the newest item will be far enough ahead when the new
-    one lands (Config.min_item_spacing, from belt speed, rod window and rod timing,
-    plus ``margin`` metres); at most ``max_in_flight`` items are on the belt; and no
-    expected edge is missing since the last evidence (the belt may have stalled).
+    Safe means: rod 1 is back; at most ``max_in_flight`` items are on the belt; no
+    expected event is late or missing (the belt may be stalling: feeding onto it would
+    jam the feeder); and
+    the belt has run the line model's safe spacing since the newest feed (every rod
+    pushed for the item ahead is back before this one reaches its gate; see
+    docs/line-model.md). RUNNING while the line model cannot give a spacing: a tree
+    feeds one item at a time until ``LineMeasured`` says so.
+
+    reads: rods_out, items, missed_since_evidence, late_items, line. writes: nothing.
     """
 
-    params = (
-        Param("margin", float, "extra spacing in metres on top of the computed minimum", 0.02),
-        Param("max_in_flight", int, "most items on the belt at once", 12),
-    )
-    margin: float
+    params = (Param("max_in_flight", int, "most items on the belt at once", 12),)
     max_in_flight: int
 
     def update(self) -> Status:
         if self.bb.rods_out[1] or len(self.bb.items) >= self.max_in_flight:
             return Status.RUNNING
-        if self.bb.missed_since_evidence:  # the belt may have stalled: do not feed onto it
+        if self.bb.missed_since_evidence or self.bb.late_items:  # the belt may have stalled
             return Status.RUNNING
         newest = self.bb.items.newest()
         if newest is None:
             return Status.SUCCESS
-        config = self.ctx.config
-        lands_at = self.bb.now + config.line.feeder_stroke_time
-        # The new item lands with its tail at 0, so the heads are the newest item's tail apart.
-        gap = tail_position(self.ctx, newest, lands_at)
-        needed = max(config.min_item_spacing(), config.line.feed_zone)
-        return Status.SUCCESS if gap >= needed + self.margin else Status.RUNNING
+        spacing = self.bb.line.safe_spacing()
+        if spacing is None:
+            self.feedback_message = "line not measured: no spacing yet"
+            return Status.RUNNING
+        since = self.bb.line.odometer.between(newest.fed_at, self.bb.now)
+        return Status.SUCCESS if since >= spacing else Status.RUNNING

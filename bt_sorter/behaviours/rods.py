@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import py_trees
 
-from bt_sorter import protocol
-from bt_sorter.behaviours.base import Leaf, Param, register
-from bt_sorter.behaviours.tracking import resolve_item
-from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
+from bt_sorter import linemodel, protocol
+from bt_sorter.behaviours.base import Context, Leaf, Param, register
+from bt_sorter.blackboard import CLASSIFYING_RODS, GATES, Item, Outcome
+from bt_sorter.items import resolve_item
 
 Status = py_trees.common.Status
 
 
 @register
 class ItemHasRod(Leaf):
-    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE."""
+    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE.
+
+    reads: items. writes: nothing.
+    """
 
     def update(self) -> Status:
         item = self.bb.items.newest()
@@ -29,16 +32,19 @@ class PushRod(Leaf):
     ``rod: 0`` serves the current item (the newest fed) and its own rod; ``rod: 2..4`` serves
     the oldest item routed to that rod. RUNNING until the edge; SUCCESS when the push
     is requested (the item is recorded as sorted); FAILURE when the item cannot be
-    pushed safely (its edge went missing, or came more than ``max_delay`` ago).
+    pushed safely (its edge went missing, or the item cleared its gate more than
+    ``max_delay`` ago: the edge's own lateness counts, judged by the item's passage).
+
+    reads: items, line, now. writes: the item's push and outcome; the rod command.
     """
 
     params = (
         Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
-        Param("max_delay", float, "latest push after the edge, line seconds; 0 = half the "
-              "time the item still overlaps the rod's window", 0.0),
+        Param("max_delay", float, "latest push after the item cleared its gate, line "
+              "seconds; default: the line model's (3/4 of the item's passage there)", None),
     )  # fmt: skip
     rod: int
-    max_delay: float
+    max_delay: float | None
 
     def initialise(self) -> None:
         self.item: Item | None = None
@@ -62,9 +68,7 @@ class PushRod(Leaf):
         if item.cleared < item.push_gate:
             return Status.RUNNING
         edge_at = item.cleared_at.get(item.push_gate)
-        line = self.ctx.config.line
-        max_delay = self.max_delay or (line.rod_offset + line.rod_window / 2) / line.belt_speed / 2
-        if edge_at is None or self.bb.now - edge_at > max_delay:
+        if edge_at is None or self._lateness(item, edge_at) > self._max_delay(item):
             item.uncertain = True
             item.reject_reason = f"rod {item.rod} could not be pushed on its edge"
             return Status.FAILURE
@@ -84,12 +88,40 @@ class PushRod(Leaf):
         )
         return Status.SUCCESS
 
+    def _lateness(self, item: Item, edge_at: float) -> float:
+        """How late (line s) the push would be after the item really cleared its gate.
+
+        The time since the edge arrived, plus how much longer than the line model's
+        passage (beyond its spread) the item seemed to take to pass the gate: that much
+        the clear message itself came late (a busy line), and the item has moved on."""
+        gate, model = item.push_gate, self.bb.line
+        expected = model.passage_time(gate)
+        late = 0.0
+        if expected is not None and gate in item.blocked_at:
+            seemed = model.odometer.between(item.blocked_at[gate], edge_at)
+            spread = linemodel.SPREAD_K * model.spread(linemodel.passage(gate))
+            late = max(0.0, seemed - expected - spread)
+        return self.bb.now - edge_at + late
+
+    def _max_delay(self, item: Item) -> float:
+        """The line model's latest push after the clear edge (a share of the passage)."""
+        if self.max_delay is not None:
+            return self.max_delay
+        gate = item.push_gate
+        own = None
+        if gate in item.blocked_at and gate in item.cleared_at:
+            own = self.bb.line.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
+        return self.bb.line.max_push_delay(gate, own)
+
 
 @register
 class RetractRod(Leaf):
     """Retract a classifying rod ``hold`` s after it went out; SUCCESS ``back`` s later.
 
     ``rod: 0`` retracts every classifying rod that is out. SUCCESS at once if none is.
+    Its hold and back times tell the line model how long a rod is out (feed spacing).
+
+    reads: rods_out, rod_pushed_at, now. writes: rod commands; line.rod_out.
     """
 
     params = (
@@ -101,10 +133,14 @@ class RetractRod(Leaf):
     hold: float | None
     back: float | None
 
-    def initialise(self) -> None:
+    def __init__(self, name: str, ctx: Context, **values: object) -> None:
+        super().__init__(name, ctx, **values)
         timings = self.ctx.config.timings
         self.hold_s = timings.push_hold if self.hold is None else self.hold
         self.back_s = timings.push_back if self.back is None else self.back
+        ctx.bb.line.note_rod_out(self.hold_s + self.back_s)
+
+    def initialise(self) -> None:
         rods = CLASSIFYING_RODS if self.rod == 0 else (self.rod,)
         self.rods = [r for r in rods if self.bb.rods_out[r]]
         self.pulled_at: float | None = None
@@ -136,8 +172,11 @@ class RetractRod(Leaf):
 class WaitItemLeft(Leaf):
     """RUNNING until the current item (the newest fed) is past the last rod, or gone.
 
-    Past gate 3 nothing can happen to it but the fall into bin 1 (the course controller
-    feeds the next item then); its record is closed when it has fallen off the end.
+    Past the last gate nothing can happen to it but the fall into bin 1 (the course
+    controller feeds the next item then); the watchdogs close its record once it has
+    surely fallen off the end.
+
+    reads: items. writes: nothing.
     """
 
     def initialise(self) -> None:
@@ -145,14 +184,17 @@ class WaitItemLeft(Leaf):
 
     def update(self) -> Status:
         item = self.item
-        if item is None or item.cleared >= 3 or item not in self.bb.items:  # past, or gone
+        if item is None or item.cleared >= GATES[-1] or item not in self.bb.items:  # past/gone
             return Status.SUCCESS
         return Status.RUNNING
 
 
 @register
 class WaitLineClear(Leaf):
-    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved."""
+    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved.
+
+    reads: items. writes: nothing.
+    """
 
     def update(self) -> Status:
         return Status.RUNNING if len(self.bb.items) else Status.SUCCESS

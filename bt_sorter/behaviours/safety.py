@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import py_trees
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Leaf, Param, register
-from bt_sorter.behaviours.tracking import resolve_item
 from bt_sorter.blackboard import Outcome
+from bt_sorter.items import resolve_item
 
 Status = py_trees.common.Status
 
@@ -18,18 +16,22 @@ Status = py_trees.common.Status
 class LineHealthy(Leaf):
     """RUNNING while the line moves as it should; FAILURE (with the reason) when it does not.
 
-    Faults, from what tracking noticed: a gate that stays blocked while an item is stuck
-    in it (three of its edges overdue) or held back by it (neither edge of the gate came),
-    or ``min_missed`` expected edges missing with no evidence at all for ``max_quiet``
-    seconds while the belt runs (a stalled belt). A single lost message is neither.
+    Faults, from what the watchdogs noticed: a gate that stays blocked while an item is
+    stuck in it or held back by it (``blocked_gates``), or ``min_missed`` expected edges
+    missing with no evidence at all for longer than the line model's quiet bound (three times
+    the longest gap between an item's events; a generous bound while unmeasured) while
+    the belt runs: a stalled belt. A single lost message is neither.
+
+    reads: belt_running, blocked_gates, last_evidence_at, missed_since_evidence, line.
+    writes: fault.
     """
 
     params = (
-        Param("max_quiet", float, "seconds without any evidence; 0 = two sensor-to-sensor "
-              "travels of the widest gap", 0.0),
+        Param("max_quiet", float, "seconds without any evidence; default: from the line "
+              "model", None),
         Param("min_missed", int, "expected edges missing since the last evidence", 2),
     )  # fmt: skip
-    max_quiet: float
+    max_quiet: float | None
     min_missed: int
 
     def update(self) -> Status:
@@ -38,11 +40,8 @@ class LineHealthy(Leaf):
         for gate, item in self.bb.blocked_gates.items():
             return self._fault(f"gate {gate} stays blocked; item {item} is stuck in it or "
                                "held back by what is")  # fmt: skip
-        line = self.ctx.config.line
-        points = (0.0, line.camera_position, *line.gate_positions, line.belt_length)
-        widest = max(b - a for a, b in itertools.pairwise(points))
-        max_quiet = self.max_quiet or 2 * (widest + line.item_length) / line.belt_speed
-        quiet = self.bb.now - self.bb.last_evidence_at
+        max_quiet = self.max_quiet or self.bb.line.quiet_bound()
+        quiet = self.bb.line.odometer.between(self.bb.last_evidence_at, self.bb.now)
         missed = self.bb.missed_since_evidence
         if missed >= self.min_missed and quiet > max_quiet:
             return self._fault(f"no sensor evidence for {quiet:.1f} s, {missed} expected edges "
@@ -58,7 +57,10 @@ class LineHealthy(Leaf):
 
 @register
 class RetractAllRods(Leaf):
-    """Retract every rod (one all-rods command). SUCCESS at once."""
+    """Retract every rod (one all-rods command). SUCCESS at once.
+
+    reads: nothing. writes: the all-rods command.
+    """
 
     def update(self) -> Status:
         self.bb.command(protocol.ALL_PULL)
@@ -71,6 +73,8 @@ class RaiseAlarm(Leaf):
 
     The reason is the last fault a condition reported, else ``reason``. Items still in
     flight are recorded as lost, with the reason.
+
+    reads: fault, items. writes: alarms, the items' outcomes.
     """
 
     params = (Param("reason", str, "what to say when no fault was reported", "line aborted"),)
@@ -91,6 +95,8 @@ class StackEmpty(Leaf):
     """SUCCESS once ``empty_feeds`` feeds in a row put nothing on the belt, else FAILURE.
 
     On SUCCESS the stack is taken as empty (the run may end normally).
+
+    reads: empty_feeds_in_a_row. writes: stack_empty.
     """
 
     params = (Param("empty_feeds", int, "empty feeds in a row that mean the stack is empty", 2),)

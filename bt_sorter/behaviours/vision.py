@@ -8,9 +8,10 @@ from typing import Literal
 
 import py_trees
 
+from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.behaviours.tracking import tail_position
 from bt_sorter.blackboard import Item
+from bt_sorter.items import since_feed
 from bt_sorter.vision.classifier import (
     UNKNOWN,
     BadPictureError,
@@ -57,16 +58,16 @@ class AwaitPicture(Leaf):
     ``item: oldest`` waits for the oldest undecided item (RUNNING while there is none:
     a pipeline's vision branch); ``item: newest`` takes the item just fed (FAILURE if it
     has gone: a sequential tree's feed that put nothing on the belt). SUCCESS once the
-    item has a picture; FAILURE when it is ``margin`` metres past the camera without one,
-    or has left the line.
+    item has a picture; FAILURE when none can come any more: the item has left gate 1
+    (the camera is upstream of it), is past the line model's picture deadline, or has left the line.
+
+    reads: items, line, now. writes: nothing (the matcher gives pictures to items).
     """
 
     params = (
-        Param("margin", float, "metres past the camera before giving up", 0.1),
         Param("item", Literal["oldest", "newest"], "which item: the oldest undecided, or the "
               "newest fed", "oldest"),
     )  # fmt: skip
-    margin: float
     item: str
 
     def initialise(self) -> None:
@@ -87,9 +88,9 @@ class AwaitPicture(Leaf):
         target = self.target
         if target.picture is not None:
             return Status.SUCCESS
-        line = self.ctx.config.line
-        past = tail_position(self.ctx, target, self.bb.now) - line.camera_position
-        if target.outcome is not None or target not in self.bb.items or past > self.margin:
+        latest = self.bb.line.deadline(linemodel.PICTURE)
+        late = since_feed(self.ctx, target, self.bb.now) > latest or target.cleared >= 1
+        if target.outcome is not None or target not in self.bb.items or late:
             self.feedback_message = f"no picture for item {target.id}"
             return Status.FAILURE
         return Status.RUNNING
@@ -104,6 +105,9 @@ class Classify(Leaf):
     broken picture, a service down), so the tree can retry or fall back. A picture that
     does not decode is not the item's: its slot is freed, and the pictures received
     after it are offered to tracking again, so the genuine one can still match.
+
+    reads: items (their pictures), recent_pictures, the classifiers. writes: the item's
+    prediction, label, rod; pictures (offered again).
     """
 
     params = (
@@ -157,6 +161,8 @@ class Classify(Leaf):
             return
         item.picture = item.picture_at = None
         item.seen = bool(item.evidence)  # a picture that does not decode shows nothing
+        if item.anchor is not None and item.anchor[0] == linemodel.PICTURE:
+            item.anchor = None  # nor does it say where the item is
         owners = [*self.bb.items, *self.bb.items.done[-8:]]
         taken = {id(i.picture) for i in owners if i.picture is not None}
         again = [(t, data) for t, data in self.bb.recent_pictures
@@ -172,6 +178,8 @@ class RejectItem(Leaf):
     """Decide the oldest undecided item as ``unknown``: no rod, bin 1. SUCCESS.
 
     With no undecided item (it has left the line meanwhile) there is nothing to do: SUCCESS.
+
+    reads: items. writes: the item's label and rod (none).
     """
 
     params = (Param("reason", str, "why, for the record", "no usable picture"),)
@@ -190,6 +198,8 @@ class SavePicture(Leaf):
 
     The label comes from the command line (``run.py --label``). The file is written
     on a worker thread. SUCCESS when a picture was handed over, RUNNING until one is there.
+
+    reads: items (their pictures), options.label. writes: the item's label (unknown).
     """
 
     params = (Param("folder", str, "where the dataset grows (one sub-folder per label)"),)

@@ -1,7 +1,9 @@
 """``python -m bt_sorter.sim [run|render] ...``: the simulated line, or a labelled dataset.
 
 ``run`` (the default) serves the line on an MQTT broker until every item has left the
-belt or the controller goes silent; stdout gets one ready line
+belt or the controller goes silent. Its physical line comes from ``--line FILE`` (a line
+file, ``config/lines/*.yaml``) when given, else from the config's ``line:`` section; the
+config gives the rest (routes, mix, faults). stdout gets one ready line
 (``{"event": "sim_ready", ...}``) once subscribed, and the summary JSON at the end.
 ``render`` writes ``--n`` pictures per class to ``--out/<label>/``.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_sorter import log as logmod
-from bt_sorter.config import Config, FaultConfig, load_config
+from bt_sorter.config import Config, FaultConfig, load_config, load_line
 from bt_sorter.yamlio import SpecError
 
 # CLI flag -> FaultConfig field, with the value type
@@ -50,6 +52,9 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--topic-prefix", help="the line's topic prefix: PREFIX/aa, PREFIX/bb "
                      "(default: the config's broker.topics)")  # fmt: skip
     run.add_argument("--config", type=Path, help="line config YAML (default config/default.yaml)")
+    run.add_argument(
+        "--line", type=Path, help="the physical line from this line file (config/lines/*.yaml)"
+    )
     run.add_argument("--items", type=int, help="items in the stack (default: config sim.items)")
     run.add_argument("--seed", type=int, help="seed of labels, pictures, faults")
     run.add_argument("--speed", type=float, help="line runs this many times faster than real")
@@ -62,6 +67,11 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     faults = run.add_argument_group("faults (override the config's sim.faults)")
     for name, kind in _FAULT_FLAGS.items():
         faults.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
+    faults.add_argument(
+        "--belt-drift",
+        metavar="AT:FACTOR",
+        help="at line time AT the belt's speed becomes FACTOR of its speed (0.8: 20 %% slower)",
+    )
 
 
 def _add_render(render: argparse.ArgumentParser) -> None:
@@ -82,6 +92,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def fault_config(base: FaultConfig, args: argparse.Namespace) -> FaultConfig:
     """The config's faults with every flag given on the command line applied."""
     changes = {n: getattr(args, n) for n in _FAULT_FLAGS if getattr(args, n) is not None}
+    if args.belt_drift is not None:
+        changes["belt_drift_at"], changes["belt_drift_factor"] = parse_drift(args.belt_drift)
     faults = dataclasses.replace(base, **changes)
     for name, value in dataclasses.asdict(faults).items():
         if name.endswith("_rate") and not 0 <= value <= 1:
@@ -89,6 +101,18 @@ def fault_config(base: FaultConfig, args: argparse.Namespace) -> FaultConfig:
     if faults.stuck_item is not None and faults.stuck_item < 1:
         raise ValueError("--stuck-item must be an item number from 1")
     return faults
+
+
+def parse_drift(text: str) -> tuple[float, float]:
+    """``AT:FACTOR`` -> (line time, speed factor); a clear error for anything else."""
+    at_text, _, factor_text = text.partition(":")
+    try:
+        at, factor = float(at_text), float(factor_text)
+    except ValueError:
+        raise ValueError(f"--belt-drift must be AT:FACTOR (e.g. 60:0.8), got {text!r}") from None
+    if at < 0 or factor <= 0:
+        raise ValueError(f"--belt-drift needs AT >= 0 and FACTOR > 0, got {text!r}")
+    return at, factor
 
 
 def run_options(config: Config, args: argparse.Namespace) -> Any:
@@ -115,6 +139,7 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
         seed=args.seed if args.seed is not None else config.sim.seed,
         speed=speed,
         faults=fault_config(config.sim.faults, args),
+        geometry=load_line(args.line) if args.line is not None else config.geometry(),
         ledger=args.ledger,
         summary=args.summary,
         linger=args.linger,
@@ -124,10 +149,14 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    log = logmod.get_logger("bt_sorter.sim")
+    from bt_sorter.sim.line import course_rule_problems
     from bt_sorter.sim.node import SimNode
 
     config = load_config(args.config)
     options = run_options(config, args)
+    for problem in course_rule_problems(options.geometry):
+        log.warning("line_breaks_course_rule", problem=problem)
     node = SimNode(config, options)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: node.request_stop())

@@ -4,8 +4,8 @@ Positions are metres from the feed point along the belt (:class:`LineGeometry`).
 occupies ``[tail, tail + item_length]``. :meth:`Line.advance` moves the line to a given
 line time event by event: it computes the exact moment of the next thing that can happen
 (an item edge reaching a gate, a rod window, the camera or the belt end; a rod finishing
-its stroke; a picture falling due; the belt stalling) and settles the line there, so gate
-edges carry exact times however coarse the caller's steps are.
+its stroke; a picture falling due; the belt stalling or changing speed) and settles the
+line there, so gate edges carry exact times however coarse the caller's steps are.
 
 Moving items are judged a hair downstream of where they are (``_EPS``): at the instant an
 item's head reaches a gate the gate counts as blocked, and at the instant its tail reaches
@@ -39,6 +39,50 @@ def draw_labels(count: int, seed: int, mix: dict[str, float]) -> list[str]:
         raise ValueError(f"mix weights must be non-negative with a positive sum: {mix}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     return [str(x) for x in rng.choice(labels, size=count, p=weights / weights.sum())]
+
+
+REACTION = 0.3  # line s a controller may take from a gate's clear edge to its push
+CLASSIFY_TIME = 1.0  # line s a controller may take from a picture to its label
+
+
+def course_rule_problems(
+    geo: LineGeometry, reaction: float = REACTION, classify: float = CLASSIFY_TIME
+) -> list[str]:
+    """What keeps the course's rule from sorting on this line (empty: it sorts).
+
+    The rule (docs/line-protocol.md): push rod k+1 on gate k's clear edge. It sorts when
+    rod k+1's window lies just downstream of gate k (the item is in the window when its
+    tail clears the gate, and stays there ``reaction`` line seconds), ends before gate k+1,
+    and the picture arrives before gate 1 is blocked, ``classify`` line seconds before
+    gate 1's clear edge at the latest. The item is out of the feed zone once photographed,
+    so feeding after the last item's picture never jams.
+    """
+    problems: list[str] = []
+    speed, length = geo.belt_speed, geo.item_length
+    for gate, position in enumerate(geo.gate_positions, start=1):
+        rod = gate + 1
+        start, end = geo.rod_window_of(rod)
+        if start < position:
+            problems.append(f"rod {rod}'s window starts upstream of gate {gate}")
+        if start >= position + length:
+            problems.append(f"an item clearing gate {gate} is not yet in rod {rod}'s window")
+        if (end - position) / speed < reaction:
+            problems.append(
+                f"an item leaves rod {rod}'s window {(end - position) / speed:.2f} s after "
+                f"clearing gate {gate}, under {reaction} s"
+            )
+        downstream = geo.gate_positions[gate] if gate < len(geo.gate_positions) else None
+        if downstream is not None and end > downstream:
+            problems.append(f"rod {rod}'s window reaches gate {gate + 1}")
+    photographed = geo.camera_position - length / 2 + speed * geo.camera_delay
+    gate_1 = geo.gate_positions[0]
+    if geo.camera_position - length / 2 <= geo.feed_zone:
+        problems.append("an item is photographed while still in the feed zone")
+    if photographed >= gate_1 - length:
+        problems.append("the picture comes after the item blocks gate 1")
+    if (gate_1 - photographed) / speed < classify:
+        problems.append(f"the picture comes less than {classify} s before gate 1 clears")
+    return problems
 
 
 class RodState(enum.Enum):
@@ -165,6 +209,8 @@ class Line:
         *,
         stuck_item: int | None = None,
         stall_at: float | None = None,
+        drift_at: float | None = None,
+        drift_factor: float = 1.0,
     ) -> None:
         self.geo = geometry
         self.time = 0.0
@@ -174,6 +220,8 @@ class Line:
         self.belt_running = False
         self.stuck_item = stuck_item
         self.stall_at = stall_at
+        self.drift_at = drift_at
+        self.drift_factor = drift_factor
         self.rods = {1: Rod(1, geometry.feeder_stroke_time)}
         for r in range(2, ROD_COUNT + 1):
             self.rods[r] = Rod(r, geometry.rod_stroke_time)
@@ -197,6 +245,12 @@ class Line:
         """True when the belt runs and has not stalled."""
         stalled = self.stall_at is not None and self.time >= self.stall_at
         return self.belt_running and not stalled
+
+    @property
+    def belt_speed(self) -> float:
+        """The belt's speed now (m/s while running): the geometry's, times the drift once due."""
+        drifted = self.drift_at is not None and self.time >= self.drift_at
+        return self.geo.belt_speed * (self.drift_factor if drifted else 1.0)
 
     @property
     def done(self) -> bool:
@@ -248,10 +302,11 @@ class Line:
     def _time_to_next_change(self) -> float:
         times = [r.time_to_rest() for r in self.rods.values() if r.time_to_rest() > 1e-12]
         times += [p.time - self.time for p in self._pictures]
-        if self.stall_at is not None and self.stall_at > self.time:
-            times.append(self.stall_at - self.time)
+        for at in (self.stall_at, self.drift_at):
+            if at is not None and at > self.time:
+                times.append(at - self.time)
         if self.belt_moving:
-            speed = self.geo.belt_speed
+            speed = self.belt_speed
             length = self.geo.item_length
             ahead: Item | None = None
             for item in self.belt:
@@ -281,7 +336,7 @@ class Line:
         for rod in self.rods.values():
             if rod.move(dt) and rod.number == 1:
                 self._feed_due = True
-        distance = self.geo.belt_speed * dt
+        distance = self.belt_speed * dt
         ahead: Item | None = None
         for item in self.belt:
             if item.moving:

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, FaultConfig
+from bt_sorter.config import Config, FaultConfig, LineGeometry
 from bt_sorter.log import get_logger
 from bt_sorter.sim import render
 from bt_sorter.sim.faults import FLICKER_OFFSETS, FaultInjector
@@ -60,6 +60,7 @@ class SimOptions:
     seed: int
     speed: float
     faults: FaultConfig
+    geometry: LineGeometry  # the physical line (a line file's, or the config's line:)
     ledger: Path | None = None
     summary: Path | None = None
     linger: float = 10.0  # line s after the last item left, with the belt still running
@@ -88,7 +89,12 @@ class SimNode:
             raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
         faults = options.faults
         self.line = Line(
-            config.line, labels, stuck_item=faults.stuck_item, stall_at=faults.stall_belt_at
+            options.geometry,
+            labels,
+            stuck_item=faults.stuck_item,
+            stall_at=faults.stall_belt_at,
+            drift_at=faults.belt_drift_at,
+            drift_factor=faults.belt_drift_factor,
         )
         self.injector = FaultInjector(faults, options.seed)
         self.picture_rng = np.random.default_rng(np.random.SeedSequence([options.seed, 1]))
@@ -101,6 +107,7 @@ class SimNode:
         self._subscribed = threading.Event()
         self._last_command = 0.0
         self._picture_faults: dict[int, str] = {}
+        self._jpegs: dict[int, bytes] = {}  # item id -> its picture, rendered ahead
         self._ledger: IO[str] | None = None
         self._started = (time.monotonic(), time.process_time())
         self.client = self._make_client()
@@ -197,6 +204,7 @@ class SimNode:
             self.stats["commands"] += 1
             self._handle(self.line.apply(command, at))
         self._handle(self.line.advance(max(now, self.line.time)))
+        self._render_ahead()
         self._send_due(self.line.time)
 
     def end_reason(self, now: float) -> str | None:
@@ -230,9 +238,19 @@ class SimNode:
                 )
                 self._write_ledger(item)
 
+    def _render_ahead(self) -> None:
+        """Render each item's picture once it is on the belt, so that it goes out when due
+        (rendering takes milliseconds: at speed 10 that is a tenth of a line second)."""
+        for item in self.line.belt:
+            if item.id not in self._jpegs and item.camera_time is None:
+                size = self.config.sim.picture_size
+                self._jpegs[item.id] = render.render_picture(self.picture_rng, item.label, size)
+
     def _picture(self, event: PictureDue) -> None:
-        size = self.config.sim.picture_size
-        jpeg = render.render_picture(self.picture_rng, event.label, size)
+        jpeg = self._jpegs.pop(event.item, None)
+        if jpeg is None:  # photographed in the step it was fed
+            size = self.config.sim.picture_size
+            jpeg = render.render_picture(self.picture_rng, event.label, size)
         sent = self.injector.picture(jpeg)
         if sent is None:
             self._picture_faults[event.item] = "missing"
@@ -315,4 +333,6 @@ class SimNode:
         counts["stuck_items"] = sum(1 for item in self.line.items if item.stuck)
         stall = self.options.faults.stall_belt_at
         counts["belt_stalls"] = int(stall is not None and self.line.time >= stall)
+        drift = self.options.faults.belt_drift_at
+        counts["belt_drifts"] = int(drift is not None and self.line.time >= drift)
         return counts

@@ -105,6 +105,7 @@ def start_simulator(
     *,
     summary: Path,
     config: Path | None = None,
+    line: Path | None = None,
     items: int | None = None,
     seed: int | None = None,
     speed: float | None = None,
@@ -118,6 +119,7 @@ def start_simulator(
     cmd += ["--summary", str(summary)]
     for flag, value in (
         ("--config", config),
+        ("--line", line),
         ("--items", items),
         ("--seed", seed),
         ("--speed", speed),
@@ -136,7 +138,7 @@ def start_simulator(
         )
     sim = SimProcess(process, summary, log_path)
     sim.wait_ready(ready_timeout)
-    if not sim.alive() and not any(READY_EVENT in line for line in sim.stdout_lines):
-        code = process.wait()
+    if not any(READY_EVENT in line for line in sim.stdout_lines):  # stdout closed: it ended
+        code = process.wait(ready_timeout)
         raise SimulatorError(f"simulator exited {code} before it was ready: {sim.log_tail()}")
     return sim

@@ -22,8 +22,9 @@ from typing import Any
 from py_trees.behaviour import Behaviour
 from py_trees.common import Status
 
+from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Item, Outcome
+from bt_sorter.blackboard import GATES, Item, Outcome
 from bt_sorter.trace import tree_shape, walk
 
 __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
@@ -46,20 +47,28 @@ def statuses(nodes: list[Behaviour]) -> str:
 def segment_seconds(ctx: Context) -> list[float]:
     """Expected belt-running seconds between consecutive stations of :func:`stations`.
 
-    Today from the configured geometry (a prior); at merge with the learned line model,
-    this is the function to point at it.
+    From the learned line model (feed → picture → each gate's blocked edge → the belt
+    end); a stretch not measured yet is drawn as long as the longest known one.
     """
-    line = ctx.config.line
-    points = [0.0, line.camera_position, *line.gate_positions, line.belt_length]
-    speed = line.belt_speed or 1.0
-    return [max(1e-3, (b - a) / speed) for a, b in itertools.pairwise(points)]
+    model = ctx.bb.line
+    times = [0.0, model.expected(linemodel.PICTURE)]
+    times += [model.expected(linemodel.blocked(gate)) for gate in GATES]
+    last = model.expected(linemodel.clear(GATES[-1]))
+    times.append(None if last is None else last + model.run_out([]))
+    known = [
+        b - a for a, b in itertools.pairwise(times) if a is not None and b is not None and b > a
+    ]
+    fallback = max(known, default=1.0)
+    out = []
+    for a, b in itertools.pairwise(times):
+        out.append(b - a if a is not None and b is not None and b > a else fallback)
+    return [max(1e-3, x) for x in out]
 
 
 def stations(ctx: Context) -> list[dict[str, Any]]:
     """Feeder, camera, gate 1..n (each with the rod just downstream of it), belt end."""
-    gates = len(ctx.config.line.gate_positions)
     out: list[dict[str, Any]] = [{"kind": "feeder", "rod": 1}, {"kind": "camera"}]
-    out += [{"kind": "gate", "gate": k, "rod": k + 1} for k in range(1, gates + 1)]
+    out += [{"kind": "gate", "gate": k, "rod": k + 1} for k in GATES]
     out.append({"kind": "end", "bin": 1})
     return out
 
@@ -79,7 +88,7 @@ def _item_x(ctx: Context, item: Item, seconds: list[float], xs: list[float]) -> 
     else:  # cleared gate k: gate k -> the next station
         k = zone // 2
         first = last = 1 + k
-        start = item.anchor[0] if item.anchor else item.cleared_at.get(k, now)
+        start = item.cleared_at.get(k, now)
     span = sum(seconds[first : last + 1])
     travelled = min(0.95 * span, max(0.0, now - start))
     i = first

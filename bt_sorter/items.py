@@ -1,0 +1,78 @@
+"""An item's story in line-model terms: its times since its feed, and how it ends.
+
+Shared by the matcher, the watchdogs and the leaves: :func:`since_feed` puts a line time
+on the item's own clock (belt seconds since its feed), :func:`observed_times` lists what
+its events showed of the line, and :func:`resolve_item` closes its record, teaching the
+line model from it when it was unambiguous.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bt_sorter import linemodel
+from bt_sorter.blackboard import Item, Outcome
+
+if TYPE_CHECKING:
+    from bt_sorter.behaviours.base import Context
+
+
+def since_feed(ctx: Context, item: Item, t: float) -> float:
+    """Belt-running seconds from ``item``'s feed command to line time ``t``."""
+    return ctx.bb.line.odometer.between(item.fed_at, t)
+
+
+def observed_times(ctx: Context, item: Item) -> dict[str, float]:
+    """The line-model quantities ``item``'s matched events measured (belt s)."""
+    out: dict[str, float] = {}
+    if item.picture_at is not None:
+        out[linemodel.PICTURE] = since_feed(ctx, item, item.picture_at)
+    for gate, at in item.blocked_at.items():
+        out[linemodel.blocked(gate)] = since_feed(ctx, item, at)
+    for gate, at in item.cleared_at.items():
+        out[linemodel.clear(gate)] = since_feed(ctx, item, at)
+        if gate in item.blocked_at:
+            out[linemodel.passage(gate)] = ctx.bb.line.odometer.between(item.blocked_at[gate], at)
+    return out
+
+
+def note_missing(ctx: Context, item: Item, gate: int, blocked: bool) -> None:
+    """One of ``item``'s edges did not come: its times there are unknown (it no longer
+    teaches the line model); a missing clear edge at its push gate means its rod cannot
+    be pushed on it (bin 1, with the reason)."""
+    item.clean = False
+    if not blocked and gate == item.push_gate and item.rod is not None and item.pushed_at is None:
+        item.uncertain = True
+        item.reject_reason = f"clear edge of gate {gate} missing: not pushed"
+    ctx.record.write("edge_missing", ctx.bb.now, item=item.id, gate=gate, blocked=blocked)
+
+
+def resolve_item(
+    ctx: Context, item: Item, t: float, outcome: Outcome, reason: str, bin_: int | None = None
+) -> None:
+    """End an item's story: out of the FIFO, into the record. Rejected items go to bin 1.
+
+    An item that reached its end cleanly (sorted or rejected, no stray edge near it)
+    teaches the line model its times; a configured prior they contradict is recorded
+    as ``geometry_mismatch``.
+    """
+    if outcome is Outcome.REJECTED:
+        reason, bin_ = item.reject_reason or reason, 1
+    ctx.bb.items.resolve(item, outcome, reason, t)
+    ctx.record.write(
+        "item_resolved",
+        t,
+        item=item.id,
+        outcome=str(outcome),
+        bin=bin_,
+        reason=reason,
+        label=item.label,
+        confidence=item.prediction.confidence if item.prediction else None,
+    )
+    if outcome is not Outcome.LOST and item.clean:
+        times = observed_times(ctx, item)
+        if times:
+            for mismatch in ctx.bb.line.learn(times):
+                ctx.record.write("geometry_mismatch", t, item=item.id, **mismatch)
+            ctx.record.write("line_learned", t, item=item.id,
+                             **{k: round(v, 4) for k, v in times.items()})  # fmt: skip

@@ -1,0 +1,209 @@
+"""The matcher: which item in flight a gate edge or a picture belongs to.
+
+Items cannot overtake each other, so every gate, and the camera, sees them in feed
+order. With one item on the belt the order of events is all there is to know: its
+picture, then gate 1 blocked and clear, gate 2, gate 3. With several, a gate's next
+edge belongs to the oldest item that has not made it yet and has reached the gate
+upstream, and the line model's windows (once measured, and only while several items are
+on the belt) decide only what order cannot:
+
+- a blocked edge while the gate holds an item: a duplicate or a flicker if it comes
+  sooner than that item's passage, else the next item's (the clear edge was lost);
+- a clear edge sooner than the item's passage: taken (the rod's window lies downstream,
+  so the push still meets the item) but not learned from;
+- an edge earlier than its candidate's window: a stray, ignored;
+- an edge later than its candidate's window for leaving the gate: the candidate
+  passed unseen (both edges lost), and the edge belongs to the item behind it.
+
+Evidence is never thrown away because it disagrees with a prior: before a quantity is
+measured there is no window, only order. A matched event sets the item's times and
+``anchor`` and is recorded (``gate_edge``, ``picture_received``); an unmatched one is
+counted in ``unmatched_edges`` and recorded, and the item it came nearest is no longer
+``clean`` (its times do not teach the line model).
+
+Reads: ``items``, ``line``, ``gates``. Writes: the items' positions and times,
+``blocked_gates`` (a gate an item cleared is free), ``last_evidence_at``,
+``missed_since_evidence``, ``empty_feeds_in_a_row``, ``unmatched_edges``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bt_sorter import linemodel
+from bt_sorter.blackboard import GATES, Edge, Item
+from bt_sorter.items import note_missing, since_feed
+
+if TYPE_CHECKING:
+    from bt_sorter.behaviours.base import Context
+
+
+class Matcher:
+    """Gives this tick's edges and pictures to the items in flight."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.bb = ctx.bb
+        self.model = ctx.bb.line
+
+    # -- edges -----------------------------------------------------------------------
+
+    def edge(self, edge: Edge) -> Item | None:
+        """The item ``edge`` belongs to (its position and times updated), or None."""
+        occupant = next((i for i in self.bb.items if i.entered == edge.gate > i.cleared), None)
+        item = self._blocked(edge, occupant) if edge.blocked else self._clear(edge, occupant)
+        if item is None:
+            self.bb.unmatched_edges += 1
+            for near in (occupant, self._last_to_leave(edge.gate)):
+                if near is not None:
+                    near.clean = False  # a stray edge near it: its times may be off
+            self.ctx.record.write("edge_unmatched", edge.t, gate=edge.gate,
+                                  blocked=edge.blocked)  # fmt: skip
+        return item
+
+    def _blocked(self, edge: Edge, occupant: Item | None) -> Item | None:
+        gate = edge.gate
+        if occupant is not None:
+            inside = self.model.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
+            if inside < self._shortest_passage(gate):
+                return None  # a duplicate, or a flicker re-blocking: the item is still there
+            follower = self._candidate(edge, after=occupant)
+            if follower is None or not self._fits(follower, edge):
+                return None
+            self._left_unseen(occupant, gate, blocked_seen=True)
+            return self._enter(follower, edge)
+        item = self._candidate(edge)
+        if item is None or not self._fits(item, edge):
+            return None
+        return self._enter(item, edge)
+
+    def _clear(self, edge: Edge, occupant: Item | None) -> Item | None:
+        gate = edge.gate
+        if occupant is not None:
+            # Its own clear edge, taken even when it comes too soon (a flicker in the middle
+            # of the item, or a late blocked edge bunched with it): the rod's window lies
+            # downstream of the gate, so a push now still meets the item. Too soon to learn.
+            inside = self.model.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
+            if inside < self._shortest_passage(gate):
+                occupant.clean = False
+            return self._leave(occupant, edge)
+        item = self._candidate(edge)
+        if item is None or not self._fits(item, edge, strict=True):
+            return None  # a duplicate clear edge, a flicker's last one, or a stray
+        note_missing(self.ctx, item, gate, blocked=True)
+        return self._leave(item, edge)
+
+    def _last_to_leave(self, gate: int) -> Item | None:
+        """The item in flight that most recently cleared ``gate``."""
+        left = [i for i in self.bb.items if gate in i.cleared_at]
+        return max(left, key=lambda i: i.cleared_at[gate], default=None)
+
+    def _shortest_passage(self, gate: int) -> float:
+        """Belt s an item surely spends in a gate: below it, a change is a glitch."""
+        passage = self.model.passage_time(gate)
+        if passage is None:  # unmeasured: half the shortest passage in the target range
+            return linemodel.SHORTEST_PASSAGE_S / 2
+        return passage * (1 - linemodel.REL_TOL) - self.model.margin
+
+    def _candidate(self, edge: Edge, after: Item | None = None) -> Item | None:
+        """The oldest item that has not made this edge yet and can have reached the gate.
+
+        An item passes gate k-1 before gate k; one that is overdue even for leaving
+        gate k (both of its edges there lost) is marked as passed, and the next one is
+        the candidate.
+        """
+        gate = edge.gate
+        skipping = after is not None
+        for item in self.bb.items:
+            if skipping:
+                skipping = item is not after
+                continue
+            done = item.entered >= gate if edge.blocked else item.cleared >= gate
+            if done:
+                continue
+            if item.entered < gate - 1:  # not even seen going into the gate upstream
+                return None
+            leave = linemodel.clear(gate)
+            if since_feed(self.ctx, item, edge.t) > self.model.deadline(leave, item.anchor):
+                if self.model.predict(leave, item.anchor) is None:
+                    return None  # unmeasured: order only, and the order says this one
+                self._left_unseen(item, gate, blocked_seen=item.entered == gate)
+                continue
+            return item
+        return None
+
+    def _alone(self, item: Item) -> bool:
+        """Whether ``item`` is the only one in flight still before the last gate's end:
+        then the order of events is all there is, and no window is applied."""
+        return all(i is item or i.cleared >= GATES[-1] for i in self.bb.items)
+
+    def _fits(self, item: Item, edge: Edge, strict: bool = False) -> bool:
+        """False when the edge comes before the item's window for it (a stray), unless the
+        item is alone on the belt (then order alone decides). ``strict``: a clear edge
+        whose blocked edge nobody saw is judged by the window even then."""
+        if self._alone(item) and not strict:
+            return True
+        name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
+        earliest = self.model.window(name, item.anchor)[0]
+        return since_feed(self.ctx, item, edge.t) >= earliest
+
+    def _enter(self, item: Item, edge: Edge) -> Item:
+        if item.entered < edge.gate - 1 or item.cleared < edge.gate - 1:
+            note_missing(self.ctx, item, edge.gate - 1, blocked=item.entered < edge.gate - 1)
+        item.entered, item.cleared = edge.gate, edge.gate - 1
+        item.blocked_at[edge.gate] = edge.t
+        self._matched(item, edge, linemodel.blocked(edge.gate))
+        return item
+
+    def _leave(self, item: Item, edge: Edge) -> Item:
+        item.entered = item.cleared = edge.gate
+        item.cleared_at[edge.gate] = edge.t
+        self.bb.blocked_gates.pop(edge.gate, None)
+        self._matched(item, edge, linemodel.clear(edge.gate))
+        return item
+
+    def _matched(self, item: Item, edge: Edge, name: str) -> None:
+        at = since_feed(self.ctx, item, edge.t)
+        item.anchor = (name, at)
+        item.evidence.add(edge.gate)
+        item.missed = 0
+        self.seen(item, edge.t)
+        self.ctx.record.write("gate_edge", edge.t, item=item.id, gate=edge.gate,
+                              blocked=edge.blocked, since_feed=round(at, 4))  # fmt: skip
+
+    def _left_unseen(self, item: Item, gate: int, blocked_seen: bool) -> None:
+        """``item`` has left ``gate`` without its edge(s) there: note them missing."""
+        if not blocked_seen:
+            note_missing(self.ctx, item, gate, blocked=True)
+        note_missing(self.ctx, item, gate, blocked=False)
+        item.entered = item.cleared = gate
+
+    # -- pictures ----------------------------------------------------------------------
+
+    def picture(self, t: float, data: bytes) -> Item | None:
+        """The item a picture belongs to: the oldest without one that has not left gate 1
+        and whose window it fits; an item it is too late for lost its own picture."""
+        for item in self.bb.items:
+            if item.picture is not None or item.cleared >= 1:
+                continue
+            at = since_feed(self.ctx, item, t)
+            earliest = self.model.window(linemodel.PICTURE)[0]
+            latest = self.model.deadline(linemodel.PICTURE)
+            if at < earliest and not self._alone(item):
+                break  # too early even for the oldest: a duplicate or a stray
+            if at > latest and item.entered == 0:
+                continue  # this one's picture went missing; the item behind may fit
+            item.picture, item.picture_at = data, t
+            if item.anchor is None:
+                item.anchor = (linemodel.PICTURE, at)
+            self.seen(item, t)
+            self.ctx.record.write("picture_received", t, item=item.id, bytes=len(data),
+                                  since_feed=round(at, 4))  # fmt: skip
+            return item
+        self.ctx.record.write("picture_unmatched", t, bytes=len(data))
+        return None
+
+    def seen(self, item: Item, t: float) -> None:
+        """Evidence that ``item`` is on the belt: the line is moving."""
+        item.seen, self.bb.last_evidence_at, self.bb.empty_feeds_in_a_row = True, t, 0
+        self.bb.missed_since_evidence = 0

@@ -1,0 +1,124 @@
+"""The watchdogs: what the line should have shown by now and did not.
+
+Every item in flight owes its next event: its picture or first edge while it has not
+been seen, then its gate edges in order, then its fall off the belt end. The line model
+gives each a deadline: the late end of its window once measured, else a bound no line
+in the target range can trip (so a slower line is not a stuck item and a faster one is
+not a stalled belt). When a deadline passes:
+
+- an item never seen (no picture, no edge): an empty feed, which may mean the stack is
+  empty; lost instead if it was fed before the broker went away, and left alone while
+  other edges are missing or late (the belt may have stalled under it). An item seen only by
+  its edges (its picture missing) is seen: never an empty feed. Nor is one while items
+  ahead of it are late;
+- a gate edge: noted missing and the item moved past it (a missing clear edge at its
+  push gate: it will not be pushed, bin 1); it counts towards a stalled belt, unless it
+  may have been lost with the broker;
+- :data:`STUCK_AFTER_MISSED` events in a row overdue while the gate the item is in (or
+  is held back from) still reads blocked: the item is stuck there (``blocked_gates``);
+  one lost message cannot do that;
+- past gate 3 and its run-out: it has fallen off the belt end (bin 1), or is lost with
+  the reason if it was not seen at gate 3.
+
+An item past its event's window but not yet its deadline is counted in ``late_items``:
+the belt may be stalling, so feeding holds.
+
+Reads: ``items``, ``line``, ``gates``, ``now``, ``resynced_at``, ``missed_since_evidence``.
+Writes: the items' positions and outcomes, ``blocked_gates``, ``missed_since_evidence``,
+``late_items``, ``empty_feeds_in_a_row``, the FIFO's empty feeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from bt_sorter import linemodel
+from bt_sorter.blackboard import GATES, Item, Outcome
+from bt_sorter.items import note_missing, resolve_item, since_feed
+
+if TYPE_CHECKING:
+    from bt_sorter.behaviours.base import Context
+
+STUCK_AFTER_MISSED = 2  # an item's clear edge and the event after it, both overdue
+LAST_GATE = GATES[-1]
+
+
+class Watchdogs:
+    """Checks every item in flight against its deadlines."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.bb = ctx.bb
+        self.model = ctx.bb.line
+
+    def check(self) -> None:
+        self.bb.late_items = 0
+        items = list(self.bb.items)
+        for item in items:  # the items seen first: whether they are late bears on the rest
+            if item.seen:
+                self._overdue(item)
+        late_ahead = self.bb.late_items
+        for item in items:
+            if not item.seen:
+                self._unseen(item, late_ahead)
+
+    def _offline(self, item: Item) -> bool:
+        """Whether ``item``'s missing evidence may have gone with the broker."""
+        back = self.bb.resynced_at
+        return back is not None and item.fed_at < back
+
+    def _unseen(self, item: Item, late: int) -> None:
+        """``late``: items seen on the belt that are behind their time (it may be stalling)."""
+        now = since_feed(self.ctx, item, self.bb.now)
+        names = (linemodel.PICTURE, linemodel.blocked(1))
+        if now > min(self.model.window(name)[1] for name in names):
+            self.bb.late_items += 1
+        if now <= min(self.model.deadline(name) for name in names):
+            return
+        if self._offline(item):
+            reason = "never seen: fed before the broker was lost"
+            resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
+        elif not self.bb.missed_since_evidence and not late:  # else the belt may have stalled
+            self.bb.items.discard(item)
+            self.bb.empty_feeds_in_a_row += 1
+            self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
+
+    def _overdue(self, item: Item) -> None:
+        now = since_feed(self.ctx, item, self.bb.now)
+        while item.cleared < LAST_GATE:
+            gate = item.entered if item.entered > item.cleared else item.cleared + 1
+            is_blocked = item.entered == item.cleared
+            name = linemodel.blocked(gate) if is_blocked else linemodel.clear(gate)
+            if now <= self.model.deadline(name, item.anchor):
+                if now > self.model.window(name, item.anchor)[1]:
+                    self.bb.late_items += 1  # late, not yet missing: feeding holds
+                return
+            note_missing(self.ctx, item, gate, blocked=is_blocked)
+            item.entered, item.cleared = gate, gate - 1 if is_blocked else gate
+            item.missed += 1
+            if not self._offline(item):
+                self.bb.missed_since_evidence += 1
+            latest = item.anchor[0] if item.anchor else linemodel.PICTURE
+            held_at = linemodel.gate_of(latest) if latest.endswith("blocked") else gate
+            if item.missed >= STUCK_AFTER_MISSED and self.bb.gates[held_at]:
+                self.bb.blocked_gates[held_at] = item.id
+        self._ran_out(item, now)
+
+    def _ran_out(self, item: Item, now: float) -> None:
+        """Past gate 3: resolve it once it has surely fallen off the belt end."""
+        last = linemodel.clear(LAST_GATE)
+        if LAST_GATE in item.cleared_at:
+            left = since_feed(self.ctx, item, item.cleared_at[LAST_GATE])
+        else:
+            left = self.model.deadline(last, item.anchor)
+        at = sorted(since_feed(self.ctx, item, t) for t in item.blocked_at.values())
+        own = [b - a for a, b in itertools.pairwise(at)]
+        if now <= left + self.model.run_out(own):
+            return
+        if LAST_GATE in item.evidence:
+            resolve_item(self.ctx, item, self.bb.now, Outcome.REJECTED, "rode to the belt end")
+        else:
+            last_seen = max(item.evidence, default=0)
+            reason = f"not seen after gate {last_seen}; past the belt end by now"
+            resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
