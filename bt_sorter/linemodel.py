@@ -465,6 +465,8 @@ class LineModel:
             "geometry_mismatches": list(self.mismatches),
             "safe_spacing_s": None if spacing is None else round(spacing, 4),
             "feeder_cycle_s": round(self.feeder_cycle, 4),
+            "decision_delay_s": round(self.decision_delay, 4),  # issue 15: the margin's inputs
+            "margin_s": round(self.margin, 4),
             "limit_items_per_minute": None if limit is None else round(limit, 3),
             **self.lengths(),
         }
