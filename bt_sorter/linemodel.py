@@ -67,6 +67,10 @@ DELAY_WINDOW = 500  # ticks: 10 s of line time at 50 Hz
 DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
+# How far past its gate (in the item's own passages) a late push still meets the item: the
+# sweep window lies downstream of the gate and must overlap an item that has just cleared
+# it; three quarters of an item length is assumed (the built-in line's reaches 1.5).
+PUSH_REACH = 0.75
 STALL_GAPS = 3  # no evidence for this many of an item's longest gaps: the belt has stalled
 
 PICTURE = "picture"
@@ -380,6 +384,13 @@ class LineModel:
         """The time an item takes to pass gate ``gate`` (its own length), if known."""
         return self.expected(passage(gate))
 
+    def max_push_delay(self, gate: int, own: float | None = None) -> float:
+        """Latest push (line s) after an item cleared ``gate`` that still meets it:
+        :data:`PUSH_REACH` of its passage there (the model's, else ``own``, the item's own,
+        else the shortest in the target range), never under two ticks."""
+        passage = self.passage_time(gate) or own or SHORTEST_PASSAGE_S
+        return max(PUSH_REACH * passage, self.tick * 2)
+
     def run_out(self, own: list[float]) -> float:
         """Belt s from gate 3's clear edge until an item has surely fallen off the end.
 
@@ -416,10 +427,11 @@ class LineModel:
     def safe_spacing(self) -> float | None:
         """Least belt s between two feeds that keeps every rod off the item behind.
 
-        Rod k+1 goes out on gate k's clear edge of the item ahead and is back
-        ``rod_out`` later; the item behind must not reach gate k (the sweep window lies
-        downstream of it) before then: passage at gate k + rod out, plus the spreads and
-        the command margin. None while a passage is unknown. See docs/line-model.md.
+        Rod k+1 goes out on gate k's clear edge of the item ahead, as late as
+        :meth:`max_push_delay` after it, and is back ``rod_out`` later; the item behind
+        must not reach gate k (the sweep window lies downstream of it) before then:
+        passage at gate k + the latest push + rod out, plus the spreads and the command
+        margin. None while a passage is unknown. See docs/line-model.md.
         """
         needs = []
         for gate in range(1, GATE_COUNT + 1):
@@ -427,7 +439,8 @@ class LineModel:
             if time is None:
                 return None
             spread = max(self.spread(passage(gate)), self.spread(blocked(gate)))
-            needs.append(time * max(1.0, self.pace) + SPREAD_K * spread)
+            stretched = time * max(1.0, self.pace)
+            needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
         return max(needs) + self.rod_out + self.margin
 
     def limit_per_minute(self) -> float | None:
@@ -441,10 +454,12 @@ class LineModel:
 
     def lengths(self) -> dict[str, float]:
         """Metres, where a length is known: the configured item length gives belt speed
-        and the gate spacings."""
+        and the gate spacings (unless a passage contradicted the configured geometry:
+        then the length may be what is wrong)."""
         length = self.prior.item_length if self.prior is not None else None
         passage_time = self.passage_time(1)
-        if length is None or not passage_time:
+        contradicted = any(m["quantity"].endswith("passage") for m in self.mismatches)
+        if length is None or not passage_time or contradicted:
             return {}
         speed = length / passage_time
         out = {"item_length_m": length, "belt_speed_m_s": round(speed, 4)}

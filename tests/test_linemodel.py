@@ -80,7 +80,8 @@ def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
     model = LineModel(feeder_cycle=2.5, rod_out=1.3, tick=0.02)
     assert model.safe_spacing() is None and model.limit_per_minute() is None
     model.learn(LINE)
-    assert model.safe_spacing() == pytest.approx(0.4 + 1.3 + model.margin)
+    late_push = linemodel.PUSH_REACH * 0.4
+    assert model.safe_spacing() == pytest.approx(0.4 + late_push + 1.3 + model.margin)
     assert model.limit_per_minute() == pytest.approx(60 / 2.5)
     model.learn(scaled(10))  # a slow belt: 4 s passages
     model.learn(scaled(10))

@@ -3,7 +3,8 @@
 The simulator runs a line file from ``config/lines/`` (``run.py --line``); the controller
 gets no ``line:`` or the built-in line's (wrong) one. ``test_unknown_lines.py`` checks that
 every item is sorted; these check what is learned and kept: the ``geometry_mismatch``
-report and ``run.py --calibrate``'s config, against the line file's own dimensions.
+report and ``run.py --calibrate``'s config, against the line file's own dimensions, and
+a belt that slows by 20 % mid-run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from line_runs import ROOT, run_unknown_line, speed_for
+from line_runs import ROOT, controller_config, run_line, run_unknown_line, speed_for
 
 from bt_sorter import linemodel
 from bt_sorter.config import load_config
@@ -58,3 +59,18 @@ def test_calibrated_config_holds_the_lines_timings_and_loads(tmp_path: Path) -> 
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
     assert "gate3.clear" in check.stdout and f"config {out}: ok" in check.stdout
+
+
+@pytest.mark.slow
+def test_pipelined_tree_follows_a_belt_that_slows_by_20_percent(tmp_path: Path) -> None:
+    config = controller_config(tmp_path, "none")
+    items, drift_at = 24, 45.0  # the built-in line, pipelining by the time the belt slows
+    code, summary = run_line(
+        tmp_path, "--tree", "trees/sort_pipelined.yaml", "--builtin", "--config", str(config),
+        "--items", str(items), "--speed", "10", "--sim-arg", f"--belt-drift={drift_at}:0.8",
+    )  # fmt: skip
+    truth = summary["line"]
+    assert code == 0 and truth["faults"]["belt_drifts"] == 1, summary
+    assert truth["missorted"] == 0 and truth["correct"] == items, summary
+    passage = summary["measured_line"]["quantities"]["gate1.passage"]["median"]
+    assert passage == pytest.approx(0.06 / (0.1 * 0.8), rel=0.05)  # the slowed belt's

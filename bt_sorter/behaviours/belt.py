@@ -12,7 +12,10 @@ Status = py_trees.common.Status
 
 @register
 class StartBelt(Leaf):
-    """Start the belt. SUCCESS at once (the command is requested this tick)."""
+    """Start the belt. SUCCESS at once (the command is requested this tick).
+
+    reads: belt_running. writes: the belt command (and the line model's odometer).
+    """
 
     def update(self) -> Status:
         if not self.bb.belt_running:
@@ -23,7 +26,10 @@ class StartBelt(Leaf):
 
 @register
 class StopBelt(Leaf):
-    """Stop the belt. SUCCESS at once."""
+    """Stop the belt. SUCCESS at once.
+
+    reads: belt_running. writes: the belt command (and the line model's odometer).
+    """
 
     def update(self) -> Status:
         if self.bb.belt_running:
@@ -34,7 +40,10 @@ class StopBelt(Leaf):
 
 @register
 class Wait(Leaf):
-    """RUNNING for ``seconds`` of line time after it starts, then SUCCESS."""
+    """RUNNING for ``seconds`` of line time after it starts, then SUCCESS.
+
+    reads: now. writes: nothing.
+    """
 
     params = (Param("seconds", float, "how long to wait, in line seconds"),)
     seconds: float

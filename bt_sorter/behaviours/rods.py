@@ -6,21 +6,18 @@ import py_trees
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.blackboard import CLASSIFYING_RODS, Item, Outcome
+from bt_sorter.blackboard import CLASSIFYING_RODS, GATES, Item, Outcome
 from bt_sorter.items import resolve_item
 
 Status = py_trees.common.Status
 
-# How far past its gate (in the item's own passages) a late push still meets the item:
-# the sweep window lies downstream of the gate and must overlap an item that has just
-# cleared it; three quarters of an item length is assumed (the built-in line's window
-# reaches one and a half).
-PUSH_REACH = 0.75
-
 
 @register
 class ItemHasRod(Leaf):
-    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE."""
+    """SUCCESS if the current item (the newest fed) is decided and has a rod, else FAILURE.
+
+    reads: items. writes: nothing.
+    """
 
     def update(self) -> Status:
         item = self.bb.items.newest()
@@ -44,7 +41,7 @@ class PushRod(Leaf):
     params = (
         Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
         Param("max_delay", float, "latest push after the item cleared its gate, line "
-              "seconds; default: 3/4 of its passage there (its own length)", None),
+              "seconds; default: the line model's (3/4 of the item's passage there)", None),
     )  # fmt: skip
     rod: int
     max_delay: float | None
@@ -107,18 +104,14 @@ class PushRod(Leaf):
         return self.bb.now - edge_at + late
 
     def _max_delay(self, item: Item) -> float:
-        """:data:`PUSH_REACH` of the item's passage at its push gate: the sweep window
-        starts at the gate, and is taken to reach that far past it. The line model's
-        passage, else the item's own, else the shortest in the target range; never under
-        a tick."""
+        """The line model's latest push after the clear edge (a share of the passage)."""
         if self.max_delay is not None:
             return self.max_delay
-        gate, model = item.push_gate, self.bb.line
-        passage = model.passage_time(gate)
-        if passage is None and gate in item.blocked_at and gate in item.cleared_at:
-            passage = model.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
-        reach = PUSH_REACH * (passage or linemodel.SHORTEST_PASSAGE_S)
-        return max(reach, 1.0 / self.ctx.config.timings.tick_hz)
+        gate = item.push_gate
+        own = None
+        if gate in item.blocked_at and gate in item.cleared_at:
+            own = self.bb.line.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
+        return self.bb.line.max_push_delay(gate, own)
 
 
 @register
@@ -179,8 +172,11 @@ class RetractRod(Leaf):
 class WaitItemLeft(Leaf):
     """RUNNING until the current item (the newest fed) is past the last rod, or gone.
 
-    Past gate 3 nothing can happen to it but the fall into bin 1 (the course controller
-    feeds the next item then); its record is closed when it has fallen off the end.
+    Past the last gate nothing can happen to it but the fall into bin 1 (the course
+    controller feeds the next item then); the watchdogs close its record once it has
+    surely fallen off the end.
+
+    reads: items. writes: nothing.
     """
 
     def initialise(self) -> None:
@@ -188,14 +184,17 @@ class WaitItemLeft(Leaf):
 
     def update(self) -> Status:
         item = self.item
-        if item is None or item.cleared >= 3 or item not in self.bb.items:  # past, or gone
+        if item is None or item.cleared >= GATES[-1] or item not in self.bb.items:  # past/gone
             return Status.SUCCESS
         return Status.RUNNING
 
 
 @register
 class WaitLineClear(Leaf):
-    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved."""
+    """RUNNING while any item is in flight; SUCCESS once every fed item is resolved.
+
+    reads: items. writes: nothing.
+    """
 
     def update(self) -> Status:
         return Status.RUNNING if len(self.bb.items) else Status.SUCCESS

@@ -57,7 +57,10 @@ class LineHealthy(Leaf):
 
 @register
 class RetractAllRods(Leaf):
-    """Retract every rod (one all-rods command). SUCCESS at once."""
+    """Retract every rod (one all-rods command). SUCCESS at once.
+
+    reads: nothing. writes: the all-rods command.
+    """
 
     def update(self) -> Status:
         self.bb.command(protocol.ALL_PULL)
@@ -70,6 +73,8 @@ class RaiseAlarm(Leaf):
 
     The reason is the last fault a condition reported, else ``reason``. Items still in
     flight are recorded as lost, with the reason.
+
+    reads: fault, items. writes: alarms, the items' outcomes.
     """
 
     params = (Param("reason", str, "what to say when no fault was reported", "line aborted"),)
@@ -90,6 +95,8 @@ class StackEmpty(Leaf):
     """SUCCESS once ``empty_feeds`` feeds in a row put nothing on the belt, else FAILURE.
 
     On SUCCESS the stack is taken as empty (the run may end normally).
+
+    reads: empty_feeds_in_a_row. writes: stack_empty.
     """
 
     params = (Param("empty_feeds", int, "empty feeds in a row that mean the stack is empty", 2),)

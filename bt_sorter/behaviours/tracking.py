@@ -12,13 +12,12 @@ from __future__ import annotations
 import py_trees
 
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.items import resolve_item
 from bt_sorter.matcher import Matcher
 from bt_sorter.watchdogs import Watchdogs
 
 Status = py_trees.common.Status
 
-__all__ = ["LineMeasured", "TrackItems", "resolve_item"]
+__all__ = ["LineMeasured", "TrackItems"]
 
 
 @register

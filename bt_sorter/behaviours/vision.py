@@ -97,6 +97,8 @@ class Classify(Leaf):
     RUNNING while the back end works; SUCCESS with the item's label and rod decided
     (a weak answer becomes ``unknown``: bin 1); FAILURE when the back end fails (a
     broken picture, a service down), so the tree can retry or fall back.
+
+    reads: items (their pictures), the classifiers. writes: the item's prediction, label, rod.
     """
 
     params = (
@@ -147,6 +149,8 @@ class RejectItem(Leaf):
     """Decide the oldest undecided item as ``unknown``: no rod, bin 1. SUCCESS.
 
     With no undecided item (it has left the line meanwhile) there is nothing to do: SUCCESS.
+
+    reads: items. writes: the item's label and rod (none).
     """
 
     params = (Param("reason", str, "why, for the record", "no usable picture"),)
@@ -165,6 +169,8 @@ class SavePicture(Leaf):
 
     The label comes from the command line (``run.py --label``). The file is written
     on a worker thread. SUCCESS when a picture was handed over, RUNNING until one is there.
+
+    reads: items (their pictures), options.label. writes: the item's label (unknown).
     """
 
     params = (Param("folder", str, "where the dataset grows (one sub-folder per label)"),)
