@@ -41,9 +41,18 @@ def note_missing(ctx: Context, item: Item, gate: int, blocked: bool) -> None:
     teaches the line model); a missing clear edge at its push gate means its rod cannot
     be pushed on it (bin 1, with the reason)."""
     item.clean = False
-    if not blocked and gate == item.push_gate and item.rod is not None and item.pushed_at is None:
+    pending = item.rod is not None and item.pushed_at is None
+    if not blocked and gate == item.push_gate and pending:
         item.uncertain = True
         item.reject_reason = f"clear edge of gate {gate} missing: not pushed"
+    # Issue 15: no edge of its own at an upstream gate (bunched with the item ahead, or both
+    # messages lost) while others are on the belt: which item is which downstream rests on
+    # order alone, and its edges may be the next item's. Not pushed (bin 1).
+    unseen_upstream = not blocked and gate < item.push_gate and gate not in item.blocked_at
+    may_push = item.pushed_at is None and (item.rod is not None or not item.decided)
+    if unseen_upstream and may_push and len(ctx.bb.items) > 1:
+        item.uncertain = True
+        item.reject_reason = f"no edge of its own at gate {gate}: not pushed"
     ctx.record.write("edge_missing", ctx.bb.now, item=item.id, gate=gate, blocked=blocked)
 
 
