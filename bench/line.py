@@ -197,6 +197,10 @@ def wrong_bins(ledger: list[dict[str, Any]], config: Path) -> int:
     return sum(1 for r in ledger if r["bin"] not in (1, routes.get(r["label"], 1)))
 
 
+def percent(rate: float | None, limit: float | None) -> str:
+    return "-" if not limit or rate is None else f"{rate / limit:.0%}"
+
+
 def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
     """Each tree under each timing set on the built-in line: throughput against the line's
     limit (the controller's measured one, and the config's geometry), missorts."""
@@ -220,14 +224,11 @@ def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
             feed = f"{timings['feed_hold']}/{timings['feed_back']}"
             label = f"{name} {feed}, rods {timings['push_hold']}"
 
-            def pct(limit: float | None, steady: float | None = steady) -> str:
-                return "-" if not limit or steady is None else f"{steady / limit:.0%}"
-
             rows.append([
                 label, Path(tree).stem, f"{line.get('throughput_per_min') or 0.0:.2f}",
                 "-" if steady is None else f"{steady:.2f}",
-                "-" if not measured else f"{measured:.2f}", pct(measured),
-                f"{geometry:.2f}", pct(geometry), str(line.get("correct", "?")),
+                "-" if not measured else f"{measured:.2f}", percent(steady, measured),
+                f"{geometry:.2f}", percent(steady, geometry), str(line.get("correct", "?")),
                 str(wrong_bins(result["ledger"], config)),
                 str((line.get("bins") or {}).get("1", "?")), str(line.get("lost", "?")),
                 str(result.get("exit_code", "?")), f"{result['wall_s']:.0f}",
