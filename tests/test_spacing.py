@@ -19,6 +19,7 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
+from bt_sorter.items import identity_doubt
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 
@@ -114,3 +115,14 @@ def test_an_item_with_no_edge_of_its_own_upstream_is_not_pushed_on_the_next_ones
     assert protocol.push(3) not in sent  # rod 3 would have swept the third item
     assert second.uncertain and second.pushed_at is None
     assert third.evidence == {1, 2, 3} and measured.bb.alarms == []
+
+
+def test_an_item_whose_events_are_two_items_is_not_pushed(measured: Context) -> None:
+    first = fed(measured, 0.0, rod=2)
+    fed(measured, 2.5, rod=None)
+    first.picture_at = 2.0  # its own picture ...
+    first.blocked_at[1], first.cleared_at[1] = 3.0, 3.4  # ... and its own gate 1 edges
+    assert identity_doubt(measured, first) is None
+    first.blocked_at[1], first.cleared_at[1] = 5.5, 5.9  # the next item's edges, 2.5 s on
+    doubt = identity_doubt(measured, first)
+    assert doubt is not None and "picture and gate1.blocked" in doubt
