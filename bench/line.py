@@ -210,6 +210,7 @@ def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
         "missorted (bins 2-4)", "rejected (bin 1)", "lost", "exit", "wall s",
     ]  # fmt: skip
     rows: list[list[str]] = []
+    notes: list[str] = []  # why a run stopped, where it did not end by itself
     for name, timings in TIMING_SETS.items():
         config = timing_config(workdir, name)
         geometry = load_config(config).limit_items_per_minute()
@@ -224,6 +225,8 @@ def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
             feed = f"{timings['feed_hold']}/{timings['feed_back']}"
             label = f"{name} {feed}, rods {timings['push_hold']}"
 
+            if result.get("exit_code") != 0:
+                notes.append(f"{name}: {result.get('stop_reason')}")
             rows.append([
                 label, Path(tree).stem, f"{line.get('throughput_per_min') or 0.0:.2f}",
                 "-" if steady is None else f"{steady:.2f}",
@@ -241,7 +244,7 @@ def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join([title, "", *lines])
+    return "\n".join([title, "", *lines, *(["", "stopped: " + "; ".join(notes)] if notes else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
