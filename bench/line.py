@@ -7,15 +7,15 @@ of the feeds, all of them after any learning phase), ratios to the sequential tr
 the physical limit, correct, missorted, rejected (bin 1), lost.
 
 Without ``--line`` the line is the built-in one and the controller gets ``--config``
-(default config/default.yaml): the limit is that config's, 60 / max(feeder cycle, minimum
-safe spacing ÷ belt speed) (bt_sorter.config.Config.limit_items_per_minute).
+(default config/default.yaml). With ``--line FILE`` (or ``--all-lines``: every file in
+config/lines/) the built-in simulator runs that line file while the controller gets a
+config with no ``line:`` section (or ``--config``): it is not told the line.
 
-With ``--line FILE`` (or ``--all-lines``: every file in config/lines/) the built-in
-simulator runs that line file while the controller gets a config with no ``line:`` section
-(or ``--config``): it is not told the line. The limit is then the controller's own
-measurement when its summary has one (``measured_line.limit_items_per_minute``: feeder
-cycle vs. safe spacing, both measured), else the line file's ground truth (the same
-formula on the file's geometry); the output says which. Both are printed when both exist.
+Limits, each shown with the steady rate against it: the controller's own, when its summary
+has one (``measured_line.limit_items_per_minute``: feeder cycle vs. safe spacing, both
+measured), and the ground truth: 60 / max(feeder cycle, minimum safe spacing ÷ belt
+speed) on the line file's geometry, or the config's without ``--line``
+(bt_sorter.config.Config.limit_items_per_minute).
 
     python bench/line.py --items 200 --speed 10
     python bench/line.py --all-lines --items 60 --speed 10
@@ -86,7 +86,9 @@ def steady_rate(ledger: list[dict[str, Any]]) -> float | None:
     return 60.0 * (len(tail) - 1) / (tail[-1] - tail[0])
 
 
-def row(tree: str, result: dict[str, Any], base: float | None, limit: float) -> list[str]:
+def row(
+    tree: str, result: dict[str, Any], base: float | None, limits: dict[str, float]
+) -> list[str]:
     line = result.get("line") or {}
     rate = line.get("throughput_per_min") or 0.0
     steady = steady_rate(result["ledger"])
@@ -97,7 +99,7 @@ def row(tree: str, result: dict[str, Any], base: float | None, limit: float) -> 
         f"{rate:.2f}",
         "-" if steady is None else f"{steady:.2f}",
         f"{rate / base:.2f}×" if base else "1.00×",
-        "-" if steady is None else f"{steady / limit:.0%}",
+        *("-" if steady is None else f"{steady / limit:.0%}" for limit in limits.values()),
         str(line.get("correct", "?")),
         str(line.get("missorted", "?")),
         str(bins.get("1", "?")),
@@ -106,9 +108,10 @@ def row(tree: str, result: dict[str, Any], base: float | None, limit: float) -> 
     ]
 
 
-def table(rows: list[list[str]]) -> str:
+def table(rows: list[list[str]], limits: dict[str, float]) -> str:
     head = [
-        "tree", "items", "items/min", "steady items/min", "vs sequential", "steady vs limit",
+        "tree", "items", "items/min", "steady items/min", "vs sequential",
+        *(f"steady vs {name} limit" for name in limits),
         "correct", "missorted", "rejected (bin 1)", "lost", "wall s",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -126,7 +129,7 @@ def unknown_line_config(workdir: Path) -> Path:
 
 
 def measured_limit(results: list[dict[str, Any]]) -> float | None:
-    """The controller's own limit (its summary's measured_line), last tree's first."""
+    """The controller's own limit (its summary's measured_line), the last tree's first."""
     for result in reversed(results):
         limit = (result.get("measured_line") or {}).get("limit_items_per_minute")
         if limit:
@@ -146,32 +149,30 @@ def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> st
         results.append(run_tree(tree, args, workdir, config, line))
         print(f"done: {line.name if line else 'built-in line'} {tree} in "
               f"{results[-1]['wall_s']:.0f} s wall", file=sys.stderr, flush=True)  # fmt: skip
-    measured = measured_limit(results) if line is not None else None
-    limit = measured or truth_limit
-    source = (
-        "measured by the controller (its summary's measured_line)"
-        if measured
-        else ("the line file's geometry (ground truth)" if line else "the config's geometry")
-    )
+    measured = measured_limit(results)
+    limits = {"measured": measured} if measured else {}
+    limits["line file" if line else "config"] = truth_limit
     title = f"line {line.relative_to(ROOT) if line else 'built-in'}"
     head = [
-        f"**{title}**: items {args.items}, seed {args.seed}, speed {args.speed}; limit "
-        f"{limit:.2f} items/min, {source}; from the {'line file' if line else 'config'}: "
-        f"{truth_limit:.2f} items/min = "
-        f"60 / max(feeder cycle {truth.feeder_cycle():.2f} s, time for the safe spacing of "
-        f"{truth.min_item_spacing():.3f} m)",
+        f"**{title}**: items {args.items}, seed {args.seed}, speed {args.speed}; "
+        + "; ".join(f"{name} limit {value:.2f} items/min" for name, value in limits.items())
+        + f" (the measured one from the controller's measured_line, when it has one; the "
+        f"{'line file' if line else 'config'}'s = 60 / max(feeder cycle "
+        f"{truth.feeder_cycle():.2f} s, time for the safe spacing of "
+        f"{truth.min_item_spacing():.3f} m))",
         "",
     ]
     rows: list[list[str]] = []
     base: float | None = None
     for tree, result in zip(args.trees, results, strict=True):
-        rows.append(row(tree, result, base, limit))
+        rows.append(row(tree, result, base, limits))
         base = base or (result.get("line") or {}).get("throughput_per_min")
-    mark = "measured" if measured else "line file" if line else "config"
-    vs_base = f"{limit / base:.2f}×" if base else "-"
-    rows.append([f"limit ({mark})", "-", f"{limit:.2f}", f"{limit:.2f}", vs_base, "100%",
-                 "-", "-", "-", "-", "-"])  # fmt: skip
-    return "\n".join([*head, table(rows)])
+    for name, limit in limits.items():
+        ratios = [f"{limit / other:.0%}" for other in limits.values()]
+        rows.append([f"limit ({name})", "-", f"{limit:.2f}", f"{limit:.2f}",
+                     f"{limit / base:.2f}×" if base else "-", *ratios,
+                     "-", "-", "-", "-", "-"])  # fmt: skip
+    return "\n".join([*head, table(rows, limits)])
 
 
 # Issue 15: the actuator timing sets a line engineer writes (feeder out/back, rods held).

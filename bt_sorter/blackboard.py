@@ -105,7 +105,7 @@ class Item:
     @property
     def push_gate(self) -> int:
         """The gate whose falling edge triggers this item's rod (3 when it has none)."""
-        return self.rod - 1 if self.rod else 3
+        return self.rod - 1 if self.rod else GATES[-1]
 
 
 class ItemFifo:

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bt_sorter.config import LineConfig
-
-GATE_COUNT = 3
+from bt_sorter.protocol import GATE_COUNT
 
 # The target range (issue 9): belts 0.05-0.5 m/s, items 3-15 cm, any layout in feed order.
 SLOWEST_BELT = 0.05  # m/s
@@ -72,6 +71,7 @@ RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past g
 # it; three quarters of an item length is assumed (the built-in line's reaches 1.5).
 PUSH_REACH = 0.75
 STALL_GAPS = 3  # no evidence for this many of an item's longest gaps: the belt has stalled
+STALL_WALL_S = 1.0  # ... and for at least this long in wall time (a busy machine's hiccup)
 
 PICTURE = "picture"
 
@@ -414,13 +414,14 @@ class LineModel:
     def quiet_bound(self) -> float:
         """Belt s without any evidence that, with edges missing, means a stalled belt:
         :data:`STALL_GAPS` times the longest gap between two consecutive events of an
-        item (a busy machine may hold messages back for a while)."""
+        item, and no less than :data:`STALL_WALL_S` of wall time (a busy machine may hold
+        a process back for a while; ``--speed`` makes that longer in line time)."""
         times = [self.expected(name) for name in CHAIN]
         if any(t is None for t in times):
             return UNMEASURED_REACH_S
         known = [0.0, *(t for t in times if t is not None)]
         gaps = [b - a for a, b in itertools.pairwise(known)]
-        return STALL_GAPS * max(gaps) * self.pace + self.margin
+        return max(STALL_GAPS * max(gaps) * self.pace, STALL_WALL_S * self.speed) + self.margin
 
     # -- spacing and the limit ---------------------------------------------------------
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from bt_sorter.config import LineGeometry
+
 ROOT = Path(__file__).resolve().parent.parent
 LINE_FILES = sorted((ROOT / "config" / "lines").glob("*.yaml"))
 # --speed per line file in tests: the push window after a gate's clear edge (rod k+1's
@@ -32,6 +34,18 @@ def speed_for(line: Path) -> float:
 
 
 Geometry = Literal["none", "builtin"]
+
+
+def true_timings(geo: LineGeometry) -> dict[str, float]:
+    """A line file's timings as the controller measures them: seconds of belt running since
+    the feed command (the item lands once rod 1 is out), for the picture and gate edges."""
+    landed = geo.feeder_stroke_time
+    times = {"picture": landed + (geo.camera_position - geo.item_length / 2) / geo.belt_speed}
+    times["picture"] += geo.camera_delay
+    for gate, position in enumerate(geo.gate_positions, start=1):
+        times[f"gate{gate}.blocked"] = landed + (position - geo.item_length) / geo.belt_speed
+        times[f"gate{gate}.clear"] = landed + position / geo.belt_speed
+    return times
 
 
 def run_line(tmp_path: Path, *args: str, timeout: float = 240.0) -> tuple[int, dict[str, Any]]:

@@ -91,6 +91,14 @@ def sim_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def test_simulator_warns_of_a_line_the_course_rule_cannot_sort(tmp_path: Path) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text("line:\n  rod_offset: 0.12\n")  # rod windows start 8 cm past each gate
+    done = sim_cli("--line", str(path))
+    assert "line_breaks_course_rule" in done.stderr
+    assert "not yet in rod 2's window" in done.stderr
+
+
 def test_line_file_with_more_than_a_line_section_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "line.yaml"
     path.write_text("line:\n  belt_speed: 0.2\nsorting:\n  confidence_threshold: 0.5\n")

@@ -13,10 +13,11 @@ import pytest
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Item, Outcome, Received
+from bt_sorter.blackboard import Blackboard, Edge, Item, Outcome, Received
 from bt_sorter.clock import LineClock
 from bt_sorter.config import LineConfig, load_config
 from bt_sorter.linemodel import LineModel
+from bt_sorter.matcher import Matcher
 from bt_sorter.record import Record
 from bt_sorter.trees import load_tree
 
@@ -236,3 +237,15 @@ def test_a_stalled_belt_is_reported_once_the_line_is_measured(ctx: Context, tmp_
     sent = run(ctx, tmp_path, 20.0, {2.0: "picture", **passage(3.0, 1)})
     assert sent[:2] == [protocol.ALL_PULL, protocol.BELT_STOP]
     assert "stalled" in ctx.bb.alarms[0]
+
+
+def test_matcher_gives_an_edge_past_an_items_window_to_the_item_behind(ctx: Context) -> None:
+    for _ in range(3):
+        ctx.bb.line.learn(LINE)
+    first, second = fed(ctx, 0.0, rod=2), fed(ctx, 3.0, rod=2)
+    first.seen = second.seen = True
+    ctx.bb.now = 6.0  # past the first item's deadline for leaving gate 1, on time for the second
+    matcher = Matcher(ctx)  # no watchdog ran: the matcher alone must see first passed unseen
+    assert matcher.edge(Edge(1, True, 6.0)) is second
+    assert first.uncertain and first.cleared == 1
+    assert matcher.edge(Edge(1, False, 6.4)) is second
