@@ -56,6 +56,14 @@ class Watchdogs:
     def check(self) -> None:
         self.bb.late_items = 0
         items = list(self.bb.items)
+        if self.bb.missed_since_evidence and not any(i.seen for i in items):
+            # Issue 15: no item seen on the belt is left to confirm a stall or to clear
+            # the suspicion (the last item's edge went missing, then it left): it lapses,
+            # else an empty feed after it would never be called empty, and feeding would
+            # hold for ever.
+            self.ctx.record.write("missing_edges_lapsed", self.bb.now,
+                                  missed=self.bb.missed_since_evidence)  # fmt: skip
+            self.bb.missed_since_evidence = 0
         for item in items:  # the items seen first: whether they are late bears on the rest
             if item.seen:
                 self._overdue(item)

@@ -16,7 +16,7 @@ from test_linemodel import LINE, fed, passage, run
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard
+from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
 from bt_sorter.items import identity_doubt
@@ -126,3 +126,15 @@ def test_an_item_whose_events_are_two_items_is_not_pushed(measured: Context) -> 
     first.blocked_at[1], first.cleared_at[1] = 5.5, 5.9  # the next item's edges, 2.5 s on
     doubt = identity_doubt(measured, first)
     assert doubt is not None and "picture and gate1.blocked" in doubt
+
+
+def test_an_empty_feed_after_an_item_that_lost_an_edge_is_called_empty(
+    measured: Context, tmp_path: Path
+) -> None:
+    last = fed(measured, 0.0, rod=None)  # its gate 3 clear edge is lost, then it rides off
+    fed(measured, 14.0, rod=None)  # the stack is empty: nothing comes of this feed
+    events = {2.0: "picture", **passage(3.0, 1), **passage(5.0, 2), 7.0: (3, True)}
+    run(measured, tmp_path, 20.0, events)
+    assert last.outcome is Outcome.REJECTED  # rode to the belt end
+    assert measured.bb.items.empty_feeds == 1 and len(measured.bb.items) == 0
+    assert measured.bb.missed_since_evidence == 0 and measured.bb.alarms == []
