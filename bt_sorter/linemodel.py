@@ -220,7 +220,7 @@ class LineModel:
         # line time) and the controller's decision delay either way (see :attr:`margin`).
         self.tick, self.speed = tick, speed
         self._delays: deque[float] = deque(maxlen=DELAY_WINDOW)  # line s, from the runner
-        self.decision_delay = 2 * tick
+        self.decision_delay = tick  # until the runner has measured one
         self._feeder_cycles: list[float] = []  # feed command → rod 1 back, per feeding leaf
         self._rod_outs: list[float] = []  # push → rod back, per rod leaf of the tree
         self._default_feeder_cycle, self._default_rod_out = feeder_cycle, rod_out
@@ -240,7 +240,7 @@ class LineModel:
 
         Sets :attr:`decision_delay`: a tick period (an event may arrive just after a tick
         read its inbox) plus the :data:`DELAY_QUANTILE` of the measured tick delays
-        (issue 15); two tick periods before the first measurement.
+        (issue 15); one tick period before the first measurement.
         """
         self._delays.append(max(0.0, seconds))
         ranked = sorted(self._delays)
@@ -248,9 +248,16 @@ class LineModel:
 
     @property
     def margin(self) -> float:
-        """Line s a decision and its effect may lag behind the events: the network both
-        ways (:data:`LATENCY_WALL_S` of wall time) and the controller's decision delay,
-        twice (the event's tick, then the tick that ends the command it started)."""
+        """Line s an event's time may be off (windows, priors): the network
+        (:data:`LATENCY_WALL_S` of wall time) and a tick either way. Events are stamped
+        when they arrive, so a late tick does not move them."""
+        return LATENCY_WALL_S * self.speed + 2 * self.tick
+
+    @property
+    def command_margin(self) -> float:
+        """Line s a rod's effect may lag behind the event it answers (issue 15): the
+        network both ways and the controller's measured decision delay, twice (the tick
+        that pushes, then the tick that pulls)."""
         return LATENCY_WALL_S * self.speed + 2 * self.decision_delay
 
     @property
@@ -442,7 +449,7 @@ class LineModel:
             spread = max(self.spread(passage(gate)), self.spread(blocked(gate)))
             stretched = time * max(1.0, self.pace)
             needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
-        return max(needs) + self.rod_out + self.margin
+        return max(needs) + self.rod_out + self.command_margin
 
     def limit_per_minute(self) -> float | None:
         """The line's physical limit: the feeder cycle or the safe spacing, the slower."""
@@ -482,7 +489,7 @@ class LineModel:
             "safe_spacing_s": None if spacing is None else round(spacing, 4),
             "feeder_cycle_s": round(self.feeder_cycle, 4),
             "decision_delay_s": round(self.decision_delay, 4),  # issue 15: the margin's inputs
-            "margin_s": round(self.margin, 4),
+            "margin_s": round(self.command_margin, 4),
             "limit_items_per_minute": None if limit is None else round(limit, 3),
             **self.lengths(),
         }

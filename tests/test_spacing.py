@@ -45,14 +45,15 @@ def test_the_spacing_grows_with_the_measured_decision_delay() -> None:
     model = LineModel(feeder_cycle=1.5, rod_out=1.3, tick=0.02, speed=8.0)
     model.learn(LINE)
     idle = model.safe_spacing()
-    assert idle is not None and model.margin == pytest.approx(0.05 * 8 + 2 * 0.04)
+    assert idle is not None and model.command_margin == pytest.approx(0.05 * 8 + 2 * 0.02)
     for _ in range(linemodel.DELAY_WINDOW):
         model.note_delay(0.01)  # an idle machine: ticks 10 ms of line time late
     assert model.decision_delay == pytest.approx(0.02 + 0.01)
     for _ in range(linemodel.DELAY_WINDOW // 10):
         model.note_delay(0.3)  # a loaded one: one tick in ten goes out 0.3 s late
     assert model.decision_delay == pytest.approx(0.02 + 0.3)
-    assert model.safe_spacing() == pytest.approx(idle + 2 * (0.32 - 0.04))
+    assert model.safe_spacing() == pytest.approx(idle + 2 * (0.32 - 0.02))
+    assert model.margin == pytest.approx(0.05 * 8 + 2 * 0.02)  # windows: the network and a tick
     assert model.report()["decision_delay_s"] == pytest.approx(0.32)
 
 
