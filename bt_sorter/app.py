@@ -21,6 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from bt_sorter import log as logs
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Outcome
@@ -221,8 +223,6 @@ def format_measured_line(measured: dict[str, Any]) -> str:
 
 def write_calibrated(source: Path | None, line: dict[str, Any], out: Path) -> None:
     """Write ``source`` (a config file, or nothing) with ``line:`` replaced by ``line``."""
-    import yaml
-
     data: dict[str, Any] = {}
     if source is not None:
         data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
@@ -271,6 +271,7 @@ def _main(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         args.tree = args.tree or CALIBRATE_TREE
         args.max_items = args.calibrate
+        args.items = args.items or args.calibrate  # the built-in line's stack
     if args.tree is None:
         print("error: --tree is required (e.g. --tree trees/sort.yaml)", file=sys.stderr)
         return EXIT_INVALID

@@ -108,9 +108,10 @@ class LineConfig:
     Two forms, both optional, key by key. Times (what ``run.py --calibrate`` writes): the
     picture and each gate's edges in seconds of belt running since the feed command.
     Metres (an older config, a drawing): the :class:`LineGeometry` keys, turned into
-    expected times where belt speed and positions allow. Either may narrow the
-    controller's windows only once a measurement has confirmed it; a measurement that
-    disagrees wins and is reported as ``geometry_mismatch``.
+    expected times where belt speed and positions allow. Either is used only once a
+    measurement has confirmed it (it then counts towards "the line is measured", so the
+    pipelined tree learns for fewer items); a measurement that disagrees wins and is
+    reported as ``geometry_mismatch``. Windows always come from measurements.
     """
 
     picture: MeasuredTime | None = None

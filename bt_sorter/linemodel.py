@@ -292,7 +292,8 @@ class LineModel:
         configured = self.prior_times.get(name)
         if configured is None or name in self.confirmed:
             return None
-        tolerance = PRIOR_TOLERANCE * configured + self.margin
+        # The latency margin is a worst case, not a typical delay: it stays out of this.
+        tolerance = PRIOR_TOLERANCE * configured + SPREAD_K * self.spread(name) + 2 * self.tick
         if abs(value - configured) <= tolerance:
             self.confirmed.add(name)
             return None
