@@ -19,6 +19,14 @@ speed) on the line file's geometry, or the config's without ``--line``
 
     python bench/line.py --items 200 --speed 10
     python bench/line.py --all-lines --items 60 --speed 10
+
+``--timing-sets`` (issue 15) runs the trees on the built-in line under each actuator
+timing set of :data:`TIMING_SETS` (the course's feeder 1.5/1.0 s with rods held 1.0 s, the
+students' 1.0/0.5, a fast 0.6/0.3 with rods held 0.4) and prints throughput against each
+set's limit (the controller's measured one and the config's geometric one) and the
+missorts proper (an item in another label's bin 2-4) apart from the rejects (bin 1).
+
+    python bench/line.py --timing-sets --trees trees/sort_pipelined.yaml --items 60 --speed 8
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ def run_tree(
     tree: str, args: argparse.Namespace, workdir: Path, config: Path | None, line: Path | None
 ) -> dict[str, Any]:
     """One run of ``tree`` on the built-in line; run.py's summary, the ledger and wall time."""
-    name = f"{line.stem if line else 'builtin'}_{Path(tree).stem}"
+    tag = getattr(args, "line_tag", None) or (line.stem if line else "builtin")
+    name = f"{tag}_{Path(tree).stem}"
     summary, ledger = workdir / f"{name}.json", workdir / f"{name}.ledger.jsonl"
     cmd = [
         sys.executable, "run.py", "--tree", tree, "--items", str(args.items),
@@ -166,6 +175,79 @@ def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> st
     return "\n".join([*head, table(rows, limits)])
 
 
+# Issue 15: the actuator timing sets a line engineer writes (feeder out/back, rods held).
+TIMING_SETS = {
+    "course": {"feed_hold": 1.5, "feed_back": 1.0, "push_hold": 1.0},
+    "students": {"feed_hold": 1.0, "feed_back": 0.5, "push_hold": 1.0},
+    "fast": {"feed_hold": 0.6, "feed_back": 0.3, "push_hold": 0.4},
+}
+
+
+def timing_config(workdir: Path, name: str) -> Path:
+    """The built-in config with timing set ``name``."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text("utf-8"))
+    data["timings"].update(TIMING_SETS[name])
+    path = workdir / f"timings_{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    return path
+
+
+def wrong_bins(ledger: list[dict[str, Any]], config: Path) -> int:
+    """Items in a bin 2-4 other than their label's: missorts proper (bin 1 is a reject)."""
+    routes = load_config(config).sorting.routes
+    return sum(1 for r in ledger if r["bin"] not in (1, routes.get(r["label"], 1)))
+
+
+def percent(rate: float | None, limit: float | None) -> str:
+    return "-" if not limit or rate is None else f"{rate / limit:.0%}"
+
+
+def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
+    """Each tree under each timing set on the built-in line: throughput against the line's
+    limit (the controller's measured one, and the config's geometry), missorts."""
+    head = [
+        "timings", "tree", "items/min", "steady items/min", "limit (measured)",
+        "steady vs measured", "limit (geometry)", "steady vs geometry", "correct",
+        "missorted (bins 2-4)", "rejected (bin 1)", "lost", "exit", "wall s",
+    ]  # fmt: skip
+    rows: list[list[str]] = []
+    notes: list[str] = []  # why a run stopped, where it did not end by itself
+    for name, timings in TIMING_SETS.items():
+        config = timing_config(workdir, name)
+        geometry = load_config(config).limit_items_per_minute()
+        for tree in args.trees:
+            args.line_tag = name
+            result = run_tree(tree, args, workdir, config, None)
+            print(f"done: timings {name} {tree} in {result['wall_s']:.0f} s wall",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            line = result.get("line") or {}
+            steady = steady_rate(result["ledger"])
+            measured = (result.get("measured_line") or {}).get("limit_items_per_minute")
+            feed = f"{timings['feed_hold']}/{timings['feed_back']}"
+            label = f"{name} {feed}, rods {timings['push_hold']}"
+
+            if result.get("exit_code") != 0:
+                notes.append(f"{name}: {result.get('stop_reason')}")
+            rows.append([
+                label, Path(tree).stem, f"{line.get('throughput_per_min') or 0.0:.2f}",
+                "-" if steady is None else f"{steady:.2f}",
+                "-" if not measured else f"{measured:.2f}", percent(steady, measured),
+                f"{geometry:.2f}", percent(steady, geometry), str(line.get("correct", "?")),
+                str(wrong_bins(result["ledger"], config)),
+                str((line.get("bins") or {}).get("1", "?")), str(line.get("lost", "?")),
+                str(result.get("exit_code", "?")), f"{result['wall_s']:.0f}",
+            ])  # fmt: skip
+    title = (
+        f"**timing sets on the built-in line**: items {args.items}, seed {args.seed}, speed "
+        f"{args.speed}; limit (measured): the controller's own (60 / max(feeder cycle, safe "
+        "spacing), docs/line-model.md); limit (geometry): the config's "
+        "(Config.limit_items_per_minute, the simulator's truth with no margin)"
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join([title, "", *lines, *(["", "stopped: " + "; ".join(notes)] if notes else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=200, help="items per run (default 200)")
@@ -178,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the simulator's line file (repeatable)")  # fmt: skip
     parser.add_argument("--all-lines", action="store_true", help="every file in config/lines/")
     parser.add_argument("--trees", nargs="+", default=list(TREES), help="trees to compare")
+    parser.add_argument("--timing-sets", action="store_true",
+                        help="a table over the timing sets (course, students, fast) on the "
+                        "built-in line instead")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.timing_sets:
+        with tempfile.TemporaryDirectory(prefix="bench_line_") as tmp:
+            print(bench_timings(args, Path(tmp)), flush=True)
+        return 0
     lines: list[Path | None] = [p.resolve() for p in args.line]
     if args.all_lines:
         lines += sorted(LINES.glob("*.yaml"))

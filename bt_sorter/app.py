@@ -243,7 +243,9 @@ def format_measured_line(measured: dict[str, Any]) -> str:
     if measured["limit_items_per_minute"] is not None:
         lines.append(f"  safe spacing {measured['safe_spacing_s']} s, feeder cycle "
                      f"{measured['feeder_cycle_s']} s: limit "
-                     f"{measured['limit_items_per_minute']} items/min")  # fmt: skip
+                     f"{measured['limit_items_per_minute']} items/min; margin "
+                     f"{measured['margin_s']} s (decision delay "
+                     f"{measured['decision_delay_s']} s)")  # fmt: skip
     lengths = {k: v for k, v in measured.items() if k.endswith("_m") or k.endswith("_m_s")}
     if lengths:
         lines.append("  " + ", ".join(f"{k} {v}" for k, v in lengths.items()))

@@ -8,6 +8,7 @@ line model from it when it was unambiguous.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
@@ -41,9 +42,18 @@ def note_missing(ctx: Context, item: Item, gate: int, blocked: bool) -> None:
     teaches the line model); a missing clear edge at its push gate means its rod cannot
     be pushed on it (bin 1, with the reason)."""
     item.clean = False
-    if not blocked and gate == item.push_gate and item.rod is not None and item.pushed_at is None:
+    pending = item.rod is not None and item.pushed_at is None
+    if not blocked and gate == item.push_gate and pending:
         item.uncertain = True
         item.reject_reason = f"clear edge of gate {gate} missing: not pushed"
+    # Issue 15: no edge of its own at an upstream gate (bunched with the item ahead, or both
+    # messages lost) while others are on the belt: which item is which downstream rests on
+    # order alone, and its edges may be the next item's. Not pushed (bin 1).
+    unseen_upstream = not blocked and gate < item.push_gate and gate not in item.blocked_at
+    may_push = item.pushed_at is None and (item.rod is not None or not item.decided)
+    if unseen_upstream and may_push and len(ctx.bb.items) > 1:
+        item.uncertain = True
+        item.reject_reason = f"no edge of its own at gate {gate}: not pushed"
     ctx.record.write("edge_missing", ctx.bb.now, item=item.id, gate=gate, blocked=blocked)
 
 
@@ -76,3 +86,31 @@ def resolve_item(
                 ctx.record.write("geometry_mismatch", t, item=item.id, **mismatch)
             ctx.record.write("line_learned", t, item=item.id,
                              **{k: round(v, 4) for k, v in times.items()})  # fmt: skip
+
+
+def identity_doubt(ctx: Context, item: Item) -> str | None:
+    """Why ``item``'s events may be two items' (issue 15), or None when they agree.
+
+    Items cannot overtake, and the belt carries them all at one speed, so an event of
+    the item fed ``s`` belt seconds before or after ``item`` comes ``s`` earlier or later
+    than ``item``'s own would. The gap between two of its events (picture, gate edges)
+    is a property of the line (the model's median gap, stretched by its pace); a gap off
+    by half the feed spacing to its nearest neighbour or more means one of the two is the
+    neighbour's: a feed that put nothing on the belt, a lost or merged edge, a late
+    picture taken by the wrong item. Then its label and its push edge may not belong to
+    the same item: it is not pushed (bin 1, with this reason).
+    """
+    model = ctx.bb.line
+    feeds = [i.fed_at for i in (*ctx.bb.items.done[-8:], *ctx.bb.items) if i is not item]
+    gaps = [abs(model.odometer.between(min(f, item.fed_at), max(f, item.fed_at))) for f in feeds]
+    if not gaps:
+        return None  # alone on the belt: every event is its own
+    half_spacing = min(gaps) / 2
+    observed = observed_times(ctx, item)
+    names = [n for n in linemodel.CHAIN if n in observed and model.expected(n) is not None]
+    for a, b in itertools.pairwise(names):
+        expected = (model.expected(b) or 0.0) - (model.expected(a) or 0.0)
+        off = abs(observed[b] - observed[a] - expected * model.pace)
+        if off >= half_spacing:
+            return f"{a} and {b} are {off:.2f} s off their gap: may be two items' events"
+    return None

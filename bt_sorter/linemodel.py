@@ -57,7 +57,13 @@ REL_TOL = 0.3  # and this share of the predicted span: a belt may drift by 20 %
 PRIOR_TOLERANCE = 0.1  # a prior is confirmed when the first measurement is this close
 PRIOR_WEIGHT = 2  # a confirmed prior counts as this many items towards "measured"
 PRIOR_CHECK_SAMPLES = 3  # a prior no sample has confirmed is judged on this many
-LATENCY_WALL_S = 0.05  # wall seconds a message, a command or a late tick may add
+LATENCY_WALL_S = 0.05  # wall seconds a message and a command may add on the network
+# Issue 15: the controller's own delay, from the tick an event could first be seen to the
+# commands of the tick that acts on it being published, is measured by the runner (tick
+# lateness + tick duration, in line time) and kept over the last DELAY_WINDOW ticks; the
+# margin allows DELAY_QUANTILE of them (a slower tick is rarer than a lost message).
+DELAY_WINDOW = 500  # ticks: 10 s of line time at 50 Hz
+DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
 # How far past its gate (in the item's own passages) a late push still meets the item: the
@@ -85,6 +91,16 @@ def passage(gate: int) -> str:
 def gate_of(name: str) -> int:
     """The gate a gate quantity is about (``gate2.clear`` → 2)."""
     return int(name.removeprefix("gate").split(".")[0])
+
+
+def gate_anchor(anchor: tuple[str, float] | None) -> tuple[str, float] | None:
+    """The anchor a prediction may start from: a gate edge, not the picture.
+
+    The picture's time carries the camera's delay and a large message's transport, so
+    one late picture (a busy machine at --speed 8) would shift and narrow every window
+    after it; a gate edge says where the item's head or tail is (issue 15).
+    """
+    return None if anchor is None or anchor[0] == PICTURE else anchor
 
 
 CHAIN = (PICTURE, *(q for g in range(1, GATE_COUNT + 1) for q in (blocked(g), clear(g))))
@@ -201,9 +217,10 @@ class LineModel:
         self.confirmed: set[str] = set()
         self.mismatches: list[dict[str, Any]] = []
         # Message and command latency (wall time, so --speed X makes it X times longer in
-        # line time) and a tick either way.
-        self.margin = LATENCY_WALL_S * speed + 2 * tick
+        # line time) and the controller's decision delay either way (see :attr:`margin`).
         self.tick, self.speed = tick, speed
+        self._delays: deque[float] = deque(maxlen=DELAY_WINDOW)  # line s, from the runner
+        self.decision_delay = tick  # until the runner has measured one
         self._feeder_cycles: list[float] = []  # feed command → rod 1 back, per feeding leaf
         self._rod_outs: list[float] = []  # push → rod back, per rod leaf of the tree
         self._default_feeder_cycle, self._default_rod_out = feeder_cycle, rod_out
@@ -217,6 +234,31 @@ class LineModel:
     def note_rod_out(self, seconds: float) -> None:
         """A rod leaf's push → back time; spacing allows for the longest."""
         self._rod_outs.append(seconds)
+
+    def note_delay(self, seconds: float) -> None:
+        """One tick's delay (line s) from its due time to its commands being published.
+
+        Sets :attr:`decision_delay`: a tick period (an event may arrive just after a tick
+        read its inbox) plus the :data:`DELAY_QUANTILE` of the measured tick delays
+        (issue 15); one tick period before the first measurement.
+        """
+        self._delays.append(max(0.0, seconds))
+        ranked = sorted(self._delays)
+        self.decision_delay = self.tick + ranked[int(DELAY_QUANTILE * (len(ranked) - 1))]
+
+    @property
+    def margin(self) -> float:
+        """Line s an event's time may be off (windows, priors): the network
+        (:data:`LATENCY_WALL_S` of wall time) and a tick either way. Events are stamped
+        when they arrive, so a late tick does not move them."""
+        return LATENCY_WALL_S * self.speed + 2 * self.tick
+
+    @property
+    def command_margin(self) -> float:
+        """Line s a rod's effect may lag behind the event it answers (issue 15): the
+        network both ways and the controller's measured decision delay, twice (the tick
+        that pushes, then the tick that pulls)."""
+        return LATENCY_WALL_S * self.speed + 2 * self.decision_delay
 
     @property
     def feeder_cycle(self) -> float:
@@ -309,6 +351,7 @@ class LineModel:
         expected = self.expected(name)
         if expected is None:
             return None
+        anchor = gate_anchor(anchor)
         if anchor is not None:
             anchor_name, anchor_at = anchor
             anchor_expected = self.expected(anchor_name)
@@ -323,6 +366,7 @@ class LineModel:
         predicted = self.predict(name, anchor)
         if predicted is None:
             return 0.0, self.unmeasured_deadline(name, anchor)
+        anchor = gate_anchor(anchor)
         span = abs(predicted - (anchor[1] if anchor else 0.0))
         tolerance = SPREAD_K * self.spread(name) + REL_TOL * span + self.margin
         return predicted - tolerance, predicted + tolerance
@@ -406,7 +450,7 @@ class LineModel:
             spread = max(self.spread(passage(gate)), self.spread(blocked(gate)))
             stretched = time * max(1.0, self.pace)
             needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
-        return max(needs) + self.rod_out + self.margin
+        return max(needs) + self.rod_out + self.command_margin
 
     def limit_per_minute(self) -> float | None:
         """The line's physical limit: the feeder cycle or the safe spacing, the slower."""
@@ -445,6 +489,8 @@ class LineModel:
             "geometry_mismatches": list(self.mismatches),
             "safe_spacing_s": None if spacing is None else round(spacing, 4),
             "feeder_cycle_s": round(self.feeder_cycle, 4),
+            "decision_delay_s": round(self.decision_delay, 4),  # issue 15: the margin's inputs
+            "margin_s": round(self.command_margin, 4),
             "limit_items_per_minute": None if limit is None else round(limit, 3),
             **self.lengths(),
         }

@@ -65,7 +65,11 @@ class Matcher:
         gate = edge.gate
         if occupant is not None:
             inside = self.model.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
-            if inside < self._shortest_passage(gate):
+            # Issue 15: an occupant only presumed in the gate (the watchdogs noted its
+            # blocked edge missing: it came bunched with the item ahead) has no edge this
+            # one could duplicate; the edge is the next item's.
+            seen_in = gate in occupant.blocked_at
+            if seen_in and inside < self._shortest_passage(gate):
                 return None  # a duplicate, or a flicker re-blocking: the item is still there
             follower = self._candidate(edge, after=occupant)
             if follower is None or not self._fits(follower, edge):
@@ -129,8 +133,32 @@ class Matcher:
                     return None  # unmeasured: order only, and the order says this one
                 self._left_unseen(item, gate, blocked_seen=item.entered == gate)
                 continue
+            if self._behind_fits_better(item, edge):
+                self._left_unseen(item, gate, blocked_seen=item.entered == gate)
+                continue
             return item
         return None
+
+    def _behind_fits_better(self, item: Item, edge: Edge) -> bool:
+        """Issue 15: whether ``item``, unseen at the gate upstream (it came bunched with
+        the item ahead, or its messages were lost), gives this edge to the item behind
+        it: that one was seen at the gate upstream, and the edge is nearer its
+        prediction. Order alone would hand every later edge one item back, and the shift
+        would run on through the items after it."""
+        gate = edge.gate
+        if gate == 1 or gate - 1 in item.evidence:
+            return False
+        items = list(self.bb.items)
+        behind = items[items.index(item) + 1 :]
+        if not behind or gate - 1 not in behind[0].evidence:
+            return False
+        name = linemodel.blocked(gate) if edge.blocked else linemodel.clear(gate)
+        mine = self.model.predict(name, item.anchor)
+        theirs = self.model.predict(name, behind[0].anchor)
+        if mine is None or theirs is None:
+            return False
+        miss_mine = abs(since_feed(self.ctx, item, edge.t) - mine)
+        return abs(since_feed(self.ctx, behind[0], edge.t) - theirs) < miss_mine
 
     def _alone(self, item: Item) -> bool:
         """Whether ``item`` is the only one in flight still before the last gate's end:

@@ -51,10 +51,19 @@ class Watchdogs:
         self.ctx = ctx
         self.bb = ctx.bb
         self.model = ctx.bb.line
+        self._bunched_noted: set[tuple[int, int]] = set()  # (item, gate) recorded bunched
 
     def check(self) -> None:
         self.bb.late_items = 0
         items = list(self.bb.items)
+        if self.bb.missed_since_evidence and not any(i.seen for i in items):
+            # Issue 15: no item seen on the belt is left to confirm a stall or to clear
+            # the suspicion (the last item's edge went missing, then it left): it lapses,
+            # else an empty feed after it would never be called empty, and feeding would
+            # hold for ever.
+            self.ctx.record.write("missing_edges_lapsed", self.bb.now,
+                                  missed=self.bb.missed_since_evidence)  # fmt: skip
+            self.bb.missed_since_evidence = 0
         for item in items:  # the items seen first: whether they are late bears on the rest
             if item.seen:
                 self._overdue(item)
@@ -102,8 +111,34 @@ class Watchdogs:
             latest = item.anchor[0] if item.anchor else linemodel.PICTURE
             held_at = linemodel.gate_of(latest) if latest.endswith("blocked") else gate
             if item.missed >= STUCK_AFTER_MISSED and self.bb.gates[held_at]:
+                if self._bunched(item, held_at, now):
+                    continue  # the gate's block may be the next item's: not stuck (yet)
                 self.bb.blocked_gates[held_at] = item.id
         self._ran_out(item, now)
+
+    def _bunched(self, item: Item, gate: int, now: float) -> bool:
+        """Whether ``gate`` reading blocked is explained by an item behind ``item``
+        (issue 15): two items fed close together read as one long block, which ends
+        when the last of them clears. So a follower whose window for blocking ``gate``
+        has opened, and whose deadline for clearing it has not passed, keeps ``item``
+        from being called stuck there (``items_bunched`` in the record). A stuck item
+        still raises the alarm: the followers' deadlines pass too, and the last of
+        them is then held back from the gate by what is (``now``: belt s since
+        ``item``'s feed, for the record)."""
+        behind = itertools.dropwhile(lambda i: i is not item, self.bb.items)
+        next(behind, None)
+        for follower in behind:
+            if follower.cleared >= gate:
+                continue
+            at = since_feed(self.ctx, follower, self.bb.now)
+            opened = at >= self.model.window(linemodel.blocked(gate))[0]
+            if opened and at <= self.model.deadline(linemodel.clear(gate), follower.anchor):
+                if (item.id, gate) not in self._bunched_noted:
+                    self._bunched_noted.add((item.id, gate))
+                    self.ctx.record.write("items_bunched", self.bb.now, gate=gate, item=item.id,
+                                          behind=follower.id, since_feed=round(now, 4))  # fmt: skip
+                return True
+        return False
 
     def _ran_out(self, item: Item, now: float) -> None:
         """Past gate 3: resolve it once it has surely fallen off the belt end."""

@@ -228,7 +228,7 @@ def test_item_stuck_in_a_gate_runs_the_abort_branch(ctx: Context, tmp_path: Path
     root = tree(ctx, tmp_path, HEALTH)
     fed(ctx, 0.0, rod=2)  # reaches gate 1 at 4.9 and sticks there
     fed(ctx, 2.5, rod=3)  # held back behind it: no edge at gate 1 ever
-    sent = run_until(ctx, root, 10.0, {4.9: (1, True)})
+    sent = run_until(ctx, root, 14.0, {4.9: (1, True)})  # issue 15: once the follower is due
     assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
     assert ctx.bb.alarms and "gate 1" in ctx.bb.alarms[0] and "stuck" in ctx.bb.alarms[0]
 

@@ -7,7 +7,7 @@ import py_trees
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import CLASSIFYING_RODS, GATES, Item, Outcome
-from bt_sorter.items import resolve_item
+from bt_sorter.items import identity_doubt, resolve_item
 
 Status = py_trees.common.Status
 
@@ -71,6 +71,9 @@ class PushRod(Leaf):
         if edge_at is None or self._lateness(item, edge_at) > self._max_delay(item):
             item.uncertain = True
             item.reject_reason = f"rod {item.rod} could not be pushed on its edge"
+            return Status.FAILURE
+        if (doubt := identity_doubt(self.ctx, item)) is not None:  # issue 15
+            item.uncertain, item.reject_reason = True, f"not pushed: {doubt}"
             return Status.FAILURE
         self.bb.command(protocol.push(item.rod))
         item.pushed_at = self.bb.now
