@@ -58,6 +58,8 @@ class MqttAdapter:
         self.connects = 0  # successful connects so far (1 + reconnects)
         self.messages = 0  # feedback payloads received
         self.unsent = 0  # commands that could not be handed to the network
+        self.refusals: list[str] = []  # the broker's reasons for refusing a connect
+        self.failed_connects = 0  # attempts that failed or closed before the broker accepted
 
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -185,6 +187,7 @@ class MqttAdapter:
     ) -> None:
         if reason_code.is_failure:
             log.error("broker_refused", host=self.host, port=self.port, reason=str(reason_code))
+            self.refusals.append(str(reason_code))
             return
         # Subscribe on every connect: a restarted broker has forgotten the session.
         result, _mid = client.subscribe(protocol.FEEDBACK_TOPIC, qos=0)
@@ -208,8 +211,10 @@ class MqttAdapter:
         reason_code: Any,
         properties: Any,
     ) -> None:
-        self._connected.clear()
         reason = str(reason_code)
+        if not self._connected.is_set() and not self._stopping:
+            self.failed_connects += 1  # the link closed before the broker accepted us
+        self._connected.clear()
         if self._stopping:
             log.info("broker_disconnected", host=self.host, port=self.port, reason=reason)
         elif self._online:
@@ -217,6 +222,7 @@ class MqttAdapter:
         self._set_online(False, reason)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.failed_connects += 1
         log.warning("broker_connect_failed", host=self.host, port=self.port)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

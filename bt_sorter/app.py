@@ -25,14 +25,13 @@ from bt_sorter import log as logs
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Odometer, Outcome
 from bt_sorter.clock import LineClock
-from bt_sorter.config import DEFAULT_CONFIG, Config, load_config
+from bt_sorter.config import DEFAULT_CONFIG, Config, find_data, load_config
 from bt_sorter.record import Record
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
 from bt_sorter.trees import load_tree, node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logs.get_logger("bt_sorter.app")
 
 
@@ -84,9 +83,9 @@ def make_classifiers(config: Config) -> dict[str, ClassifierWorker]:
     from bt_sorter.vision.backends import make_classifier
 
     workers = {"primary": ClassifierWorker(make_classifier(config.classifier.backend,
-                                                           config.classifier, ROOT))}  # fmt: skip
+                                                           config.classifier))}  # fmt: skip
     if config.classifier.fallback == "hsv" and config.classifier.backend != "hsv":
-        workers["fallback"] = ClassifierWorker(make_classifier("hsv", config.classifier, ROOT))
+        workers["fallback"] = ClassifierWorker(make_classifier("hsv", config.classifier))
     return workers
 
 
@@ -192,8 +191,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+# Options that only the built-in line (broker + simulator started by run.py) can use.
+BUILTIN_ONLY = ("items", "seed", "ledger", "sim_arg", "broker_kind")
+
+
 def _main(args: argparse.Namespace) -> int:
     external = (args.broker is not None or args.config is not None) and not args.builtin
+    if external:
+        given = [f"--{name.replace('_', '-')}" for name in BUILTIN_ONLY if getattr(args, name)]
+        if given:
+            print(f"error: {', '.join(given)}: for the built-in line only, but this run drives "
+                  "an external line (--broker/--config): drop them, or add --builtin to "
+                  "simulate the line", file=sys.stderr)  # fmt: skip
+            return EXIT_INVALID
     try:
         config = load_config(args.config or DEFAULT_CONFIG)
         if args.broker:
@@ -204,21 +214,25 @@ def _main(args: argparse.Namespace) -> int:
                                                                port=int(port)))  # fmt: skip
         speed = args.speed or (1.0 if external else config.sim.speed)
         ctx = make_context(config, speed, args.record, args.label)
-        root = load_tree(args.tree, ctx)
+        root = load_tree(find_data(args.tree), ctx)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    if args.check:
-        from bt_sorter.view import tree_text
-
-        print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
-        print(f"config {config.source}: ok; tree {args.tree}: ok")
-        return 0
-    try:
+    try:  # --check loads the classifiers too: a missing or broken model fails it the same way
         ctx.classifiers = make_classifiers(config)
     except (ClassifyError, ValueError, OSError) as exc:
         print(f"error: classifier {config.classifier.backend!r}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.check:
+        from bt_sorter.view import tree_text
+
+        for worker in ctx.classifiers.values():
+            worker.close()
+        print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
+        backends = ", ".join(f"{k} {w.classifier.name}" for k, w in ctx.classifiers.items())
+        print(f"classifiers: {backends}: loaded")
+        print(f"config {config.source}: ok; tree {args.tree}: ok")
+        return 0
     try:
         return _run(args, ctx, root, external, speed)
     finally:

@@ -95,7 +95,8 @@ class Classify(Leaf):
 
     RUNNING while the back end works; SUCCESS with the item's label and rod decided
     (a weak answer becomes ``unknown``: bin 1); FAILURE when the back end fails (a
-    broken picture, a service down), so the tree can retry or fall back.
+    broken picture, a service down), so the tree can retry or fall back. A picture this
+    back end already found broken fails at once, not asked again (retrying cannot help).
     """
 
     params = (
@@ -107,11 +108,20 @@ class Classify(Leaf):
     def initialise(self) -> None:
         self.item = oldest_undecided(self.ctx, with_picture=True)
         self.future: concurrent.futures.Future[Prediction] | None = None
+        self.known_bad: str | None = None
         worker = self.ctx.classifiers.get(self.backend)
-        if self.item is not None and worker is not None and self.item.picture is not None:
+        if self.item is None or worker is None or self.item.picture is None:
+            return
+        self.known_bad = worker.known_bad(self.item.picture)
+        if self.known_bad is None:
             self.future = worker.submit(self.item.picture)
 
     def update(self) -> Status:
+        if self.item is not None and self.known_bad is not None:
+            self.feedback_message = f"bad picture, not retried: {self.known_bad}"
+            self.ctx.record.write("classify_skipped", self.bb.now, item=self.item.id,
+                                  backend=self.backend, error=self.known_bad)  # fmt: skip
+            return Status.FAILURE
         if self.item is None or self.future is None:
             self.feedback_message = f"nothing to classify with {self.backend!r}"
             return Status.FAILURE

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bt_sorter.config import ClassifierConfig
-from bt_sorter.vision.classifier import Classifier
+from bt_sorter.config import REPO_ROOT, ClassifierConfig, find_data
+from bt_sorter.vision.classifier import Classifier, ClassifyError
 
 BACKENDS = ("torch", "http", "hsv")
 
 
-def make_classifier(backend: str, config: ClassifierConfig, root: Path) -> Classifier:
-    """The back end named ``backend``, set up from ``config``; relative paths are under ``root``.
+def make_classifier(backend: str, config: ClassifierConfig, root: Path = REPO_ROOT) -> Classifier:
+    """The back end named ``backend``, set up from ``config``.
+
+    A relative model path is looked up in the working folder, then under ``root``
+    (the repository root by default; :func:`bt_sorter.config.find_data`).
 
     Raises ``ValueError`` for an unknown name and ClassifyError when the back end cannot start
     (a missing or broken model file, a malformed URL).
@@ -19,8 +22,11 @@ def make_classifier(backend: str, config: ClassifierConfig, root: Path) -> Class
     if backend == "torch":
         from bt_sorter.vision.torch_backend import TorchClassifier
 
-        model = Path(config.model)
-        return TorchClassifier(model if model.is_absolute() else root / model, config.threads)
+        model = find_data(config.model, root)
+        if not model.exists():
+            raise ClassifyError(f"model {config.model} not found in the working folder "
+                                f"({Path.cwd()}) or the repository root ({root})")  # fmt: skip
+        return TorchClassifier(model, config.threads)
     if backend == "http":
         from bt_sorter.vision.http_backend import HttpClassifier
 
