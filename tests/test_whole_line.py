@@ -193,10 +193,14 @@ def test_fallback_reject_sends_the_item_to_bin_1_when_the_classifier_fails(
 
 
 def test_a_weak_answer_becomes_unknown_and_rides_to_bin_1(tmp_path: Path) -> None:
-    # With a threshold of 1.0 every answer short of certainty is weak.
-    run = run_line(tmp_path, config="sorting:\n  confidence_threshold: 1.0\n")
+    # With a threshold of 1.0 every answer short of certainty is weak. The belt also
+    # runs up for a configured 5 s (timings.belt_start_wait) before the first feed.
+    config = "sorting:\n  confidence_threshold: 1.0\ntimings:\n  belt_start_wait: 5.0\n"
+    run = run_line(tmp_path, config=config)
 
     assert run.code == 0, run.tail()
+    (started,) = run.events("belt_started")
+    assert run.events("item_fed")[0]["t"] - started["t"] >= 5.0
     assert len(run.ledger) == 2
     weak = 0
     for item_id, truth in run.ledger.items():
