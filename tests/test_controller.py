@@ -15,11 +15,13 @@ from bt_sorter.vision.preprocess import decode_picture
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_line(tmp_path: Path, *args: str, timeout: float = 240.0) -> tuple[int, dict[str, Any]]:
-    """``python run.py`` on the built-in line; its exit code and summary JSON."""
+def run_line(
+    tmp_path: Path, *args: str, timeout: float = 240.0, cwd: Path = ROOT
+) -> tuple[int, dict[str, Any]]:
+    """``python run.py`` on the built-in line, started in ``cwd``; its exit code and summary."""
     summary = tmp_path / "summary.json"
-    cmd = [sys.executable, "run.py", "--viz", "none", "--summary", str(summary), *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, str(ROOT / "run.py"), "--viz", "none", "--summary", str(summary)]
+    done = subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert summary.exists(), done.stderr[-3000:]
     return done.returncode, json.loads(summary.read_text())
 
@@ -42,17 +44,17 @@ def test_sequential_tree_sorts_30_items_without_a_missort(tmp_path: Path, broker
     assert summary["outcomes"] == {"sorted": 30}
 
 
-def test_collection_tree_saves_every_picture_under_the_label(tmp_path: Path) -> None:
-    tree = (ROOT / "trees" / "collect.yaml").read_text()
-    folder = tmp_path / "collected"
-    tree = tree.replace("folder: data/collected", f"folder: {folder}")
-    (tmp_path / "collect.yaml").write_text(tree)
+def test_collection_tree_saves_every_picture_under_the_label_in_the_working_folder(
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
     code, summary = run_line(
-        tmp_path, "--tree", str(tmp_path / "collect.yaml"), "--items", "4", "--speed", "10",
-        "--label", "raw",
+        tmp_path, "--tree", "trees/collect.yaml", "--items", "4", "--speed", "10",
+        "--label", "raw", cwd=work,
     )  # fmt: skip
     assert code == 0
-    saved = sorted((folder / "raw").iterdir())
+    saved = sorted((work / "data" / "collected" / "raw").iterdir())  # folder: data/collected
     assert len(saved) == 4
     for path in saved:
         decode_picture(path.read_bytes())

@@ -172,11 +172,14 @@ class RejectItem(Leaf):
 class SavePicture(Leaf):
     """Collection mode: save the oldest unsaved picture as ``<folder>/<label>/<item>.jpg``.
 
-    The label comes from the command line (``run.py --label``). The file is written
-    on a worker thread. SUCCESS when a picture was handed over, RUNNING until one is there.
+    The label comes from the command line (``run.py --label``); a relative ``folder`` is
+    under the working folder ``run.py`` was started in (the record has each file's full
+    path). The file is written on a worker thread. SUCCESS when a picture was handed
+    over, RUNNING until one is there.
     """
 
-    params = (Param("folder", str, "where the dataset grows (one sub-folder per label)"),)
+    params = (Param("folder", str, "where the dataset grows (one sub-folder per label); "
+                    "relative to the working folder"),)  # fmt: skip
     folder: str
     pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -184,10 +187,11 @@ class SavePicture(Leaf):
         label = str(self.ctx.options.get("label") or UNKNOWN)
         for item in self.bb.items:
             if item.picture is not None and not item.decided:
-                target = Path(self.folder) / label / f"{label}_{int(self.bb.now * 1000)}_{item.id}"
+                name = f"{label}_{int(self.bb.now * 1000)}_{item.id}{_suffix(item.picture)}"
+                target = Path(self.folder).absolute() / label / name
                 if self.pool is None:
                     self.pool = concurrent.futures.ThreadPoolExecutor(1, "save-picture")
-                self.pool.submit(_write, target.with_suffix(_suffix(item.picture)), item.picture)
+                self.pool.submit(_write, target, item.picture)
                 decide(self.ctx, item, UNKNOWN, "collected")
                 self.ctx.record.write("picture_saved", self.bb.now, item=item.id, path=str(target))
                 return Status.SUCCESS
