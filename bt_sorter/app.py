@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--summary", type=Path, help="write the end-of-run summary as JSON here")
     add("--record", type=Path, help="append-only JSON-lines record of every decision")
     add("--ledger", type=Path, help="built-in line: the simulator's per-item ledger")
-    add("--check", action="store_true", help="validate tree and config, print the tree, exit")
+    add("--check", action="store_true", help="validate tree and config, load the classifiers "
+        "(model included), print the tree, exit")  # fmt: skip
     add("--viz", choices=("ascii", "unicode", "none"), default="ascii", help="live tree view")
     add("--label", help="the label to file collected pictures under (trees/collect.yaml)")
     add("--broker-kind", choices=("mosquitto", "amqtt"), help="built-in line's broker "
