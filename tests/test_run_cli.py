@@ -154,7 +154,7 @@ def test_ctrl_c_stops_the_line_safely(
     )  # fmt: skip
     try:
         assert observer.wait_for(protocol.BELT_RUN, timeout=60.0), controller.log_tail()
-        time.sleep(1.0)  # the line is running: feeding, carrying
+        assert observer.wait_for(protocol.push(1), timeout=60.0)  # feeding: the line runs
         interrupted_at = time.monotonic()
         code = controller.stop(signal.SIGINT)
         assert observer.wait_for(protocol.BELT_STOP, after=interrupted_at, timeout=5.0)
