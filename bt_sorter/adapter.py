@@ -60,6 +60,7 @@ class MqttAdapter:
         self.unsent = 0  # commands that could not be handed to the network
         self.refusals: list[str] = []  # the broker's reasons for refusing a connect
         self.failed_connects = 0  # attempts that failed or closed before the broker accepted
+        self._subscribe_mid: int | None = None
 
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -82,6 +83,7 @@ class MqttAdapter:
             max_delay=config.reconnect_max_delay,  # type: ignore[arg-type]
         )
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
@@ -100,7 +102,8 @@ class MqttAdapter:
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once connected to the broker, False if ``timeout`` seconds pass first."""
+        """True once connected and subscribed (feedback sent from now on arrives), False if
+        ``timeout`` seconds pass first."""
         return self._connected.wait(timeout)
 
     @property
@@ -190,7 +193,8 @@ class MqttAdapter:
             self.refusals.append(str(reason_code))
             return
         # Subscribe on every connect: a restarted broker has forgotten the session.
-        result, _mid = client.subscribe(protocol.FEEDBACK_TOPIC, qos=0)
+        result, mid = client.subscribe(protocol.FEEDBACK_TOPIC, qos=0)
+        self._subscribe_mid = mid
         self.connects += 1
         log.info(
             "broker_connected",
@@ -200,6 +204,17 @@ class MqttAdapter:
             connects=self.connects,
             subscribed=result == MQTTErrorCode.MQTT_ERR_SUCCESS,
         )
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        # Online once the broker has acknowledged the feedback subscription: from then on
+        # nothing the line sends is missed for want of it.
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("subscription_refused", topic=protocol.FEEDBACK_TOPIC, reasons=refused)
         self._connected.set()
         self._set_online(True, "connected")
 

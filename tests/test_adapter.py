@@ -122,7 +122,7 @@ def test_adapter_resubscribes_after_the_broker_restarts_on_the_same_port() -> No
         # offline: publishing does not raise, it reports that nothing went out
         assert adapter.publish(protocol.BELT_STOP) is False
         second = start_broker(port=port, kind="mosquitto")
-        assert wait_until(lambda: adapter.connects >= 2, timeout=10)
+        assert wait_until(lambda: adapter.connects >= 2 and adapter.connected, timeout=30)
         line = Peer(second)
         try:
             line.publish(protocol.encode_gate(3, True))
