@@ -184,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     the run with exit 130 and nothing moved; from then on the runner stops the line safely."""
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a parent may have ignored it
+        signal.signal(sig, _interrupt)
     try:
         return _main(args)
     except KeyboardInterrupt:
