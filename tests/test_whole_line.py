@@ -295,7 +295,8 @@ def test_a_stuck_item_runs_the_abort_branch_rods_back_belt_stopped_alarm_exit_3(
             "--viz", "none", "--summary", str(summary), timeout=RUN_TIMEOUT,
         )  # fmt: skip
         # the last status leaves before run.py exits; let the broker hand it on
-        assert wait_until(lambda: b"line_stopped" in b"".join(line.payloads(status_topic)))
+        stopped = lambda: b"line_stopped" in b"".join(line.payloads(status_topic))  # noqa: E731
+        assert wait_until(stopped, timeout=30)
     finally:
         sim.stop()
         line.close()
