@@ -208,6 +208,7 @@ def restart_row(tree: str, row: Row, args: argparse.Namespace, workdir: Path) ->
         )  # fmt: skip
         cmd = run_py(tree, args, workdir)
         cmd[cmd.index("--items")] = "--max-items"
+        del cmd[cmd.index("--seed") : cmd.index("--seed") + 2]  # the simulator's, not run.py's
         cmd += ["--broker", broker.address]
         before = Monitor(broker.host, port, feeds_wanted=max(1, args.items // 3))
         with (workdir / "run.log").open("w") as out:

@@ -123,6 +123,9 @@ class MqttAdapter:
         self.connects = 0  # successful connects so far (1 + reconnects)
         self.messages = 0  # feedback payloads received
         self.unsent = 0  # commands that could not be handed to the network
+        self.refusals: list[str] = []  # the broker's reasons for refusing a connect
+        self.failed_connects = 0  # attempts that failed or closed before the broker accepted
+        self._subscribe_mid: int | None = None
 
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -149,6 +152,7 @@ class MqttAdapter:
         )
         client.will_set(self.topics.status, offline, qos=1, retain=True)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
@@ -167,7 +171,8 @@ class MqttAdapter:
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once connected to the broker, False if ``timeout`` seconds pass first."""
+        """True once connected and subscribed (feedback sent from now on arrives), False if
+        ``timeout`` seconds pass first."""
         return self._connected.wait(timeout)
 
     @property
@@ -255,9 +260,11 @@ class MqttAdapter:
     ) -> None:
         if reason_code.is_failure:
             log.error("broker_refused", host=self.host, port=self.port, reason=str(reason_code))
+            self.refusals.append(str(reason_code))
             return
         # Subscribe on every connect: a restarted broker has forgotten the session.
-        result, _mid = client.subscribe(self.topics.feedback, qos=0)
+        result, mid = client.subscribe(self.topics.feedback, qos=0)
+        self._subscribe_mid = mid
         self.connects += 1
         log.info(
             "broker_connected",
@@ -267,6 +274,17 @@ class MqttAdapter:
             connects=self.connects,
             subscribed=result == MQTTErrorCode.MQTT_ERR_SUCCESS,
         )
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        # Online once the broker has acknowledged the feedback subscription: from then on
+        # nothing the line sends is missed for want of it.
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("subscription_refused", topic=protocol.FEEDBACK_TOPIC, reasons=refused)
         self._connected.set()
         self._set_online(True, "connected")
 
@@ -278,8 +296,10 @@ class MqttAdapter:
         reason_code: Any,
         properties: Any,
     ) -> None:
-        self._connected.clear()
         reason = str(reason_code)
+        if not self._connected.is_set() and not self._stopping:
+            self.failed_connects += 1  # the link closed before the broker accepted us
+        self._connected.clear()
         if self._stopping:
             log.info("broker_disconnected", host=self.host, port=self.port, reason=reason)
         elif self._online:
@@ -287,6 +307,7 @@ class MqttAdapter:
         self._set_online(False, reason)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.failed_connects += 1
         log.warning("broker_connect_failed", host=self.host, port=self.port)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

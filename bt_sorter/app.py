@@ -27,7 +27,7 @@ from bt_sorter import log as logs
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
-from bt_sorter.config import DEFAULT_CONFIG, Config, load_config
+from bt_sorter.config import DEFAULT_CONFIG, Config, find_data, load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
@@ -36,9 +36,8 @@ from bt_sorter.trees import load_tree, node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
 
-ROOT = Path(__file__).resolve().parent.parent
 CALIBRATE_ITEMS = 5
-CALIBRATE_TREE = ROOT / "trees" / "calibrate.yaml"
+CALIBRATE_TREE = Path("trees/calibrate.yaml")  # found like every data path: find_data
 log = logs.get_logger("bt_sorter.app")
 
 
@@ -68,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--summary", type=Path, help="write the end-of-run summary as JSON here")
     add("--record", type=Path, help="append-only JSON-lines record of every decision")
     add("--ledger", type=Path, help="built-in line: the simulator's per-item ledger")
-    add("--check", action="store_true", help="validate tree and config, print the tree, exit")
+    add("--check", action="store_true", help="validate tree and config, load the classifiers "
+        "(model included), print the tree, exit")  # fmt: skip
     add("--viz", choices=("ascii", "unicode", "none"), default="ascii", help="live tree view")
     add("--label", help="the label to file collected pictures under (trees/collect.yaml)")
     add("--broker-kind", choices=("mosquitto", "amqtt"), help="built-in line's broker "
@@ -126,7 +126,6 @@ def make_classifiers(config: Config, speed: float = 1.0) -> dict[str, Classifier
     primary = make_classifier(
         config.classifier.backend,
         config.classifier,
-        ROOT,
         line_broker=f"{broker.host}:{broker.port}",
         client_id=broker.client_id,
         speed=speed,
@@ -134,7 +133,7 @@ def make_classifiers(config: Config, speed: float = 1.0) -> dict[str, Classifier
     )
     workers = {"primary": ClassifierWorker(primary)}
     if config.classifier.fallback == "hsv" and config.classifier.backend != "hsv":
-        fallback = make_classifier("hsv", config.classifier, ROOT, limits=config.limits)
+        fallback = make_classifier("hsv", config.classifier, limits=config.limits)
         workers["fallback"] = ClassifierWorker(fallback)
     return workers
 
@@ -286,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     the run with exit 130 and nothing moved; from then on the runner stops the line safely."""
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a parent may have ignored it
+        signal.signal(sig, _interrupt)
     try:
         return _main(args)
     except KeyboardInterrupt:
@@ -294,8 +294,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+# Options that only the built-in line (broker + simulator started by run.py) can use.
+BUILTIN_ONLY = ("items", "seed", "ledger", "sim_arg", "broker_kind")
+
+
 def _main(args: argparse.Namespace) -> int:
     external = (args.broker is not None or args.config is not None) and not args.builtin
+    if external:
+        given = [f"--{name.replace('_', '-')}" for name in BUILTIN_ONLY if getattr(args, name)]
+        if given:
+            print(f"error: {', '.join(given)}: for the built-in line only, but this run drives "
+                  "an external line (--broker/--config): drop them, or add --builtin to "
+                  "simulate the line", file=sys.stderr)  # fmt: skip
+            return EXIT_INVALID
     if args.calibrate is not None:
         if args.out is None:
             print("error: --calibrate needs --out FILE", file=sys.stderr)
@@ -321,26 +332,30 @@ def _main(args: argparse.Namespace) -> int:
             config = with_topic_prefix(config, args.topic_prefix)
         speed = args.speed or (1.0 if external else config.sim.speed)
         ctx = make_context(config, speed, args.record, args.label)
-        root = load_tree(args.tree, ctx)
+        root = load_tree(find_data(args.tree), ctx)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    if args.check:
-        from bt_sorter.view import tree_text
-
-        print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
-        print(describe_line(config))
-        print(f"config {config.source}: ok; tree {args.tree}: ok")
-        return 0
     if config.classifier.backend == "mqtt" and not external and config.classifier.broker is None:
         print("error: classifier 'mqtt' on the built-in line needs classifier.broker HOST:PORT "
               "(the built-in broker's port is chosen at start)", file=sys.stderr)  # fmt: skip
         return EXIT_INVALID
-    try:
+    try:  # --check loads the classifiers too: a missing or broken model fails it the same way
         ctx.classifiers = make_classifiers(config, speed)
     except (ClassifyError, ValueError, OSError) as exc:
         print(f"error: classifier {config.classifier.backend!r}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.check:
+        from bt_sorter.view import tree_text
+
+        for worker in ctx.classifiers.values():
+            worker.close()
+        print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
+        print(describe_line(config))
+        backends = ", ".join(f"{k} {w.classifier.name}" for k, w in ctx.classifiers.items())
+        print(f"classifiers: {backends}: loaded")
+        print(f"config {config.source}: ok; tree {args.tree}: ok")
+        return 0
     try:
         return _run(args, ctx, root, external, speed)
     except SimulatorError as exc:  # the built-in line did not start: nothing moved

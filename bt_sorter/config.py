@@ -25,7 +25,22 @@ from typing import Any, Literal
 from bt_sorter import protocol
 from bt_sorter.yamlio import Located, SpecError, load_file
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bt_sorter/
+DEFAULT_CONFIG = Path("config/default.yaml")
+
+
+def find_data(path: str | Path, root: Path = REPO_ROOT) -> Path:
+    """Where a relative data path (``config/...``, ``models/...``, ``trees/...``) is.
+
+    The working folder first, then the repository root (the folder that holds
+    ``bt_sorter/``); an absolute path is taken as is. When neither has it, the
+    working-folder path is returned, so the error names what the user wrote.
+    """
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    beside = root / path
+    return beside if beside.exists() else path
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,6 @@ class Timings:
     push_hold: float = 1.0  # a classifying rod stays out this long
     push_back: float = 1.0  # after retracting it counts as back
     stop_wait: float = 1.0  # on exit: rods back, this long, then the belt stops
-    travel_margin: float = 0.5  # fraction of expected travel time an item may be late
 
 
 @dataclass(frozen=True)
@@ -192,11 +206,10 @@ class ClassifierConfig:
     backend: Literal["torch", "http", "hsv", "mqtt"] = "torch"
     model: str = "models/resnet18_tomato.pth"
     url: str = "http://127.0.0.1:8088/aisim_tf_pre"
-    timeout: float = 2.0  # s per attempt (HTTP)
+    timeout: float = 2.0  # s per attempt (HTTP); retries are the tree's (trees/classify.yaml)
     # mqtt: classifier workers on an MQTT 5 broker (python -m bt_sorter.vision.worker)
     broker: str | None = None  # HOST:PORT of the workers' broker; None: the line's broker
     reply_timeout: float = 1.0  # line s a request may wait for a worker's answer (mqtt)
-    retries: int = 2
     fallback: Literal["hsv", "reject"] = "hsv"
     threads: int = 1  # torch intra-op threads of the in-process back end
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch back end: auto = CUDA if seen
@@ -233,7 +246,6 @@ class FaultConfig:
     stall_belt_at: float | None = None  # line time at which the belt stalls for good
     belt_drift_at: float | None = None  # line time at which the belt's speed changes
     belt_drift_factor: float = 1.0  # ... to this share of belt_speed (0.8: 20 % slower)
-    broker_restart_at: float | None = None  # used by the fault bench, not the simulator
 
 
 @dataclass(frozen=True)
@@ -295,8 +307,12 @@ class Config:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate a config file (the built-in default when ``path`` is None)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    """Load and validate a config file (the built-in default when ``path`` is None).
+
+    A relative path is looked up in the working folder, then the repository root
+    (:func:`find_data`).
+    """
+    path = find_data(path if path is not None else DEFAULT_CONFIG)
     data = load_file(path)
     if data is None:
         data = Located()

@@ -14,9 +14,10 @@ next future deadline and counts an overrun. Each tick:
    throughput) on its status topic, for ``python -m bt_sorter.plant status``.
 
 The loop stops on :meth:`Runner.request_stop` (also SIGINT/SIGTERM), when the root
-finishes, when the tree raises an alarm, when ``max_items`` items are resolved, or
-when the stack is found empty. Whatever the exit, the ``finally`` retracts all rods,
-waits ``timings.stop_wait`` line seconds, stops the belt and closes the record.
+succeeds, when the tree raises an alarm (a root that fails raises one for it), when
+``max_items`` items are resolved, or when the stack is found empty. Whatever the exit,
+the ``finally`` retracts all rods, waits ``timings.stop_wait`` line seconds, stops the
+belt and closes the record.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from bt_sorter.view import LiveView, Viz
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected exception (logged with its traceback; still stopped safely)
 EXIT_INVALID = 2  # a tree or config error, before anything moved (run.py)
-EXIT_ABORTED = 3  # the tree's abort branch raised an alarm, or the root failed
+EXIT_ABORTED = 3  # an alarm: the abort branch raised one, or the root failed (one is raised)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 SWITCH_INTERVAL = 0.001  # s: the shortest GIL switch interval the runner sets
@@ -297,6 +298,11 @@ class Runner:
 
     def _check_finished(self) -> int | None:
         bb = self.ctx.bb
+        status = self.root.status
+        if status is py_trees.common.Status.FAILURE and not bb.alarms:
+            # a tree with no abort branch of its own: its failure is an alarm all the same
+            log.error("tree_failed", tick=bb.tick, root=self.root.name)
+            bb.alarms.append(f"tree failed: {self.root.name}")
         if len(bb.alarms) > self._alarms_published:
             for alarm in bb.alarms[self._alarms_published :]:
                 self.adapter.publish_status("alarm", reason=alarm, tick=bb.tick)
@@ -304,14 +310,9 @@ class Runner:
             self.stop_reason = f"alarm: {bb.alarms[-1]}"
             log.error("line_aborted", alarms=list(bb.alarms), tick=bb.tick)
             return EXIT_ABORTED
-        status = self.root.status
         if status is py_trees.common.Status.SUCCESS:
             self.stop_reason = "tree_succeeded"
             return EXIT_OK
-        if status is py_trees.common.Status.FAILURE:
-            self.stop_reason = "tree_failed"
-            log.error("tree_failed", tick=bb.tick, root=self.root.name)
-            return EXIT_ABORTED
         if bb.stack_empty and not len(bb.items):  # and the last items have reached their bins
             self.stop_reason = "stack_empty"
             return EXIT_OK

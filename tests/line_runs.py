@@ -48,11 +48,13 @@ def true_timings(geo: LineGeometry) -> dict[str, float]:
     return times
 
 
-def run_line(tmp_path: Path, *args: str, timeout: float = 240.0) -> tuple[int, dict[str, Any]]:
-    """``python run.py`` on the built-in line; its exit code and summary JSON."""
+def run_line(
+    tmp_path: Path, *args: str, timeout: float = 240.0, cwd: Path = ROOT
+) -> tuple[int, dict[str, Any]]:
+    """``python run.py`` on the built-in line, started in ``cwd``; its exit code and summary."""
     summary = tmp_path / "summary.json"
-    cmd = [sys.executable, "run.py", "--viz", "none", "--summary", str(summary), *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, str(ROOT / "run.py"), "--viz", "none", "--summary", str(summary), *args]
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert summary.exists(), done.stderr[-3000:]
     return done.returncode, json.loads(summary.read_text())
 

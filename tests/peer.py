@@ -33,11 +33,20 @@ class Peer:
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4()}")
         ready = threading.Event()
+        pending: set[int] = set()
 
         def on_connect(client: mqtt.Client, *_: object) -> None:
-            for topic in topics:
-                client.subscribe(topic)
-            ready.set()
+            with self._lock:
+                for topic in topics:
+                    pending.add(client.subscribe(topic)[1])
+                if not pending:
+                    ready.set()
+
+        def on_subscribe(client: mqtt.Client, userdata: object, mid: int, *_: object) -> None:
+            with self._lock:  # ready once the broker has acknowledged every subscription
+                pending.discard(mid)
+                if not pending:
+                    ready.set()
 
         def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
             with self._lock:
@@ -46,10 +55,10 @@ class Peer:
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
+        self.client.on_subscribe = on_subscribe
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        assert ready.wait(5)
-        time.sleep(0.05)  # let the SUBACK land before the test publishes
+        assert ready.wait(30), "the peer's subscriptions were not acknowledged"
 
     def publish(self, payload: bytes, topic: str = protocol.FEEDBACK_TOPIC) -> None:
         self.client.publish(topic, payload).wait_for_publish(2)

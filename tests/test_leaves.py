@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import py_trees
 import pytest
+from peer import wait_until
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
@@ -297,11 +298,12 @@ def test_classify_does_not_block_the_tick_while_the_service_thinks(
     assert ticked.wait(5.0), "a tick waited for the classification service"
     assert root.status == Status.RUNNING and not item.decided
     _HeldService.release.set()
-    for _ in range(200):
+
+    def answered() -> bool:
         root.tick_once()
-        if root.status != Status.RUNNING:
-            break
-        threading.Event().wait(0.02)
+        return root.status != Status.RUNNING
+
+    assert wait_until(answered, timeout=60.0)  # the bound only catches a hang
     ctx.classifiers["primary"].close()
     assert root.status == Status.SUCCESS
     assert (item.label, item.rod) == ("half_ripe", 3)

@@ -154,7 +154,7 @@ def test_ctrl_c_stops_the_line_safely(
     )  # fmt: skip
     try:
         assert observer.wait_for(protocol.BELT_RUN, timeout=60.0), controller.log_tail()
-        time.sleep(1.0)  # the line is running: feeding, carrying
+        assert observer.wait_for(protocol.push(1), timeout=60.0)  # feeding: the line runs
         interrupted_at = time.monotonic()
         code = controller.stop(signal.SIGINT)
         assert observer.wait_for(protocol.BELT_STOP, after=interrupted_at, timeout=5.0)
@@ -303,3 +303,74 @@ def test_signal_while_first_connecting_exits_130_without_a_traceback(
 
     assert "Traceback" not in "".join(controller.log)
     assert code == 130
+
+
+@pytest.mark.parametrize(
+    "model", ["models/no_such_model.pth", "broken.pth"], ids=["missing", "broken"]
+)
+def test_check_loads_the_model_and_fails_the_way_the_run_would(model: str, tmp_path: Path) -> None:
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint at all")
+    model_path = model if model.startswith("models/") else str(tmp_path / model)
+    config = tmp_path / "line.yaml"
+    config.write_text(f"classifier:\n  backend: torch\n  model: {model_path}\n")
+
+    done = run_py("--tree", SORT_TREE, "--config", str(config), "--check")
+
+    assert done.returncode == 2, done.stdout
+    assert "error: classifier 'torch'" in done.stderr and Path(model).name in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("option", [["--items", "3"], ["--seed", "2"], ["--ledger", "l.jsonl"]])
+def test_builtin_line_options_on_an_external_line_are_refused_with_exit_2(
+    option: list[str],
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+
+    done = run_py("--tree", SORT_TREE, "--broker", nowhere, "--viz", "none", *option)
+
+    assert done.returncode == 2
+    assert f"error: {option[0]}: for the built-in line only" in done.stderr
+    assert "broker_connecting" not in done.stderr  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("params", "line", "word"),
+    [
+        ("      seconds: 1.0\n      timing: belt_start_wait\n", 4, "exactly one"),
+        ("", 4, "exactly one"),
+        ("      timing: belt_start_wiat\n", 5, "belt_start_wait"),
+    ],
+    ids=["both", "neither", "unknown_timing"],
+)
+def test_wait_takes_seconds_or_a_config_timing_by_name(
+    params: str, line: int, word: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "wait.yaml"
+    tree.write_text("root:\n  sequence: s\n  children:\n    - Wait: run up\n" + params)
+
+    done = run_py("--tree", str(tree), "--check")
+
+    assert done.returncode == 2
+    assert f"{tree}:{line}:" in done.stderr and word in done.stderr
+
+
+def test_config_models_and_trees_are_found_in_the_working_folder_then_the_repository(
+    tmp_path: Path,
+) -> None:
+    def run_here() -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, RUN_PY, "--tree", "trees/sort.yaml", "--check"]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    elsewhere = run_here()  # nothing in tmp_path: the repository's tree, config and model
+
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert f"config {ROOT / 'config' / 'default.yaml'}: ok" in elsewhere.stdout
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "default.yaml").write_text("timings:\n  tick_hzz: 5\n")
+
+    here = run_here()  # the working folder's config comes first
+
+    assert here.returncode == 2
+    assert "config/default.yaml:2:" in here.stderr and "tick_hzz" in here.stderr

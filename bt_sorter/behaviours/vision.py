@@ -102,9 +102,11 @@ class Classify(Leaf):
 
     RUNNING while the back end works; SUCCESS with the item's label and rod decided
     (a weak answer becomes ``unknown``: bin 1); FAILURE when the back end fails (a
-    broken picture, a service down), so the tree can retry or fall back. A picture that
-    does not decode is not the item's: its slot is freed, and the pictures received
-    after it are offered to tracking again, so the genuine one can still match.
+    broken picture, a service down), so the tree can retry or fall back. A picture this
+    back end already found broken fails at once, not asked again (retrying cannot help).
+    A picture that does not decode is not the item's: its slot is freed, and the
+    pictures received after it are offered to tracking again, so the genuine one can
+    still match.
 
     reads: items (their pictures), recent_pictures, the classifiers. writes: the item's
     prediction, label, rod; pictures (offered again).
@@ -119,11 +121,20 @@ class Classify(Leaf):
     def initialise(self) -> None:
         self.item = oldest_undecided(self.ctx, with_picture=True)
         self.future: concurrent.futures.Future[Prediction] | None = None
+        self.known_bad: str | None = None
         worker = self.ctx.classifiers.get(self.backend)
-        if self.item is not None and worker is not None and self.item.picture is not None:
+        if self.item is None or worker is None or self.item.picture is None:
+            return
+        self.known_bad = worker.known_bad(self.item.picture)
+        if self.known_bad is None:
             self.future = worker.submit(self.item.picture)
 
     def update(self) -> Status:
+        if self.item is not None and self.known_bad is not None:
+            self.feedback_message = f"bad picture, not retried: {self.known_bad}"
+            self.ctx.record.write("classify_skipped", self.bb.now, item=self.item.id,
+                                  backend=self.backend, error=self.known_bad)  # fmt: skip
+            return Status.FAILURE
         if self.item is None or self.future is None:
             self.feedback_message = f"nothing to classify with {self.backend!r}"
             return Status.FAILURE
@@ -196,13 +207,16 @@ class RejectItem(Leaf):
 class SavePicture(Leaf):
     """Collection mode: save the oldest unsaved picture as ``<folder>/<label>/<item>.jpg``.
 
-    The label comes from the command line (``run.py --label``). The file is written
-    on a worker thread. SUCCESS when a picture was handed over, RUNNING until one is there.
+    The label comes from the command line (``run.py --label``); a relative ``folder`` is
+    under the working folder ``run.py`` was started in (the record has each file's full
+    path). The file is written on a worker thread. SUCCESS when a picture was handed
+    over, RUNNING until one is there.
 
     reads: items (their pictures), options.label. writes: the item's label (unknown).
     """
 
-    params = (Param("folder", str, "where the dataset grows (one sub-folder per label)"),)
+    params = (Param("folder", str, "where the dataset grows (one sub-folder per label); "
+                    "relative to the working folder"),)  # fmt: skip
     folder: str
     pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -210,10 +224,11 @@ class SavePicture(Leaf):
         label = str(self.ctx.options.get("label") or UNKNOWN)
         for item in self.bb.items:
             if item.picture is not None and not item.decided:
-                target = Path(self.folder) / label / f"{label}_{int(self.bb.now * 1000)}_{item.id}"
+                name = f"{label}_{int(self.bb.now * 1000)}_{item.id}{_suffix(item.picture)}"
+                target = Path(self.folder).absolute() / label / name
                 if self.pool is None:
                     self.pool = concurrent.futures.ThreadPoolExecutor(1, "save-picture")
-                self.pool.submit(_write, target.with_suffix(_suffix(item.picture)), item.picture)
+                self.pool.submit(_write, target, item.picture)
                 decide(self.ctx, item, UNKNOWN, "collected")
                 self.ctx.record.write("picture_saved", self.bb.now, item=item.id, path=str(target))
                 return Status.SUCCESS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bt_sorter.config import ClassifierConfig, Limits
+from bt_sorter.config import REPO_ROOT, ClassifierConfig, Limits, find_data
 from bt_sorter.vision.classifier import Classifier, ClassifyError
 
 BACKENDS = ("torch", "http", "hsv", "mqtt")
@@ -13,14 +13,17 @@ BACKENDS = ("torch", "http", "hsv", "mqtt")
 def make_classifier(
     backend: str,
     config: ClassifierConfig,
-    root: Path,
+    root: Path = REPO_ROOT,
     *,
     line_broker: str | None = None,
     client_id: str = "bt_sorter",
     speed: float = 1.0,
     limits: Limits | None = None,
 ) -> Classifier:
-    """The back end named ``backend``, set up from ``config``; relative paths are under ``root``.
+    """The back end named ``backend``, set up from ``config``.
+
+    A relative model path is looked up in the working folder, then under ``root``
+    (the repository root by default; :func:`bt_sorter.config.find_data`).
 
     ``mqtt`` connects to ``config.broker`` (else ``line_broker``, HOST:PORT) as
     ``<client_id>-classify``; its ``reply_timeout`` is line time, so it divides by ``speed``.
@@ -33,9 +36,11 @@ def make_classifier(
     if backend == "torch":
         from bt_sorter.vision.torch_backend import TorchClassifier
 
-        model = Path(config.model)
-        path = model if model.is_absolute() else root / model
-        return TorchClassifier(path, config.threads, config.device, limits)
+        model = find_data(config.model, root)
+        if not model.exists():
+            raise ClassifyError(f"model {config.model} not found in the working folder "
+                                f"({Path.cwd()}) or the repository root ({root})")  # fmt: skip
+        return TorchClassifier(model, config.threads, config.device, limits)
     if backend == "http":
         from bt_sorter.vision.http_backend import HttpClassifier
 

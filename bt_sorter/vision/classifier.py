@@ -16,6 +16,9 @@ Back ends (see :func:`make_classifier`):
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -58,23 +61,50 @@ class AsyncClassifier(Classifier, Protocol):
 
 
 class ClassifierWorker:
-    """Runs a :class:`Classifier` on a worker thread so a tick never waits for it."""
+    """Runs a :class:`Classifier` on a worker thread so a tick never waits for it.
 
-    def __init__(self, classifier: Classifier, workers: int = 1) -> None:
+    It remembers the last ``remember`` pictures its back end found broken
+    (:class:`BadPictureError`), so a retry of the same picture is refused at once
+    (:meth:`known_bad`) instead of asking the back end again.
+    """
+
+    def __init__(self, classifier: Classifier, workers: int = 1, remember: int = 256) -> None:
         self.classifier = classifier
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=f"classify-{classifier.name}"
         )
+        self._remember = remember
+        self._bad: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
 
     def submit(self, data: bytes) -> concurrent.futures.Future[Prediction]:
         """Start classifying ``data``; the future holds a Prediction or a ClassifyError."""
         if isinstance(self.classifier, AsyncClassifier):
             return self.classifier.submit(data)
-        return self._pool.submit(self.classifier.classify, data)
+        return self._pool.submit(self._classify, data)
+
+    def known_bad(self, data: bytes) -> str | None:
+        """Why this back end already found ``data`` broken, or None if it has not."""
+        with self._lock:
+            return self._bad.get(_digest(data))
+
+    def _classify(self, data: bytes) -> Prediction:
+        try:
+            return self.classifier.classify(data)
+        except BadPictureError as exc:
+            with self._lock:
+                self._bad[_digest(data)] = str(exc)
+                while len(self._bad) > self._remember:
+                    self._bad.popitem(last=False)
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.classifier.close()
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def apply_threshold(prediction: Prediction, threshold: float) -> Prediction:
