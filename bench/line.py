@@ -163,7 +163,12 @@ def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> st
         rows.append([f"limit ({name})", "-", f"{limit:.2f}", f"{limit:.2f}",
                      f"{limit / base:.2f}×" if base else "-", *ratios,
                      "-", "-", "-", "-", "-"])  # fmt: skip
-    return "\n".join([*head, table(rows, limits)])
+    why = [
+        f"- {tree}: bin 1 and lost, the controller's reasons: {result.get('reasons')}"
+        for tree, result in zip(args.trees, results, strict=True)
+        if result.get("reasons")
+    ]
+    return "\n".join([*head, table(rows, limits), *(["", *why] if why else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
