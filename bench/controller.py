@@ -18,11 +18,16 @@ divides the tick period (50 Hz on a real line is 50·X Hz of wall time), so the 
 
 Peak RSS is sampled (psutil, every 0.1 s) over both sorting runs, beside the kernel's
 ``VmHWM`` high-water mark.
+
+``--browsers N`` runs every controller with ``--web`` and attaches N websocket clients to
+its live page for the whole run (each parses every snapshot and fetches each new picture,
+as the page does), so the same figures show what the live page costs the tick loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import signal
@@ -35,12 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bt_sorter import protocol
-from bt_sorter.broker import start_broker
+from bt_sorter.broker import free_port, start_broker
 from bt_sorter.config import load_config
 from bt_sorter.sim.process import start_simulator
 
@@ -95,6 +101,79 @@ class Observer:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class Browsers:
+    """N websocket clients on a live page, in a thread of their own, until closed."""
+
+    def __init__(self, port: int, n: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.n = n
+        self.updates = [0] * n
+        self.pictures = [0] * n
+        self.first_at: list[float | None] = [None] * n  # first and latest snapshot received
+        self.last_at: list[float | None] = [None] * n
+        self.attached = [False] * n
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+
+    async def _main(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(self._browser(session, i) for i in range(self.n)))
+
+    async def _browser(self, session: aiohttp.ClientSession, i: int) -> None:
+        while not self._stop.is_set():  # the page is not up until the controller is
+            try:
+                async with session.ws_connect(self.url + "/ws") as ws:
+                    self.attached[i] = True
+                    await self._read(session, ws, i)
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.2)
+
+    async def _read(
+        self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, i: int
+    ) -> None:
+        seen: set[int] = set()
+        while not self._stop.is_set():
+            try:
+                msg = await ws.receive(timeout=0.5)
+            except TimeoutError:
+                continue
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            if data.get("type") != "state":
+                continue
+            self.updates[i] += 1
+            self.last_at[i] = time.monotonic()
+            if self.first_at[i] is None:
+                self.first_at[i] = self.last_at[i]
+            for thumb in data["thumbnails"]:
+                if thumb["id"] not in seen:
+                    seen.add(thumb["id"])
+                    async with session.get(f"{self.url}/picture/{thumb['id']}") as resp:
+                        if resp.status == 200:
+                            await resp.read()
+                            self.pictures[i] += 1
+
+    def close(self) -> dict[str, Any]:
+        """Stop; per browser: snapshots per second (first to latest), pictures fetched."""
+        self._stop.set()
+        self._thread.join(timeout=10.0)
+        rates = []
+        for i in range(self.n):
+            first, last = self.first_at[i], self.last_at[i]
+            if first is not None and last is not None and last > first:
+                rates.append((self.updates[i] - 1) / (last - first))
+        return {
+            "browsers": self.n,
+            "attached": sum(self.attached),
+            "updates_per_s_min": min(rates, default=0.0),
+            "updates": sum(self.updates),
+            "pictures": sum(self.pictures),
+        }
 
 
 @dataclass
@@ -168,6 +247,14 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
+def web_args(args: argparse.Namespace) -> tuple[list[str], int | None]:
+    """``--web PORT`` for the controller when browsers are to be attached."""
+    if not args.browsers:
+        return [], None
+    port = free_port()
+    return ["--web", str(port)], port
+
+
 def controller_cmd(tree: Path, address: str, speed: float, *extra: str) -> list[str]:
     return [
         sys.executable, str(RUN_PY), "--tree", str(tree), "--broker", address,
@@ -201,13 +288,15 @@ def sorting_run(
                 speed=speed,
             )
             with sim, log_path.open("w") as log:
+                web, port = web_args(args)
                 cmd = controller_cmd(
                     args.tree, broker.address, speed,
-                    "--max-items", str(items), "--summary", str(summary_path),
+                    "--max-items", str(items), "--summary", str(summary_path), *web,
                 )  # fmt: skip
                 started = time.monotonic()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
                 sampler = RssSampler(proc.pid)
+                browsers = Browsers(port, args.browsers) if port else None
                 try:
                     if seconds is not None:
                         try:
@@ -217,6 +306,7 @@ def sorting_run(
                     code = proc.wait(timeout=120 + items * 40 / speed)
                 finally:
                     sampler.stop()
+                    page = browsers.close() if browsers else None
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
@@ -225,6 +315,10 @@ def sorting_run(
         finally:
             observer.close()
         messages = observer.snapshot()
+    if page is not None:  # the controller's own account of what the page cost its ticks
+        for line in log_path.read_text(errors="replace").splitlines():
+            if '"live_page_stats"' in line:
+                page["tick_cost"] = json.loads(line)
     expected = 130 if seconds is not None else 0
     if code != expected or not summary_path.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -240,6 +334,7 @@ def sorting_run(
         "wall_s": wall,
         "speed": speed,
         "broker": broker.kind,
+        "page": page,
     }
 
 
@@ -249,12 +344,14 @@ def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     log_path = workdir / "controller_idle.log"
     with start_broker(kind=args.broker_kind) as broker:
         observer = Observer(broker.host, broker.port)
+        web, port = web_args(args)
         cmd = controller_cmd(
-            args.tree, broker.address, args.idle_speed, "--summary", str(summary_path)
+            args.tree, broker.address, args.idle_speed, "--summary", str(summary_path), *web
         )
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
         )
+        browsers = Browsers(port, args.browsers) if port else None
         started = threading.Event()
         lines: list[str] = []
 
@@ -281,6 +378,7 @@ def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=30.0)
         finally:
+            page = browsers.close() if browsers else None
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -302,6 +400,7 @@ def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "commands_in_window": commands,
         "exit_code": code,
         "ticks": summary.get("ticks", {}),
+        "page": page,
     }
 
 
@@ -389,6 +488,24 @@ def describe_run(name: str, run: dict[str, Any]) -> str:
         f"{name}: speed {run['speed']:g}, {run['wall_s']:.1f} s wall on {run['broker']}, "
         f"stopped {summary['stop_reason']}; controller resolved {summary['resolved']} "
         f"{summary['outcomes']}; line truth: {facts}; rod pushes {run['latency'].pushes}"
+        + describe_page(run.get("page"))
+    )
+
+
+def describe_page(page: dict[str, Any] | None) -> str:
+    if not page:
+        return ""
+    return (
+        f"; live page: {page['attached']} of {page['browsers']} browsers attached, "
+        f"slowest {page['updates_per_s_min']:.1f} updates/s, {page['updates']} updates and "
+        f"{page['pictures']} pictures sent in all"
+        + (
+            f"; snapshot cost in the tick thread p50 {cost['tick_cost_p50_ms']} / p99 "
+            f"{cost['tick_cost_p99_ms']} / max {cost['tick_cost_max_ms']} ms "
+            f"({cost['snapshots']} snapshots)"
+            if (cost := page.get("tick_cost"))
+            else ""
+        )
     )
 
 
@@ -408,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--idle-speed", type=float, default=1.0, help="idle run's line speed (1)")
     add("--seed", type=int, default=1, help="simulator seed (1)")
     add("--broker-kind", choices=("mosquitto", "amqtt"), default=None)
+    add("--browsers", type=int, default=0, help="attach this many websocket clients to each "
+        "controller's live page (--web); 0 = no page (0)")  # fmt: skip
     add("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
     tick_hz = load_config().timings.tick_hz
@@ -424,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(describe_run("real-time run", rate))
     print(describe_run("latency run", fast))
-    print(f"idle run: commands in the window: {idle['commands_in_window'] or 'none'}")
+    print(
+        f"idle run: commands in the window: {idle['commands_in_window'] or 'none'}"
+        + describe_page(idle.get("page"))
+    )
     print()
     fast_label = f"speed {args.speed:g}"
     rows = tick_rows("speed 1", rate["ticks"])
@@ -451,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         )
     )
+    print(f"live page: {args.browsers} browsers attached to each run" if args.browsers
+          else "live page: off (--browsers 0)")  # fmt: skip
     for line in table(rows):
         print(line)
     if args.json:
@@ -470,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
             },
             "peak_rss_bytes": peak_rss,
             "peak_hwm_bytes": peak_hwm,
+            "browsers": args.browsers,
+            "page": {"speed_1": rate["page"], "latency_run": fast["page"], "idle": idle["page"]},
         }
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

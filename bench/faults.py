@@ -40,6 +40,7 @@ EXIT_ABORTED = 3
 RUN_TIMEOUT = 900.0  # wall s for one run before the bench gives up on it
 RESTART_PAUSE = 1.0  # wall s between stopping the broker and starting the new one
 RETRY_STORM = 10  # classify_failed events for one item that count as a retry storm
+KEEP_MARK = "<!-- kept by bench/faults.py -->"  # what follows it in --out survives a rerun
 GRACE_S = 30.0  # wall s run.py may run on once the simulator (the line) has ended
 
 
@@ -494,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{result.wall_s:.0f} s wall", file=sys.stderr, flush=True)  # fmt: skip
     report = table(results, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    kept = old[old.index(KEEP_MARK) :] if KEEP_MARK in old else ""  # other benches' sections
+    args.out.write_text(report + ("\n" + kept if kept else ""), encoding="utf-8")
     print(report)
     return 0
 

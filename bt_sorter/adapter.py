@@ -8,30 +8,92 @@ events in the same queue. The runner drains the queue before each tick
 (:meth:`MqttAdapter.drain`) and publishes the commands the tree requested
 (:meth:`MqttAdapter.publish`). paho reconnects with backoff; the feedback topic is
 subscribed again on every connect, so a restarted broker (which forgot the session)
-still delivers.
+still delivers. The topics are the config's ``broker.topics`` (the FS scene's ``aa``/``bb``
+unless the line has a prefix); the line's retained status goes to its status topic, and
+the broker publishes an ``offline`` status in the controller's place if it vanishes.
+
+What a message may cost is bounded (``config.limits``): a payload over
+``payload_bytes`` is refused before it is parsed, every picture's header is checked
+before it is queued (a pixel bomb becomes bad input here, in paho's thread, and never
+reaches the blackboard), and the queue holds at most ``queue_events`` events and
+``queue_bytes`` of pictures. What does not fit is dropped, counted by kind, logged, and
+reported to the blackboard as a :class:`Dropped` event at the next drain.
 """
 
 from __future__ import annotations
 
+import collections
 import json
-import queue
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bt_sorter import protocol
-from bt_sorter.blackboard import ConnectionChanged, Event, Received
+from bt_sorter.blackboard import ConnectionChanged, Dropped, Event, Received
 from bt_sorter.clock import LineClock
-from bt_sorter.config import BrokerConfig
+from bt_sorter.config import BrokerConfig, Limits
 from bt_sorter.log import get_logger
+from bt_sorter.vision.classifier import BadPictureError
+from bt_sorter.vision.picture_header import check_picture
 
 log = get_logger("bt_sorter.adapter")
 
 
 class AdapterConfigError(ValueError):
     """The broker settings cannot be used (e.g. a TLS file that does not load)."""
+
+
+class EventQueue:
+    """The adapter's queue: bounded by events and by picture bytes, never blocking.
+
+    A feedback event that does not fit is dropped and counted by kind; connection
+    changes always fit. :meth:`drain` hands over the drops since the last drain as one
+    :class:`Dropped` event after the events.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events, self.max_bytes = max_events, max_bytes
+        self._lock = threading.Lock()
+        self._events: collections.deque[Event] = collections.deque()
+        self._bytes = 0
+        self._dropped: collections.Counter[str] = collections.Counter()  # since the last drain
+        self.dropped: collections.Counter[str] = collections.Counter()  # in all
+        self._logged_at = -1e9
+
+    def put(self, event: Event) -> bool:
+        """Queue ``event``; False (and counted) when it was dropped."""
+        size = 0
+        if isinstance(event, Received) and isinstance(event.event, protocol.Picture):
+            size = len(event.event.data)
+        with self._lock:
+            full = len(self._events) >= self.max_events or self._bytes + size > self.max_bytes
+            if isinstance(event, Received) and full:
+                kind = protocol.kind_of(event.event)
+                self._dropped[kind] += 1
+                self.dropped[kind] += 1
+                now = time.monotonic()
+                if now - self._logged_at >= 1.0:  # a flood must not flood the log too
+                    self._logged_at = now
+                    log.warning("feedback_dropped", queue_full=len(self._events),
+                                queued_bytes=self._bytes, dropped=dict(self.dropped))  # fmt: skip
+                return False
+            self._events.append(event)
+            self._bytes += size
+            return True
+
+    def drain(self, t: float) -> list[Event]:
+        """Everything queued, in arrival order, then a :class:`Dropped` if any were dropped."""
+        with self._lock:
+            out = list(self._events)
+            self._events.clear()
+            self._bytes = 0
+            dropped, self._dropped = dict(self._dropped), collections.Counter()
+        if dropped:
+            out.append(Dropped(t, dropped))
+        return out
 
 
 class MqttAdapter:
@@ -43,12 +105,15 @@ class MqttAdapter:
         clock: LineClock,
         host: str | None = None,
         port: int | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.host = host or config.host
         self.port = port or config.port
-        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.topics = config.topics.resolve()
+        self.limits = limits or Limits()
+        self._events = EventQueue(self.limits.queue_events, self.limits.queue_bytes)
         self._connected = threading.Event()
         self._state_lock = threading.Lock()
         self._online = False  # last state put in the queue
@@ -79,6 +144,10 @@ class MqttAdapter:
             min_delay=config.reconnect_min_delay,  # type: ignore[arg-type]
             max_delay=config.reconnect_max_delay,  # type: ignore[arg-type]
         )
+        offline = protocol.encode_line_status(
+            "offline", line=config.topics.line_name(), counts={}, reason="controller vanished"
+        )
+        client.will_set(self.topics.status, offline, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -126,21 +195,20 @@ class MqttAdapter:
 
     def drain(self) -> list[Event]:
         """Everything queued since the last call, in arrival order; never blocks."""
-        out: list[Event] = []
-        try:
-            while True:
-                out.append(self._events.get_nowait())
-        except queue.Empty:
-            return out
+        return self._events.drain(self.clock.now())
 
     def publish(self, command: protocol.Command) -> bool:
         """Publish ``command`` on the command topic (QoS 0); False when it could not go out."""
-        return self._publish(protocol.COMMAND_TOPIC, protocol.encode_command(command), str(command))
+        return self._publish(self.topics.commands, protocol.encode_command(command), str(command))
 
     def publish_status(self, event: str, **facts: Any) -> bool:
         """Publish ``{"event": event, **facts}`` as JSON on the status topic (QoS 0)."""
         body = json.dumps({"event": event, "t": round(self.clock.now(), 3), **facts}, default=str)
-        return self._publish(self.config.status_topic, body.encode(), event)
+        return self._publish(self.topics.status, body.encode(), event)
+
+    def publish_line_status(self, payload: bytes) -> bool:
+        """Publish the line's retained status (:func:`protocol.encode_line_status`), QoS 1."""
+        return self._publish(self.topics.status, payload, "line_status", qos=1, retain=True)
 
     def flush(self, timeout: float = 1.0) -> bool:
         """Wait until the last published message has been written to the socket."""
@@ -153,12 +221,14 @@ class MqttAdapter:
             return False
         return info.is_published()
 
-    def _publish(self, topic: str, payload: bytes, what: str) -> bool:
+    def _publish(
+        self, topic: str, payload: bytes, what: str, qos: int = 0, retain: bool = False
+    ) -> bool:
         if not self._connected.is_set():
             self.unsent += 1
             log.warning("publish_skipped_offline", topic=topic, message=what)
             return False
-        info = self._client.publish(topic, payload, qos=0)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.unsent += 1
             log.warning("publish_failed", topic=topic, message=what, rc=mqtt.error_string(info.rc))
@@ -187,7 +257,7 @@ class MqttAdapter:
             log.error("broker_refused", host=self.host, port=self.port, reason=str(reason_code))
             return
         # Subscribe on every connect: a restarted broker has forgotten the session.
-        result, _mid = client.subscribe(protocol.FEEDBACK_TOPIC, qos=0)
+        result, _mid = client.subscribe(self.topics.feedback, qos=0)
         self.connects += 1
         log.info(
             "broker_connected",
@@ -220,9 +290,18 @@ class MqttAdapter:
         log.warning("broker_connect_failed", host=self.host, port=self.port)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic != protocol.FEEDBACK_TOPIC:
+        if msg.topic != self.topics.feedback:
             return
         self.messages += 1
         t = self.clock.now()
-        for event in protocol.parse_feedback(msg.payload):
-            self._events.put(Received(t, event))
+        for event in protocol.parse_feedback(msg.payload, self.limits.payload_bytes):
+            self._events.put(Received(t, self._admit(event)))
+
+    def _admit(self, event: protocol.Feedback) -> protocol.Feedback:
+        """A picture whose header breaks the limits becomes bad input, here and undecoded."""
+        if isinstance(event, protocol.Picture):
+            try:
+                check_picture(event.data, self.limits)
+            except BadPictureError as exc:
+                return protocol.BadInput(f"picture refused: {exc}")
+        return event

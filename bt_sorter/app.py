@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", type=Path, help="line config (default config/default.yaml); implies an "
         "external line unless --builtin")  # fmt: skip
     add("--broker", metavar="HOST:PORT", help="drive the external line on this broker")
+    add("--topic-prefix", metavar="PREFIX", help="the line's topics on a shared broker: "
+        "PREFIX/aa, PREFIX/bb, PREFIX/status (default: config broker.topics)")  # fmt: skip
     add("--builtin", action="store_true", help="run the built-in simulated line even with --config")
     add("--items", type=int, help="built-in line: items on the stack (default config sim.items)")
     add("--line", type=Path, help="built-in line: the simulator's physical line from this line "
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: mosquitto if installed, else amqtt)")  # fmt: skip
     add("--sim-arg", action="append", default=[], metavar="ARG",
         help="extra simulator argument, e.g. --sim-arg=--drop-rate=0.05")  # fmt: skip
+    add("--web", metavar="[HOST:]PORT", help="serve the live page here (loopback unless HOST "
+        "is given; another address needs BT_SORTER_WEB_TOKEN)")  # fmt: skip
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     add("--calibrate", type=int, nargs="?", const=CALIBRATE_ITEMS, metavar="K",
         help=f"measure the line: sort K items one at a time (default {CALIBRATE_ITEMS}) with "
@@ -80,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", type=Path, help="--calibrate: the config file to write (the --config given, "
         "with the measured line: section)")  # fmt: skip
     return parser
+
+
+def with_topic_prefix(config: Config, prefix: str) -> Config:
+    """``config`` for the line named ``prefix`` on a shared broker; SpecError if not a name."""
+    topics = dataclasses.replace(config.broker.topics, prefix=prefix)
+    try:
+        topics.resolve()
+    except ValueError as exc:
+        raise SpecError(f"--topic-prefix: {exc}") from None
+    client_id = f"{config.broker.client_id}-{prefix}"  # one client id per line on the broker
+    return config.replace(
+        broker=dataclasses.replace(config.broker, topics=topics, client_id=client_id)
+    )
 
 
 def make_context(config: Config, speed: float, record: Path | None, label: str | None) -> Context:
@@ -101,14 +118,24 @@ def make_context(config: Config, speed: float, record: Path | None, label: str |
     )
 
 
-def make_classifiers(config: Config) -> dict[str, ClassifierWorker]:
+def make_classifiers(config: Config, speed: float = 1.0) -> dict[str, ClassifierWorker]:
     """The primary back end from config, and the fallback (HSV) unless config says reject."""
     from bt_sorter.vision.backends import make_classifier
 
-    workers = {"primary": ClassifierWorker(make_classifier(config.classifier.backend,
-                                                           config.classifier, ROOT))}  # fmt: skip
+    broker = config.broker
+    primary = make_classifier(
+        config.classifier.backend,
+        config.classifier,
+        ROOT,
+        line_broker=f"{broker.host}:{broker.port}",
+        client_id=broker.client_id,
+        speed=speed,
+        limits=config.limits,
+    )
+    workers = {"primary": ClassifierWorker(primary)}
     if config.classifier.fallback == "hsv" and config.classifier.backend != "hsv":
-        workers["fallback"] = ClassifierWorker(make_classifier("hsv", config.classifier, ROOT))
+        fallback = make_classifier("hsv", config.classifier, ROOT, limits=config.limits)
+        workers["fallback"] = ClassifierWorker(fallback)
     return workers
 
 
@@ -131,6 +158,7 @@ def builtin_line(
             seed=args.seed if args.seed is not None else config.sim.seed,
             speed=speed,
             ledger=args.ledger,
+            topic_prefix=config.broker.topics.prefix,
             extra_args=args.sim_arg,
         )
         try:
@@ -160,6 +188,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "reasons": dict(reasons),
         "empty_feeds": ctx.bb.items.empty_feeds,
         "bad_inputs": ctx.bb.bad_inputs,
+        "dropped": dict(ctx.bb.dropped),
         "unmatched_edges": ctx.bb.unmatched_edges,
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
@@ -179,6 +208,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
+    if summary["bad_inputs"] or summary["dropped"]:
+        lines.append(f"bad inputs {summary['bad_inputs']}, dropped unread {summary['dropped']}")
     lines.append(format_measured_line(summary["measured_line"]))
     truth = summary.get("line")
     if truth:
@@ -284,6 +315,8 @@ def _main(args: argparse.Namespace) -> int:
         if external and args.line is not None:
             raise SpecError("--line gives the built-in simulator its line; an external line "
                             "has its own (drop --line, or add --builtin)")  # fmt: skip
+        if args.topic_prefix is not None:
+            config = with_topic_prefix(config, args.topic_prefix)
         speed = args.speed or (1.0 if external else config.sim.speed)
         ctx = make_context(config, speed, args.record, args.label)
         root = load_tree(args.tree, ctx)
@@ -297,8 +330,12 @@ def _main(args: argparse.Namespace) -> int:
         print(describe_line(config))
         print(f"config {config.source}: ok; tree {args.tree}: ok")
         return 0
+    if config.classifier.backend == "mqtt" and not external and config.classifier.broker is None:
+        print("error: classifier 'mqtt' on the built-in line needs classifier.broker HOST:PORT "
+              "(the built-in broker's port is chosen at start)", file=sys.stderr)  # fmt: skip
+        return EXIT_INVALID
     try:
-        ctx.classifiers = make_classifiers(config)
+        ctx.classifiers = make_classifiers(config, speed)
     except (ClassifyError, ValueError, OSError) as exc:
         print(f"error: classifier {config.classifier.backend!r}: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -317,6 +354,17 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
 
     config = ctx.config
     with contextlib.ExitStack() as stack:
+        web = None
+        if args.web:
+            from bt_sorter.web.live import start_live
+            from bt_sorter.web.server import WebError
+
+            try:
+                web = start_live(args.web, root, ctx, title=str(args.tree))
+            except WebError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+            stack.callback(web.server.stop)
         sim = None
         host, port = config.broker.host, config.broker.port
         max_items = args.max_items
@@ -326,10 +374,10 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
             host, _, port_text = address.rpartition(":")
             port = int(port_text)
             max_items = max_items or args.items or config.sim.items
-        adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port)
+        adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port, limits=config.limits)
         adapter.start()  # connects in the background; the runner holds the tree until then
         stack.callback(adapter.stop)
-        runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items)
+        runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items, web=web)
         code = runner.run()
         truth = None
         if sim is not None:

@@ -50,7 +50,15 @@ class ConnectionChanged:
     reason: str = ""
 
 
-Event = Received | ConnectionChanged
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """The adapter's queue was full: these events (kind -> count) were dropped unread."""
+
+    t: float
+    counts: dict[str, int]
+
+
+Event = Received | ConnectionChanged | Dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +172,14 @@ class Blackboard:
     gates: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(GATES, False))
     edges: list[Edge] = field(default_factory=list)  # this tick's edges, in arrival order
     pictures: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
+    # The last pictures received, matched or not: a picture slot freed by a picture that
+    # would not decode is offered these again (see Classify).
+    recent_pictures: collections.deque[tuple[float, bytes]] = field(
+        default_factory=lambda: collections.deque(maxlen=8)
+    )
     bad_inputs: int = 0
+    received: dict[str, int] = field(default_factory=dict)  # kind -> events, in all
+    dropped: dict[str, int] = field(default_factory=dict)  # kind -> dropped by the adapter
     items: ItemFifo = field(default_factory=ItemFifo)
     belt_running: bool = False
     line: LineModel = field(default_factory=LineModel)
@@ -190,6 +205,10 @@ class Blackboard:
         self.edges = []
         bad: list[protocol.BadInput] = []
         for ev in events:
+            if isinstance(ev, Dropped):
+                for kind, count in ev.counts.items():
+                    self.dropped[kind] = self.dropped.get(kind, 0) + count
+                continue
             if isinstance(ev, ConnectionChanged):
                 if ev.connected and not self.connected and self.ever_connected:
                     self._resync(ev.t)
@@ -197,12 +216,15 @@ class Blackboard:
                 self.ever_connected |= ev.connected
                 continue
             event = ev.event
+            kind = protocol.kind_of(event)
+            self.received[kind] = self.received.get(kind, 0) + 1
             if isinstance(event, protocol.GateEdge):
                 self.gates[event.gate] = event.blocked
                 self.gate_changed_at[event.gate] = ev.t
                 self.edges.append(Edge(event.gate, event.blocked, ev.t))
             elif isinstance(event, protocol.Picture):
                 self.pictures.append((ev.t, event.data))
+                self.recent_pictures.append((ev.t, event.data))
             else:
                 self.bad_inputs += 1
                 bad.append(event)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bt_sorter import protocol
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -39,6 +40,34 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class TopicsConfig:
+    """The line's topics on a broker it may share with other lines (docs/plant.md).
+
+    ``prefix: line3`` gives ``line3/aa``, ``line3/bb`` and ``line3/status``; no prefix is the
+    FS scene's ``aa``/``bb`` (status ``bt_sorter/status``). ``commands``, ``feedback`` and
+    ``status`` name a topic outright (a gateway with names of its own).
+    """
+
+    prefix: str | None = None
+    commands: str | None = None
+    feedback: str | None = None
+    status: str | None = None
+
+    def line_name(self) -> str:
+        """The line's name on a shared broker: its prefix, else its status topic."""
+        return self.prefix or self.resolve().status
+
+    def resolve(self) -> protocol.Topics:
+        """The topics to use; ``ValueError`` when a name is not a valid topic."""
+        base = protocol.line_topics(self.prefix)
+        return protocol.Topics(
+            commands=self.commands or base.commands,
+            feedback=self.feedback or base.feedback,
+            status=self.status or base.status,
+        )
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Where the line's MQTT broker is and how to connect to it."""
 
@@ -50,7 +79,7 @@ class BrokerConfig:
     username: str | None = None
     password: str | None = None
     tls: TlsConfig = field(default_factory=TlsConfig)
-    status_topic: str = "bt_sorter/status"
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 10.0
 
@@ -160,13 +189,33 @@ class SortingConfig:
 class ClassifierConfig:
     """Which classifier back end answers the question "what is in this picture"."""
 
-    backend: Literal["torch", "http", "hsv"] = "torch"
+    backend: Literal["torch", "http", "hsv", "mqtt"] = "torch"
     model: str = "models/resnet18_tomato.pth"
     url: str = "http://127.0.0.1:8088/aisim_tf_pre"
     timeout: float = 2.0  # s per attempt (HTTP)
+    # mqtt: classifier workers on an MQTT 5 broker (python -m bt_sorter.vision.worker)
+    broker: str | None = None  # HOST:PORT of the workers' broker; None: the line's broker
+    reply_timeout: float = 1.0  # line s a request may wait for a worker's answer (mqtt)
     retries: int = 2
     fallback: Literal["hsv", "reject"] = "hsv"
     threads: int = 1  # torch intra-op threads of the in-process back end
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one message or picture may cost, and how much may wait; beyond these, input is
+    refused as bad input (a payload, a picture) or dropped and counted (a full queue).
+
+    Pictures are checked from their header before any pixel is decoded, everywhere a
+    picture is decoded (controller back ends, service, training and evaluation).
+    """
+
+    payload_bytes: int = 4 * 1024 * 1024  # a bb payload over this is refused unparsed
+    picture_side: int = 4096  # px, width or height, from the picture's header
+    picture_pixels: int = 8_000_000  # width x height, from the header (8 MP: 24 MB decoded)
+    decode_pixels: int = 16_000_000  # pixels being decoded at once in one process
+    queue_events: int = 2000  # feedback events waiting for the next tick
+    queue_bytes: int = 32 * 1024 * 1024  # picture bytes waiting for the next tick
 
 
 @dataclass(frozen=True)
@@ -210,6 +259,7 @@ class Config:
     timings: Timings = field(default_factory=Timings)
     sorting: SortingConfig = field(default_factory=SortingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    limits: Limits = field(default_factory=Limits)
     sim: SimConfig = field(default_factory=SimConfig)
     source: str = "<defaults>"
 
@@ -291,8 +341,19 @@ def validate(config: Config, data: Located | None = None) -> None:
             raise fail(f"sorting.routes: label {label!r} goes to rod {rod}, not 2..4", "sorting")
     if not 0 <= config.sorting.confidence_threshold <= 1:
         raise fail("sorting.confidence_threshold must be within 0..1", "sorting")
+    try:
+        config.broker.topics.resolve()
+    except ValueError as exc:
+        raise fail(f"broker.topics: {exc}", "broker") from None
+    if config.classifier.reply_timeout <= 0:
+        raise fail("classifier.reply_timeout must be positive", "classifier")
     if config.timings.tick_hz <= 0:
         raise fail("timings.tick_hz must be positive", "timings")
+    for name, value in dataclasses.asdict(config.limits).items():
+        if value <= 0:
+            raise fail(f"limits.{name} must be positive", "limits")
+    if config.limits.decode_pixels < config.limits.picture_pixels:
+        raise fail("limits.decode_pixels must be at least limits.picture_pixels", "limits")
     for name, value in dataclasses.asdict(config.sim.faults).items():
         if name.endswith("_rate") and not 0 <= value <= 1:
             raise fail(f"sim.faults.{name} must be within 0..1", "sim")

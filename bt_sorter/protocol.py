@@ -8,6 +8,12 @@ talks in the typed commands and events defined here:
 * the simulator parses commands with :func:`parse_command` and builds feedback with
   :func:`encode_gate` and :func:`encode_picture`.
 
+Several lines may share one broker (docs/plant.md): each line's topics are
+:class:`Topics`, built by :func:`line_topics` from a prefix (``line3`` → ``line3/aa``,
+``line3/bb``, ``line3/status``); no prefix is the FS scene's bare ``aa`` and ``bb``.
+Classifier workers answer requests on :data:`CLASSIFY_REQUEST_TOPIC` (MQTT 5
+request/response) and each line publishes a retained :func:`encode_line_status`.
+
 Parsing never raises on bad input: it returns :class:`BadInput` with a reason.
 """
 
@@ -23,6 +29,12 @@ from typing import Any
 
 COMMAND_TOPIC = "aa"
 FEEDBACK_TOPIC = "bb"
+STATUS_TOPIC = "bt_sorter/status"  # the FS scene's line (no prefix): alarms and status
+STATUS_LEAF = "status"  # a prefixed line's status topic: <prefix>/status
+CLASSIFY_REQUEST_TOPIC = "bt_sorter/classify/request"
+CLASSIFY_REPLY_ROOT = "bt_sorter/classify/reply"
+WORKER_STATUS_ROOT = "bt_sorter/workers"
+DEFAULT_WORKER_GROUP = "classifiers"
 DEFAULT_PORT = 21883
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
@@ -107,6 +119,163 @@ class BadInput:
 Feedback = GateEdge | Picture | BadInput
 
 
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """One line's topics: commands (controller → line), feedback (line → controller), status."""
+
+    commands: str = COMMAND_TOPIC
+    feedback: str = FEEDBACK_TOPIC
+    status: str = STATUS_TOPIC
+
+    def __post_init__(self) -> None:
+        for name in (self.commands, self.feedback, self.status):
+            reason = topic_name_problem(name)
+            if reason:
+                raise ValueError(reason)
+        if len({self.commands, self.feedback, self.status}) != 3:
+            raise ValueError(f"a line's topics must differ, got {self}")
+
+
+def line_topics(prefix: str | None) -> Topics:
+    """The topics of the line named ``prefix`` (``None``: the FS scene's ``aa``/``bb``)."""
+    if prefix is None:
+        return FS_TOPICS
+    if not prefix or prefix.endswith("/"):
+        raise ValueError(f"topic prefix {prefix!r} must be a non-empty name without a trailing /")
+    return Topics(
+        commands=f"{prefix}/{COMMAND_TOPIC}",
+        feedback=f"{prefix}/{FEEDBACK_TOPIC}",
+        status=f"{prefix}/{STATUS_LEAF}",
+    )
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a topic a line publishes on (wildcards, $, empty), or None."""
+    if not name:
+        return "a topic name must not be empty"
+    if "+" in name or "#" in name:
+        return f"topic {name!r} must not contain the wildcards + or #"
+    if name.startswith("$"):
+        return f"topic {name!r} must not start with $ (reserved by brokers)"
+    if "\x00" in name or len(name.encode("utf-8")) > 65535:
+        return f"topic {name[:40]!r} is not a valid MQTT topic"
+    return None
+
+
+FS_TOPICS = Topics()
+
+
+def shared_subscription(group: str, topic: str) -> str:
+    """The MQTT 5 shared subscription of ``group`` to ``topic`` (``$share/<group>/<topic>``)."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError(f"share group {group!r} must be a non-empty name without / + #")
+    return f"$share/{group}/{topic}"
+
+
+def classify_reply_topic(client_id: str) -> str:
+    """Where the workers answer the controller ``client_id``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", client_id) or "_"
+    return f"{CLASSIFY_REPLY_ROOT}/{safe}"
+
+
+# Where plant status looks for retained statuses: prefixed lines (one or two levels deep),
+# the FS scene's line, and the workers. A line with a status topic of its own is added by hand.
+PLANT_STATUS_FILTERS = (
+    f"+/{STATUS_LEAF}",
+    f"+/+/{STATUS_LEAF}",
+    STATUS_TOPIC,
+    f"{WORKER_STATUS_ROOT}/+",
+)
+
+
+def worker_status_topic(worker_id: str) -> str:
+    """The retained presence of classifier worker ``worker_id``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", worker_id) or "_"
+    return f"{WORKER_STATUS_ROOT}/{safe}"
+
+
+# -- classification answers (the course service's JSON, also sent by MQTT workers) ------
+
+
+def encode_classify_answer(
+    label: str | None, confidence: float = 0.0, error: str = "", **extra: Any
+) -> bytes:
+    """The course's answer: ``{"results": [{"label", "confidence"}], "code", "error"}``.
+
+    ``label=None`` is a refusal: code 1, no results, ``error`` says why. ``extra`` keys
+    (e.g. which worker answered) ride along; readers ignore keys they do not know.
+    """
+    if label is None:
+        body: dict[str, Any] = {"results": [], "code": 1, "error": error or "refused"}
+    else:
+        result = {"label": label, "confidence": round(float(confidence), 6)}
+        body = {"results": [result], "code": 0, "error": ""}
+    return json.dumps({**body, **extra}).encode()
+
+
+# -- plant status (retained, one per line) -------------------------------------------------
+
+LINE_STATES = ("running", "offline", "stopped", "aborted")
+
+
+def encode_line_status(
+    state: str,
+    *,
+    line: str,
+    counts: dict[str, int],
+    alarm: str | None = None,
+    items_per_minute: float | None = None,
+    **facts: Any,
+) -> bytes:
+    """A line's retained status: state, counts, last alarm, throughput (items/min, line time)."""
+    if state not in LINE_STATES:
+        raise ValueError(f"line state must be one of {LINE_STATES}, got {state!r}")
+    body = {
+        "kind": "line_status",
+        "line": line,
+        "state": state,
+        "counts": counts,
+        "alarm": alarm,
+        "items_per_minute": items_per_minute,
+        **facts,
+    }
+    return json.dumps(body, default=str).encode()
+
+
+def parse_line_status(payload: bytes) -> dict[str, Any] | BadInput:
+    """A retained line status as a dict, or BadInput when the payload is not one."""
+    obj = _load_object(payload)
+    if isinstance(obj, BadInput):
+        return obj
+    if obj.get("kind") != "line_status" or obj.get("state") not in LINE_STATES:
+        return BadInput("not a line status", _excerpt(payload))
+    if not isinstance(obj.get("counts"), dict):
+        return BadInput("line status without counts", _excerpt(payload))
+    return obj
+
+
+def encode_worker_status(worker: str, group: str, **facts: Any) -> bytes:
+    """A classifier worker's retained presence (cleared by its will when it dies)."""
+    return json.dumps({"kind": "worker_status", "worker": worker, "group": group, **facts}).encode()
+
+
+def parse_worker_status(payload: bytes) -> dict[str, Any] | BadInput:
+    """A retained worker presence as a dict, or BadInput."""
+    obj = _load_object(payload)
+    if isinstance(obj, BadInput):
+        return obj
+    if obj.get("kind") != "worker_status" or not isinstance(obj.get("worker"), str):
+        return BadInput("not a worker status", _excerpt(payload))
+    return obj
+
+
+def kind_of(event: Feedback) -> str:
+    """The kind of a feedback event, for counts: ``gate_edge``, ``picture`` or ``bad_input``."""
+    if isinstance(event, GateEdge):
+        return "gate_edge"
+    return "picture" if isinstance(event, Picture) else "bad_input"
+
+
 def encode_command(command: Command) -> bytes:
     """The payload for ``command`` on :data:`COMMAND_TOPIC`."""
     if command.action is Action.BELT_RUN:
@@ -154,14 +323,15 @@ def encode_picture(data: bytes) -> bytes:
     return json.dumps({"image": base64.b64encode(data).decode("ascii")}).encode()
 
 
-def parse_feedback(payload: bytes) -> list[Feedback]:
+def parse_feedback(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> list[Feedback]:
     """Parse one payload from :data:`FEEDBACK_TOPIC` into events, in key order.
 
     Booleans may be JSON (``true``) or Python-style (``True``). Anything else
     (non-JSON, unknown keys, wrong types, pictures that are not JPEG/PNG base64)
     becomes one :class:`BadInput` for the offending key; good keys still count.
+    A payload over ``max_bytes`` is one :class:`BadInput`, refused before any decoding.
     """
-    obj = _load_object(payload)
+    obj = _load_object(payload, max_bytes)
     if isinstance(obj, BadInput):
         return [obj]
     if not obj:
@@ -201,9 +371,9 @@ _PY_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\b(True|False|None)\b')
 _PY_TO_JSON = {"True": "true", "False": "false", "None": "null"}
 
 
-def _load_object(payload: bytes) -> dict[str, Any] | BadInput:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return BadInput(f"payload of {len(payload)} bytes is over the limit")
+def _load_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any] | BadInput:
+    if len(payload) > max_bytes:
+        return BadInput(f"payload over the limit: {len(payload)} bytes, limit {max_bytes}")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:

@@ -9,7 +9,9 @@ next future deadline and counts an overrun. Each tick:
 3. tick the tree once, only while connected (offline the tree holds: no tick, no
    commands; it continues on reconnect);
 4. publish the commands the leaves requested;
-5. update the live view (cheap when not due).
+5. update the live view (cheap when not due);
+6. about once a wall second, publish the line's retained status (state, counts, alarm,
+   throughput) on its status topic, for ``python -m bt_sorter.plant status``.
 
 The loop stops on :meth:`Runner.request_stop` (also SIGINT/SIGTERM), when the root
 finishes, when the tree raises an alarm, when ``max_items`` items are resolved, or
@@ -26,7 +28,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from types import FrameType
 from typing import Any, Protocol, TextIO
 
@@ -36,6 +38,7 @@ from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Event
 from bt_sorter.log import get_logger
+from bt_sorter.trace import Trace
 from bt_sorter.view import LiveView, Viz
 
 EXIT_OK = 0
@@ -44,9 +47,18 @@ EXIT_INVALID = 2  # a tree or config error, before anything moved (run.py)
 EXIT_ABORTED = 3  # the tree's abort branch raised an alarm, or the root failed
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
+SWITCH_INTERVAL = 0.001  # s: the shortest GIL switch interval the runner sets
 _PERIOD_SAMPLES = 100_000  # tick periods kept for the jitter figures (~33 min at 50 Hz)
+STATUS_EVERY = 1.0  # wall s between two retained line statuses
 
 log = get_logger("bt_sorter.runner")
+
+
+class Observer(Protocol):
+    """A view fed from the tick thread (the live web page): cheap unless due."""
+
+    def update(self, force: bool = False) -> None: ...
+    def close(self) -> None: ...
 
 
 class Adapter(Protocol):
@@ -55,6 +67,7 @@ class Adapter(Protocol):
     def drain(self) -> list[Event]: ...
     def publish(self, command: protocol.Command) -> bool: ...
     def publish_status(self, event: str, **facts: Any) -> bool: ...
+    def publish_line_status(self, payload: bytes) -> bool: ...
     def flush(self, timeout: float = 1.0) -> bool: ...
 
 
@@ -103,11 +116,14 @@ class Runner:
         stream: TextIO | None = None,
         max_items: int | None = None,
         handle_signals: bool = True,
+        web: Observer | None = None,
     ) -> None:
         self.root = root
         self.ctx = ctx
         self.adapter = adapter
         self.view = LiveView(root, ctx.bb, viz, stream or sys.stdout)
+        self.web = web
+        self.trace = Trace(root, ctx)  # node transitions, edges, commands to --record
         self.max_items = max_items
         self.handle_signals = handle_signals
         self.period = ctx.clock.wall(1.0 / ctx.config.timings.tick_hz)  # wall seconds
@@ -129,6 +145,10 @@ class Runner:
         self._lateness: deque[float] = deque(maxlen=_PERIOD_SAMPLES)  # tick start - deadline
         self._first_start: float | None = None
         self._last_start: float | None = None
+        self._status_at = -1e9  # wall time of the last retained line status
+        self._outcomes: Counter[str] = Counter()  # outcomes of the first _outcomes_counted done
+        self._outcomes_counted = 0
+        self._first_fed: float | None = None  # line time of the first feed
 
     # -- control ---------------------------------------------------------------------
 
@@ -150,6 +170,11 @@ class Runner:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
         code = EXIT_ERROR
+        # A busy adapter thread (a flood on bb) holds the GIL for up to the switch interval
+        # (5 ms) each time the tick thread wakes; 1 ms (a twentieth of a 50 Hz period)
+        # keeps ticks on time without making every thread switch all the time.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, max(SWITCH_INTERVAL, self.period / 20)))
         log.info("runner_started", tick_hz=1.0 / self.period, max_items=self.max_items)
         try:
             code = self._loop()
@@ -170,6 +195,7 @@ class Runner:
             try:
                 self._safe_stop()
             finally:
+                sys.setswitchinterval(switch_interval)
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         return code
@@ -218,12 +244,44 @@ class Runner:
         bb.now = self.ctx.clock.now()
         bb.tick += 1
         if bb.connected:
-            self.root.tick_once()
+            for node in self.root.tick():  # tick_once, showing each ticked node to the trace
+                self.trace.visit(node)
             self.tree_ticks += 1
-        for command in bb.take_outbox():
+        commands = bb.take_outbox()
+        for command in commands:
             self.commands += 1
             self.adapter.publish(command)
+        self.trace.after_tick(commands)
         self.view.update()
+        if bb.connected and time.monotonic() - self._status_at >= STATUS_EVERY:
+            self._publish_line_status("running")
+        if self.web is not None:
+            self.web.update()
+
+    def _publish_line_status(self, state: str) -> None:
+        """The line's retained status: what an operator of the plant sees for this line."""
+        self._status_at = time.monotonic()
+        bb = self.ctx.bb
+        done = bb.items.done  # append-only: count only what resolved since the last status
+        self._outcomes.update(str(item.outcome) for item in done[self._outcomes_counted :])
+        self._outcomes_counted = len(done)
+        if self._first_fed is None:
+            self._first_fed = min((item.fed_at for item in [*done, *bb.items]), default=None)
+        span = bb.now - self._first_fed if self._first_fed is not None else 0.0
+        rate = round(60.0 * len(done) / span, 2) if span > 0 and done else None
+        counts = {"fed": bb.items.fed, "resolved": len(done), "in_flight": len(bb.items)}
+        counts.update({k: self._outcomes.get(k, 0) for k in ("sorted", "rejected", "lost")})
+        payload = protocol.encode_line_status(
+            state,
+            line=self.ctx.config.broker.topics.line_name(),
+            counts=counts,
+            alarm=bb.alarms[-1] if bb.alarms else None,
+            items_per_minute=rate,
+            line_time=round(bb.now, 2),
+            stop_reason=self.stop_reason,
+            wall_time=round(time.time(), 3),
+        )
+        self.adapter.publish_line_status(payload)
 
     def _account(self, start: float, end: float) -> None:
         self.ticks += 1
@@ -273,6 +331,7 @@ class Runner:
             except Exception as exc:  # a leaf's terminate() must not keep the line running
                 log.error("tree_stop_failed", error=repr(exc), traceback=traceback.format_exc())
             discarded = bb.take_outbox()[1:]
+            self.trace.commands([protocol.ALL_PULL])
             if discarded:
                 log.warning("commands_discarded", commands=[str(c) for c in discarded])
             time.sleep(clock.wall(self.ctx.config.timings.stop_wait))
@@ -280,9 +339,11 @@ class Runner:
             bb.now = clock.now()
             bb.command(protocol.BELT_STOP)
             bb.take_outbox()
+            self.trace.commands([protocol.BELT_STOP])
             self.adapter.publish_status(
                 "line_stopped", reason=self.stop_reason, exit_code=self.exit_code, tick=bb.tick
             )
+            self._publish_line_status("aborted" if self.exit_code == EXIT_ABORTED else "stopped")
             flushed = self.adapter.flush(1.0)
             log.info(
                 "line_stopped",
@@ -296,6 +357,8 @@ class Runner:
         finally:
             try:
                 self.view.close()
+                if self.web is not None:
+                    self.web.close()
             finally:
                 self.ctx.record.close()
 

@@ -440,13 +440,29 @@ class _Builder:
 
 
 def load_tree(path: str | Path, ctx: Context) -> Behaviour:
-    """Read, check and build the tree in ``path``; every problem is a SpecError."""
+    """Read, check and build the tree in ``path`` (YAML, or Groot2's XML: ``bt_sorter.groot``);
+    every problem is a SpecError."""
     builder = _Builder(ctx)
     try:
         builder.files.append(Path(path).resolve())
     except (OSError, ValueError, RuntimeError) as exc:
         raise SpecError(f"bad path: {exc}", path) from None
+    if Path(path).suffix.lower() == ".xml":
+        from bt_sorter.groot import load_xml
+
+        return builder.tree_file(load_xml(path), str(path), 0)
     return builder.tree_file(load_file(path), str(path), 0)
+
+
+def check_tree(path: str | Path) -> Behaviour:
+    """Build the tree in ``path`` against a scratch context (default config, no record)."""
+    from bt_sorter.blackboard import Blackboard
+    from bt_sorter.clock import LineClock
+    from bt_sorter.config import Config
+    from bt_sorter.record import Record
+
+    return load_tree(path, Context(bb=Blackboard(), config=Config(), clock=LineClock(),
+                                   record=Record()))  # fmt: skip
 
 
 def node_catalogue() -> str:
@@ -470,3 +486,9 @@ def node_catalogue() -> str:
         out.append("  (none registered)")
     out += ["  " + describe(REGISTRY[n]).replace("\n", "\n  ") for n in sorted(REGISTRY)]
     return "\n".join(out)
+
+
+if __name__ == "__main__":  # python -m bt_sorter.trees export|import (Groot2's XML)
+    from bt_sorter.groot import main
+
+    raise SystemExit(main())

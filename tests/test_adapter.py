@@ -96,7 +96,7 @@ def test_bad_payloads_become_bad_input_events_and_good_ones_still_arrive(
 def test_commands_and_status_reach_the_broker_on_their_topics(
     broker: BrokerProcess, adapter: MqttAdapter
 ) -> None:
-    line = Peer(broker, protocol.COMMAND_TOPIC, adapter.config.status_topic)
+    line = Peer(broker, protocol.COMMAND_TOPIC, adapter.topics.status)
     try:
         assert adapter.publish(protocol.push(3))
         assert adapter.publish_status("alarm", reason="item 4 stuck")
@@ -105,7 +105,7 @@ def test_commands_and_status_reach_the_broker_on_their_topics(
     finally:
         line.close()
     assert line.payloads(protocol.COMMAND_TOPIC) == [protocol.encode_command(protocol.push(3))]
-    (status,) = line.payloads(adapter.config.status_topic)
+    (status,) = line.payloads(adapter.topics.status)
     assert b'"event": "alarm"' in status and b"item 4 stuck" in status
 
 

@@ -104,7 +104,8 @@ class Line(Peer):
         return [protocol.parse_command(p) for p in self.payloads(protocol.COMMAND_TOPIC)]
 
     def statuses(self) -> list[dict[str, object]]:
-        return [json.loads(p) for p in self.payloads(self.status_topic)]
+        events = [json.loads(p) for p in self.payloads(self.status_topic)]
+        return [e for e in events if "event" in e]  # not the retained line status
 
     def send(self, payload: bytes) -> None:
         self.publish(payload)
@@ -127,7 +128,7 @@ class World:
         clock = LineClock()
         self.ctx = Context(Blackboard(), self.config, clock, Record(record))
         self.adapter = MqttAdapter(self.config.broker, clock)
-        self.line = Line(broker, self.config.broker.status_topic)
+        self.line = Line(broker, self.config.broker.topics.resolve().status)
         self.adapter.start()
         assert self.adapter.wait_connected(5)
 
@@ -279,7 +280,7 @@ def test_tree_holds_while_the_broker_is_down_and_continues_after_it_restarts(
         second = start_broker(port=first.port, kind="mosquitto")
         assert wait_until(lambda: world.ctx.bb.connected, timeout=10)
         assert wait_until(lambda: leaf.ticks > held_at)
-        world.line = Line(second, world.config.broker.status_topic)
+        world.line = Line(second, world.config.broker.topics.resolve().status)
         world.line.send(protocol.encode_gate(2, True))  # only arrives if re-subscribed
         assert wait_until(lambda: (2, True) in leaf.edges)
         runner.request_stop("test")

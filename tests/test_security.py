@@ -1,4 +1,5 @@
-"""Security basics: trees, configs and weights cannot run code; TLS to the broker."""
+"""Security basics: trees, configs and weights cannot run code; TLS to the broker; the
+example broker config (config/mosquitto/) keeps everyone but the line off the feedback topic."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Received
-from bt_sorter.broker import start_broker
+from bt_sorter.broker import free_port, mosquitto_path, start_broker, stop_process, wait_for_port
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, ClassifierConfig, TlsConfig, load_config
 from bt_sorter.record import Record
@@ -26,6 +27,8 @@ from bt_sorter.trees import load_tree
 from bt_sorter.vision.backends import make_classifier
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.yamlio import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ctx() -> Context:
@@ -134,3 +137,77 @@ def test_controller_talks_to_a_tls_broker_with_the_ca_from_config(tls_files: Pat
         with MqttAdapter(plain, LineClock()) as refused:
             refused.start()
             assert not refused.wait_connected(2.0)
+
+
+def _example_broker(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """mosquitto with config/mosquitto/bt_sorter.conf, its paths and port pointed at the test's."""
+    example = ROOT / "config" / "mosquitto"
+    shutil.copy(example / "bt_sorter.acl", folder / "acl")
+    tool = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/bin")
+    assert tool is not None, "mosquitto_passwd ships with mosquitto"
+    (folder / "passwd").touch()
+    for user in ("line", "controller", "operator"):
+        subprocess.run([tool, "-b", str(folder / "passwd"), user, f"{user}-pw"], check=True)
+    for name in ("acl", "passwd"):
+        (folder / name).chmod(0o644)  # mosquitto started as root reads them as its own user
+    conf = (example / "bt_sorter.conf").read_text()
+    assert "listener 8883 0.0.0.0\n" in conf
+    conf = conf.replace("/etc/mosquitto/bt_sorter", str(folder))
+    conf = conf.replace("listener 8883 0.0.0.0", f"listener {port} 127.0.0.1")
+    (folder / "bt_sorter.conf").write_text(conf)
+    broker = subprocess.Popen(
+        [mosquitto_path() or "mosquitto", "-c", str(folder / "bt_sorter.conf")]
+    )
+    assert wait_for_port("127.0.0.1", port), "mosquitto did not start with the example config"
+    return broker
+
+
+def _client(folder: Path, port: int, user: str | None, password: str | None = None) -> mqtt.Client:
+    """A TLS paho client logged in as ``user``; raises when the broker refuses it."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-test")
+    client.tls_set(ca_certs=str(folder / "ca.pem"))
+    if user is not None:
+        client.username_pw_set(user, password or f"{user}-pw")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def test_example_broker_config_lets_only_the_line_publish_feedback(tls_files: Path) -> None:
+    port = free_port()
+    broker = _example_broker(tls_files, port)
+    try:
+        tls = TlsConfig(enabled=True, ca_certs=str(tls_files / "ca.pem"))
+        config = BrokerConfig(host="127.0.0.1", port=port, tls=tls, client_id="ctl",
+                              username="controller", password="controller-pw")  # fmt: skip
+        with MqttAdapter(config, LineClock()) as controller:
+            assert controller.wait_connected(10.0)
+            time.sleep(0.2)  # the subscription is in place
+            operator = _client(tls_files, port, "operator")
+            line = _client(tls_files, port, "line")
+            try:
+                # an authenticated user without the right to write bb: the broker drops it
+                fake = operator.publish(protocol.FEEDBACK_TOPIC, protocol.encode_gate(2, True), 1)
+                fake.wait_for_publish(5)
+                # the controller cannot feed itself fake evidence either
+                controller._client.publish(protocol.FEEDBACK_TOPIC, protocol.encode_gate(3, True))
+                line.publish(protocol.FEEDBACK_TOPIC, protocol.encode_gate(1, True), 1)
+                events = _wait_for(controller)
+                time.sleep(0.3)
+                events += [e for e in controller.drain() if isinstance(e, Received)]
+            finally:
+                for client in (operator, line):
+                    client.loop_stop()
+                    client.disconnect()
+        assert [e.event for e in events] == [protocol.GateEdge(1, True)]  # type: ignore[attr-defined]
+
+        for user, password in ((None, None), ("line", "wrong")):  # anonymous, bad password
+            refused = MqttAdapter(
+                BrokerConfig(host="127.0.0.1", port=port, tls=tls, client_id="intruder",
+                             username=user, password=password),
+                LineClock(),
+            )  # fmt: skip
+            with refused:
+                assert not refused.wait_connected(1.5)
+    finally:
+        stop_process(broker, 5.0)

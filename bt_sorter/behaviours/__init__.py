@@ -1,6 +1,6 @@
 """The leaves of sorting trees, one module per concern; importing this registers them all."""
 
-from bt_sorter.behaviours import belt, feeding, rods, safety, tracking, vision
+from bt_sorter.behaviours import belt, feeding, inputs, rods, safety, tracking, vision
 from bt_sorter.behaviours.base import REGISTRY, Context, Leaf, Param, describe, register
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "belt",
     "describe",
     "feeding",
+    "inputs",
     "register",
     "rods",
     "safety",

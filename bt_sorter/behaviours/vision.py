@@ -12,7 +12,13 @@ from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import Item
 from bt_sorter.items import since_feed
-from bt_sorter.vision.classifier import UNKNOWN, ClassifyError, Prediction, apply_threshold
+from bt_sorter.vision.classifier import (
+    UNKNOWN,
+    BadPictureError,
+    ClassifyError,
+    Prediction,
+    apply_threshold,
+)
 
 Status = py_trees.common.Status
 
@@ -96,9 +102,12 @@ class Classify(Leaf):
 
     RUNNING while the back end works; SUCCESS with the item's label and rod decided
     (a weak answer becomes ``unknown``: bin 1); FAILURE when the back end fails (a
-    broken picture, a service down), so the tree can retry or fall back.
+    broken picture, a service down), so the tree can retry or fall back. A picture that
+    does not decode is not the item's: its slot is freed, and the pictures received
+    after it are offered to tracking again, so the genuine one can still match.
 
-    reads: items (their pictures), the classifiers. writes: the item's prediction, label, rod.
+    reads: items (their pictures), recent_pictures, the classifiers. writes: the item's
+    prediction, label, rod; pictures (offered again).
     """
 
     params = (
@@ -130,6 +139,8 @@ class Classify(Leaf):
                 backend=self.backend,
                 error=str(exc),
             )
+            if isinstance(exc, BadPictureError):
+                self._free_picture_slot(self.item)
             return Status.FAILURE
         if self.item.decided:
             return Status.SUCCESS
@@ -142,6 +153,24 @@ class Classify(Leaf):
     def terminate(self, new_status: Status) -> None:
         if new_status == Status.INVALID and self.future is not None:
             self.future.cancel()
+
+    def _free_picture_slot(self, item: Item) -> None:
+        """Drop a picture that does not decode; offer the later ones to tracking again."""
+        bad, since = item.picture, item.picture_at or 0.0
+        if bad is None or item.decided:
+            return
+        item.picture = item.picture_at = None
+        item.seen = bool(item.evidence)  # a picture that does not decode shows nothing
+        if item.anchor is not None and item.anchor[0] == linemodel.PICTURE:
+            item.anchor = None  # nor does it say where the item is
+        owners = [*self.bb.items, *self.bb.items.done[-8:]]
+        taken = {id(i.picture) for i in owners if i.picture is not None}
+        again = [(t, data) for t, data in self.bb.recent_pictures
+                 if t >= since and data is not bad and id(data) not in taken]  # fmt: skip
+        self.bb.pictures.extend(again)
+        self.ctx.record.write(
+            "picture_dropped", self.bb.now, item=item.id, offered_again=len(again)
+        )
 
 
 @register

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--broker", help="HOST:PORT (default: the config's broker)")
+    run.add_argument("--topic-prefix", help="the line's topic prefix: PREFIX/aa, PREFIX/bb "
+                     "(default: the config's broker.topics)")  # fmt: skip
     run.add_argument("--config", type=Path, help="line config YAML (default config/default.yaml)")
     run.add_argument(
         "--line", type=Path, help="the physical line from this line file (config/lines/*.yaml)"
@@ -127,6 +129,9 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
     if speed <= 0 or items < 0:
         raise ValueError("--speed must be positive and --items not negative")
     silence = args.silence_timeout
+    topics = config.broker.topics
+    if args.topic_prefix is not None:
+        topics = dataclasses.replace(topics, prefix=args.topic_prefix)
     return SimOptions(
         host=host,
         port=port,
@@ -139,6 +144,7 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
         summary=args.summary,
         linger=args.linger,
         silence_timeout=silence if silence is not None else config.sim.silence_timeout,
+        topics=topics.resolve(),
     )
 
 

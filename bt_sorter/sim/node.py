@@ -66,6 +66,7 @@ class SimOptions:
     linger: float = 10.0  # line s after the last item left, with the belt still running
     silence_timeout: float = 60.0  # line s without a command
     client_id: str = field(default_factory=lambda: f"bt_sorter_sim_{time.time_ns() % 10**9}")
+    topics: protocol.Topics = protocol.FS_TOPICS  # the line's topics (broker.topics)
 
 
 @dataclass(order=True)
@@ -130,13 +131,13 @@ class SimNode:
         log.info("broker_connected", broker=f"{self.options.host}:{self.options.port}")
         if not self._subscribed.is_set():  # first connection: line time starts now
             self.clock = LineClock(self.options.speed)
-        client.subscribe(protocol.COMMAND_TOPIC, qos=0)
+        client.subscribe(self.options.topics.commands, qos=0)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: Any, codes: Any, _p: Any) -> None:
         if all(not code.is_failure for code in codes):
             self._subscribed.set()
         else:
-            log.error("subscription_refused", topic=protocol.COMMAND_TOPIC)
+            log.error("subscription_refused", topic=self.options.topics.commands)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not self._stop.is_set():
@@ -267,7 +268,7 @@ class SimNode:
             message = heapq.heappop(self.outbox)
             self.stats[f"{message.kind}s_generated"] += 1
             for payload in self.injector.deliver(message.payload):
-                self.client.publish(protocol.FEEDBACK_TOPIC, payload, qos=0)
+                self.client.publish(self.options.topics.feedback, payload, qos=0)
                 self.stats["messages_sent"] += 1
 
     # ------------------------------------------------------------------ records

@@ -110,6 +110,7 @@ def start_simulator(
     seed: int | None = None,
     speed: float | None = None,
     ledger: Path | None = None,
+    topic_prefix: str | None = None,
     extra_args: Sequence[str] = (),
     ready_timeout: float = 30.0,
 ) -> SimProcess:
@@ -123,6 +124,7 @@ def start_simulator(
         ("--seed", seed),
         ("--speed", speed),
         ("--ledger", ledger),
+        ("--topic-prefix", topic_prefix),
     ):
         if value is not None:
             cmd += [flag, str(value)]

@@ -9,6 +9,8 @@ Back ends (see :func:`make_classifier`):
   ``torch``  in-process ResNet (bt_sorter.vision.torch_backend)
   ``http``   any course-compatible service (bt_sorter.vision.http_backend)
   ``hsv``    the transparent OpenCV colour rule, no weights (bt_sorter.vision.hsv)
+  ``mqtt``   classifier workers over MQTT 5 (bt_sorter.vision.mqtt_backend); it has a
+             ``submit`` of its own and holds no thread while a worker answers
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ class Classifier(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class AsyncClassifier(Classifier, Protocol):
+    """A back end that answers through futures of its own (a request over the network)."""
+
+    def submit(self, data: bytes) -> concurrent.futures.Future[Prediction]: ...
+
+
 class ClassifierWorker:
     """Runs a :class:`Classifier` on a worker thread so a tick never waits for it."""
 
@@ -59,6 +68,8 @@ class ClassifierWorker:
 
     def submit(self, data: bytes) -> concurrent.futures.Future[Prediction]:
         """Start classifying ``data``; the future holds a Prediction or a ClassifyError."""
+        if isinstance(self.classifier, AsyncClassifier):
+            return self.classifier.submit(data)
         return self._pool.submit(self.classifier.classify, data)
 
     def close(self) -> None:

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import Prediction
-from bt_sorter.vision.preprocess import decode_picture
+from bt_sorter.vision.preprocess import DEFAULT_LIMITS, decoded
 
 LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")
 
@@ -78,19 +79,21 @@ class HsvClassifier:
 
     name = "hsv"
 
-    def __init__(self, labels: Sequence[str] = LABELS) -> None:
+    def __init__(self, labels: Sequence[str] = LABELS, limits: Limits = DEFAULT_LIMITS) -> None:
         if len(labels) != 3:
             raise ValueError(f"HsvClassifier needs 3 labels (ripe, half_ripe, raw), got {labels}")
         self.labels = tuple(labels)
+        self.limits = limits
 
     def measure(self, data: bytes) -> ColourMeasure:
         """Run steps 1-4 of the rule; raises BadPictureError for bytes that are not a picture."""
-        image = decode_picture(data)
-        h, w = image.shape[:2]
-        scale = WORK_SIZE / max(h, w)
-        if scale < 1.0:
-            image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                               interpolation=cv2.INTER_AREA)  # fmt: skip
+        with decoded(data, self.limits) as full:  # the full size counts until it is shrunk
+            h, w = full.shape[:2]
+            scale = WORK_SIZE / max(h, w)
+            image = full
+            if scale < 1.0:
+                image = cv2.resize(full, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                   interpolation=cv2.INTER_AREA)  # fmt: skip
         image = _white_balance(image)
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
         hue = hsv[:, :, 0].astype(np.float32)

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import ClassifyError, Prediction
 from bt_sorter.vision.preprocess import (
-    decode_picture,
+    DEFAULT_LIMITS,
     load_class_indices,
-    preprocess,
+    picture_to_input,
     preprocess_batch,
 )
 from bt_sorter.vision.resnet import ResNet, build, infer_arch
@@ -109,7 +110,10 @@ class TorchClassifier:
 
     name = "torch"
 
-    def __init__(self, model_path: Path | str, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path | str, threads: int = 1, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.limits = limits
         if threads > 0:
             torch.set_num_threads(threads)
         try:
@@ -134,8 +138,8 @@ class TorchClassifier:
 
     def classify(self, data: bytes) -> Prediction:
         """Label one encoded picture; raises BadPictureError for bytes that are not one."""
-        image = decode_picture(data)
-        probs = self.probabilities(preprocess(image, self.info.input_size)[None])
+        batch = picture_to_input(data, self.info.input_size, self.limits)[None]
+        probs = self.probabilities(batch)
         return self._prediction(probs[0])
 
     def classify_images(self, images_bgr: Sequence[np.ndarray]) -> list[Prediction]:

@@ -1,0 +1,139 @@
+"""The live page as an operator sees it: run.py --web on the built-in line, a real headless
+Chromium (Debian's ``chromium``) reading what the page shows while the line sorts.
+
+Without chromium these tests are skipped, unless ``BT_SORTER_REQUIRE_BROWSER=1`` (set by
+``.ci/run``, which installs it): then a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from page import needs_browser, page_facts, wait_http
+
+from bt_sorter.broker import free_port
+from bt_sorter.web.headless import Chromium
+from bt_sorter.web.server import WebServer
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = str(ROOT / "run.py")
+
+
+def start_run(port: int, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, RUN_PY, "--tree", "trees/sort_pipelined.yaml", "--web", str(port),
+         "--viz", "none", "--record", str(tmp_path / "record.jsonl"),
+         "--summary", str(tmp_path / "summary.json"), *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+LABELS = ("ripe", "half_ripe", "raw")
+READY = (
+    "document.getElementById('link').textContent === 'connected'"
+    " && document.querySelectorAll('#tree .node').length > 20"
+    " && document.querySelectorAll('#line [data-gate]').length > 0"
+)
+
+
+def binned_thumbnail(facts: dict) -> bool:
+    """A picture shown (loaded) with its label and the bin its item went to."""
+    return any(
+        t["width"] > 0 and t["label"] in LABELS and "bin" in t["where"] for t in facts["thumbs"]
+    )
+
+
+@needs_browser
+def test_live_page_shows_the_line_sorting(tmp_path: Path) -> None:
+    """Counts advance, nodes change status, thumbnails carry labels, the line is drawn,
+    updates come at least 5 a second, and the final counts are the run's."""
+    port = free_port()
+    run = start_run(port, tmp_path, "--items", "12", "--speed", "3")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        with Chromium(f"http://127.0.0.1:{port}/") as browser:
+            browser.wait_for(READY)
+            first = page_facts(browser)
+            assert first["mode"] == "LIVE"
+            assert first["gates"] == 3 and first["rods"] == 4  # gates 1..3, rods 1..4
+            statuses: dict[str, set[str]] = {}
+            labelled_in_flight: set[int] = set()
+            facts = first
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                facts = page_facts(browser)
+                for name, status in facts["nodes"]:
+                    statuses.setdefault(name, set()).add(status)
+                labelled_in_flight.update(i for i, label in facts["items"] if label in LABELS)
+                advanced = facts["resolved"] >= first["resolved"] + 3
+                if advanced and binned_thumbnail(facts) and facts["rate"] >= 5:
+                    break
+                time.sleep(0.25)
+            assert facts["resolved"] >= first["resolved"] + 3, facts  # counts advance
+            assert facts["rate"] >= 5, facts  # pushed at least 5 times a second
+            assert binned_thumbnail(facts), facts["thumbs"]
+            assert "R" in statuses["feed item"] and len(statuses["feed item"]) >= 2, statuses
+            assert labelled_in_flight, "no item drawn on the line with its label"
+            assert facts["events"] > 0
+            if os.environ.get("BT_SORTER_SCREENSHOTS"):  # docs/: the page mid-run
+                browser.screenshot(Path(os.environ["BT_SORTER_SCREENSHOTS"]) / "live.png")
+            run.wait(timeout=180)
+            summary = json.loads((tmp_path / "summary.json").read_text())
+            browser.wait_for(  # the page keeps the run's final state after it ended
+                f"Number(document.getElementById('count-resolved').textContent) === "
+                f"{summary['resolved']}",
+                timeout=10,
+            )
+            facts = page_facts(browser)
+            assert {k: v for k, v in facts["bins"].items() if v} == summary["bins"], facts
+            assert facts["sorted"] == summary["outcomes"].get("sorted", 0)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait(30)
+    assert run.returncode == 0, run.stderr.read() if run.stderr else ""
+
+
+def test_web_off_loopback_needs_a_token(tmp_path: Path) -> None:
+    """A non-loopback address without a token is refused before anything moves (exit 2)."""
+    env = {k: v for k, v in os.environ.items() if k != "BT_SORTER_WEB_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, RUN_PY, "--tree", "trees/sort.yaml", "--web", "0.0.0.0:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "needs a token" in result.stderr
+
+
+def test_page_answers_only_to_its_token() -> None:
+    """With a token, the page, its websocket and pictures need ?token=...; assets do not."""
+    server = WebServer("127.0.0.1", 0, {"mode": "live", "tree": []}, token="s3cret")
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "/", timeout=5)
+        assert refused.value.code == 403
+        with urllib.request.urlopen(base + "/?token=s3cret", timeout=5) as page:
+            assert b"bt_sorter" in page.read()
+        with urllib.request.urlopen(base + "/static/app.js", timeout=5) as asset:
+            assert asset.status == 200
+    finally:
+        server.stop()
+
+
+def test_page_loads_nothing_from_the_internet() -> None:
+    """Every script, stylesheet and image the page names is served by the package."""
+    static = ROOT / "bt_sorter" / "web" / "static"
+    for name in ("index.html", "app.js", "style.css"):
+        text = (static / name).read_text()
+        assert "http://" not in text.replace('"http://www.w3.org/2000/svg"', "")
+        assert "https://" not in text and "//cdn" not in text
