@@ -172,7 +172,12 @@ def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> st
         rows.append([f"limit ({name})", "-", f"{limit:.2f}", f"{limit:.2f}",
                      f"{limit / base:.2f}×" if base else "-", *ratios,
                      "-", "-", "-", "-", "-"])  # fmt: skip
-    return "\n".join([*head, table(rows, limits)])
+    why = [
+        f"- {tree}: bin 1 and lost, the controller's reasons: {result.get('reasons')}"
+        for tree, result in zip(args.trees, results, strict=True)
+        if result.get("reasons")
+    ]
+    return "\n".join([*head, table(rows, limits), *(["", *why] if why else [])])
 
 
 # Issue 15: the actuator timing sets a line engineer writes (feeder out/back, rods held).
