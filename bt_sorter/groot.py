@@ -40,7 +40,7 @@ from xml.parsers import expat
 import yaml
 
 from bt_sorter.behaviours.base import REGISTRY, Param
-from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file
+from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, read_spec_text
 
 BTCPP_FORMAT = "4"
 LIST_SEP = ";"
@@ -420,13 +420,7 @@ class _Reader:
 
 def read_xml(path: str | Path) -> _Reader:
     """Parse a BehaviorTree.CPP v4 XML file (SpecError with file:line on any problem)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read file: {exc.strerror or exc}", path) from None
-    except UnicodeDecodeError:
-        raise SpecError("file is not UTF-8 text", path) from None
-    return _Reader(parse_xml(text, str(path)), str(path))
+    return _Reader(parse_xml(read_spec_text(path), str(path)), str(path))
 
 
 def load_xml(path: str | Path) -> Located:

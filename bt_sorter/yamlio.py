@@ -97,12 +97,16 @@ def load_text(text: str, file: str | Path = "<string>") -> Any:
         raise SpecError("YAML is nested too deeply", file) from None
 
 
-def load_file(path: str | Path) -> Any:
-    """Read and parse a YAML file; a missing or unreadable file is a :class:`SpecError`."""
+def read_spec_text(path: str | Path) -> str:
+    """A tree or config file's text; a missing, unreadable or non-UTF-8 file is a SpecError."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read file: {exc.strerror or exc}", path) from None
     except UnicodeDecodeError:
         raise SpecError("file is not UTF-8 text", path) from None
-    return load_text(text, path)
+
+
+def load_file(path: str | Path) -> Any:
+    """Read and parse a YAML file; a missing or unreadable file is a :class:`SpecError`."""
+    return load_text(read_spec_text(path), path)
