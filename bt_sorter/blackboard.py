@@ -86,6 +86,7 @@ class Item:
     fed_at: float
     picture: bytes | None = None
     picture_at: float | None = None
+    failed_picture: bytes | None = None  # the picture every classifier failed on
     prediction: Prediction | None = None
     label: str | None = None  # decided label; "unknown" for a weak or missing answer
     rod: int | None = None  # target rod 2..4; None = ride on to bin 1 (once decided)

@@ -60,6 +60,8 @@ class AwaitPicture(Leaf):
     has gone: a sequential tree's feed that put nothing on the belt). SUCCESS once the
     item has a picture; FAILURE when none can come any more: the item has left gate 1
     (the camera is upstream of it), is past the line model's picture deadline, or has left the line.
+    Waiting again (a retry) for an item whose picture every classifier already failed on
+    fails at once: only a picture that did not decode is dropped and worth waiting past.
 
     reads: items, line, now. writes: nothing (the matcher gives pictures to items).
     """
@@ -86,6 +88,9 @@ class AwaitPicture(Leaf):
                 if self.target is None:
                     return Status.RUNNING
         target = self.target
+        if target.picture is not None and target.picture is target.failed_picture:
+            self.feedback_message = f"every classifier failed on item {target.id}'s picture"
+            return Status.FAILURE
         if target.picture is not None:
             return Status.SUCCESS
         latest = self.bb.line.deadline(linemodel.PICTURE)
@@ -152,6 +157,8 @@ class Classify(Leaf):
             )
             if isinstance(exc, BadPictureError):
                 self._free_picture_slot(self.item)
+            else:  # kept: the next classifier may answer; AwaitPicture will not wait on it
+                self.item.failed_picture = self.item.picture
             return Status.FAILURE
         if self.item.decided:
             return Status.SUCCESS
