@@ -23,17 +23,16 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import py_trees
 import pytest
+from contexts import measured_line, running_context
 from peer import Peer, wait_until
 
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Received
+from bt_sorter.blackboard import Received
 from bt_sorter.broker import BrokerProcess, free_port, stop_process
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, Limits, load_config
-from bt_sorter.linemodel import LineModel
-from bt_sorter.record import Record
 from bt_sorter.sim.hostile import HostilePublisher, Send, broken_png, jpeg_bomb, png_bomb
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
@@ -240,19 +239,7 @@ def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
 def vision_line(tmp_path: Path) -> tuple[Context, Any]:
     """TrackItems beside trees/label_item.yaml, the HSV rule as the classifier, belt running,
     the built-in line measured."""
-    config = load_config()
-    model = LineModel(config.line)
-    for _ in range(3):  # the built-in line, as measured from three items
-        model.learn(dict(model.prior_times))
-    ctx = Context(
-        bb=Blackboard(line=model),
-        config=config,
-        clock=LineClock(1.0),
-        record=Record(tmp_path / "record.jsonl"),
-        classifiers={"primary": ClassifierWorker(HsvClassifier())},
-    )
-    ctx.bb.connected = True
-    ctx.bb.command(protocol.BELT_RUN)
+    ctx = running_context(tmp_path, measured_line(), {"primary": ClassifierWorker(HsvClassifier())})
     (tmp_path / "vision.yaml").write_text(
         "root:\n  parallel: vision\n  policy: success_on_all\n  children:\n"
         f"    - TrackItems: track\n    - include: {ROOT / 'trees' / 'label_item.yaml'}\n"

@@ -16,15 +16,12 @@ from pathlib import Path
 import numpy as np
 import py_trees
 import pytest
+from contexts import measured_line, running_context
 from peer import wait_until
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, ConnectionChanged, Item, Outcome, Received
-from bt_sorter.clock import LineClock
-from bt_sorter.config import load_config
-from bt_sorter.linemodel import LineModel
-from bt_sorter.record import Record
+from bt_sorter.blackboard import ConnectionChanged, Item, Outcome, Received
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
@@ -35,20 +32,7 @@ Status = py_trees.common.Status
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
-    config = load_config()
-    model = LineModel(config.line)
-    for _ in range(3):  # the line as measured from three items: the built-in line's times
-        model.learn(dict(model.prior_times))
-    context = Context(
-        bb=Blackboard(line=model),
-        config=config,
-        clock=LineClock(1.0),
-        record=Record(tmp_path / "record.jsonl"),
-    )
-    context.bb.connected = True
-    context.bb.command(protocol.BELT_RUN)
-    context.bb.take_outbox()
-    return context
+    return running_context(tmp_path, measured_line())  # the built-in line's times
 
 
 def tree(ctx: Context, tmp_path: Path, text: str) -> py_trees.behaviour.Behaviour:

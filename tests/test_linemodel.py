@@ -10,15 +10,14 @@ from pathlib import Path
 
 import py_trees
 import pytest
+from contexts import running_context
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Edge, Item, Outcome, Received
-from bt_sorter.clock import LineClock
+from bt_sorter.blackboard import Edge, Item, Outcome, Received
 from bt_sorter.config import LineConfig, load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.matcher import Matcher
-from bt_sorter.record import Record
 from bt_sorter.trees import load_tree
 
 Status = py_trees.common.Status
@@ -94,17 +93,7 @@ def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
-    config = load_config().replace(line=None)
-    context = Context(
-        bb=Blackboard(line=LineModel(None, tick=0.02)),
-        config=config,
-        clock=LineClock(1.0),
-        record=Record(tmp_path / "record.jsonl"),
-    )
-    context.bb.connected = True
-    context.bb.command(protocol.BELT_RUN)
-    context.bb.take_outbox()
-    return context
+    return running_context(tmp_path, LineModel(None, tick=0.02), measured=False)
 
 
 TREE = """

@@ -1,0 +1,46 @@
+"""A leaf test's world: a blackboard with the belt running, connected, and a line model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bt_sorter import protocol
+from bt_sorter.behaviours.base import Context
+from bt_sorter.blackboard import Blackboard
+from bt_sorter.clock import LineClock
+from bt_sorter.config import load_config
+from bt_sorter.linemodel import LineModel
+from bt_sorter.record import Record
+from bt_sorter.vision.classifier import ClassifierWorker
+
+
+def measured_line() -> LineModel:
+    """The built-in line as the controller measures it from three items."""
+    model = LineModel(load_config().line)
+    for _ in range(3):
+        model.learn(dict(model.prior_times))
+    return model
+
+
+def running_context(
+    tmp_path: Path,
+    model: LineModel,
+    classifiers: dict[str, ClassifierWorker] | None = None,
+    measured: bool = True,
+) -> Context:
+    """Connected, the belt running (its command taken out), the record under ``tmp_path``.
+
+    ``measured=False`` gives the controller no ``line:`` at all (a line nobody measured).
+    """
+    config = load_config() if measured else load_config().replace(line=None)
+    context = Context(
+        bb=Blackboard(line=model),
+        config=config,
+        clock=LineClock(1.0),
+        record=Record(tmp_path / "record.jsonl"),
+        classifiers=classifiers or {},
+    )
+    context.bb.connected = True
+    context.bb.command(protocol.BELT_RUN)
+    context.bb.take_outbox()
+    return context
