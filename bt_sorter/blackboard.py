@@ -219,7 +219,10 @@ class Blackboard:
             event = ev.event
             kind = protocol.kind_of(event)
             self.received[kind] = self.received.get(kind, 0) + 1
-            if isinstance(event, protocol.GateEdge):
+            if isinstance(event, protocol.GateEdge) and event.gate not in self.gates:
+                self.bad_inputs += 1
+                bad.append(protocol.BadInput(f"this line has no gate {event.gate}"))
+            elif isinstance(event, protocol.GateEdge):
                 self.gates[event.gate] = event.blocked
                 self.gate_changed_at[event.gate] = ev.t
                 self.edges.append(Edge(event.gate, event.blocked, ev.t))

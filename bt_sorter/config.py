@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bt_sorter import protocol
+from bt_sorter.topology import Topology
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bt_sorter/
@@ -268,6 +269,7 @@ class Config:
     """A whole line configuration."""
 
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    topology: Topology = field(default_factory=Topology)  # gates and rods (FS scene's)
     line: LineConfig | None = None  # absent: the controller knows nothing of the line
     timings: Timings = field(default_factory=Timings)
     sorting: SortingConfig = field(default_factory=SortingConfig)
@@ -346,16 +348,35 @@ def load_line(path: str | Path) -> LineGeometry:
 def validate(config: Config, data: Located | None = None) -> None:
     """Cross-field checks that types alone cannot express."""
 
-    def fail(message: str, section: str) -> SpecError:
-        if data is not None and section in data and isinstance(data[section], Located):
-            return data[section].error(message)
-        return SpecError(message, config.source)
+    def fail(message: str, section: str, *keys: str) -> SpecError:
+        """An error at the deepest of ``section``, ``keys`` the file has (else its top)."""
+        node = data
+        if node is None or section not in node or not isinstance(node[section], Located):
+            return SpecError(message, config.source)
+        node = node[section]
+        for key in keys[:-1]:
+            if key not in node or not isinstance(node[key], Located):
+                return node.error(message, key if key in node else None)
+            node = node[key]
+        last = keys[-1] if keys and keys[-1] in node else None
+        return node.error(message, last)
 
     if config.line is not None:
         _validate_line(config.line, fail)
+    problems = config.topology.problems()
+    if problems:
+        key = "gates" if problems[0].startswith("gates") else "rod_gates"
+        raise fail(f"topology: {'; '.join(problems)}", "topology", key)
+    rods = config.topology.classifying_rods
     for label, rod in config.sorting.routes.items():
-        if rod not in (2, 3, 4):
-            raise fail(f"sorting.routes: label {label!r} goes to rod {rod}, not 2..4", "sorting")
+        if rod not in rods:
+            raise fail(
+                f"sorting.routes: label {label!r} goes to rod {rod}, but the line's classifying "
+                f"rods are {', '.join(map(str, rods))} (topology: {config.topology.describe()})",
+                "sorting",
+                "routes",
+                label,
+            )
     if not 0 <= config.sorting.confidence_threshold <= 1:
         raise fail("sorting.confidence_threshold must be within 0..1", "sorting")
     try:

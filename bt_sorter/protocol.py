@@ -38,12 +38,21 @@ DEFAULT_WORKER_GROUP = "classifiers"
 DEFAULT_PORT = 21883
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
-GATE_KEYS = {"first_switch": 1, "second_switch": 2, "third_switch": 3}
-_GATE_NAMES = {v: k for k, v in GATE_KEYS.items()}
-_ROD_WORDS = {1: "first", 2: "second", 3: "third", 4: "fourth"}
+# Gates and rods are named by ordinal words. The FS scene has gates first..third and
+# rods first..fourth; a line of another shape (bt_sorter/topology.py) extends the same
+# pattern (fourth_switch, fifth_push, ...): this project's extension, docs/topology.md.
+_ORDINALS = (
+    "first", "second", "third", "fourth", "fifth", "sixth",
+    "seventh", "eighth", "ninth", "tenth", "eleventh", "twelfth",
+)  # fmt: skip
+MAX_RODS = len(_ORDINALS)  # rod 1 (the feeder) .. rod 12
+MAX_GATES = MAX_RODS - 1
+_ROD_WORDS = {n: word for n, word in enumerate(_ORDINALS, start=1)}
 _ROD_NUMBERS = {v: k for k, v in _ROD_WORDS.items()}
-ROD_COUNT = 4
-GATE_COUNT = 3
+GATE_KEYS = {f"{word}_switch": n for n, word in enumerate(_ORDINALS[:MAX_GATES], start=1)}
+_GATE_NAMES = {v: k for k, v in GATE_KEYS.items()}
+ROD_COUNT = 4  # the FS scene's: rod 1 feeder, rods 2..4 classifying
+GATE_COUNT = 3  # the FS scene's
 
 
 class Action(enum.Enum):
@@ -67,8 +76,8 @@ class Command:
 
     def __post_init__(self) -> None:
         if self.action in (Action.PUSH, Action.PULL):
-            if self.rod is None or not 0 <= self.rod <= ROD_COUNT:
-                raise ValueError(f"rod must be 0 (all) or 1..{ROD_COUNT}, got {self.rod!r}")
+            if self.rod is None or not 0 <= self.rod <= MAX_RODS:
+                raise ValueError(f"rod must be 0 (all) or 1..{MAX_RODS}, got {self.rod!r}")
         elif self.rod is not None:
             raise ValueError("belt commands take no rod")
 

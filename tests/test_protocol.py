@@ -53,7 +53,7 @@ def test_picture_round_trips_as_bytes() -> None:
         (b"not json", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"first_switch": "yes"}', "must be a boolean"),
-        (b'{"fourth_switch": true}', "unknown key"),
+        (b'{"twelfth_switch": true}', "unknown key"),
         (b'{"image": 5}', "base64 string"),
         (b'{"image": "%%%"}', "not valid base64"),
         (b'{"image": "' + base64.b64encode(b"GIF89a") + b'"}', "neither JPEG nor PNG"),
@@ -77,7 +77,7 @@ def test_a_bad_key_does_not_hide_a_good_one() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"{}", b'{"rod_control": "fifth_push"}', b'{"conveyor": 1}', b'{"belt": "run"}', b"x"],
+    [b"{}", b'{"rod_control": "thirteenth_push"}', b'{"conveyor": 1}', b'{"belt": "run"}', b"x"],
 )
 def test_bad_commands_are_bad_input(payload: bytes) -> None:
     assert isinstance(p.parse_command(payload), p.BadInput)

@@ -150,6 +150,10 @@ class SimNode:
             self.stats["bad_commands"] += 1
             log.warning("command_rejected", reason=command.reason, excerpt=command.excerpt)
             return
+        if command.rod is not None and command.rod > protocol.ROD_COUNT:
+            self.stats["bad_commands"] += 1
+            log.warning("command_rejected", reason=f"this line has no rod {command.rod}")
+            return
         self.commands.put((at, command))
 
     def connect(self) -> None:
