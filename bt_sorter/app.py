@@ -108,6 +108,7 @@ def make_context(config: Config, speed: float, record: Path | None, label: str |
         speed=speed,
         feeder_cycle=timings.feed_hold + timings.feed_back,
         rod_out=timings.push_hold + timings.push_back,
+        topology=config.topology,
     )
     return Context(
         bb=Blackboard(line=model),
@@ -179,6 +180,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
     summary: dict[str, Any] = {
         "stop_reason": runner.stop_reason,
         "exit_code": runner.exit_code,
+        "topology": ctx.bb.topology.describe(),
         "fed": ctx.bb.items.fed,
         "resolved": len(done),
         "in_flight_at_stop": [item.id for item in ctx.bb.items],
@@ -268,7 +270,7 @@ def write_calibrated(source: Path | None, line: dict[str, Any], out: Path) -> No
 
 def describe_line(config: Config) -> str:
     """``--check``: what the config says of the line, as the controller will take it."""
-    expected = LineModel(config.line).prior_times
+    expected = LineModel(config.line, topology=config.topology).prior_times
     if not expected:
         return "line: not configured; the controller learns it from the first items"
     lines = ["line (a prior, used once measurement confirms it; belt s since the feed):"]
@@ -351,6 +353,7 @@ def _main(args: argparse.Namespace) -> int:
         for worker in ctx.classifiers.values():
             worker.close()
         print(tree_text(root, "unicode" if args.viz == "unicode" else "ascii"))
+        print(f"topology: {config.topology.describe()}")
         print(describe_line(config))
         backends = ", ".join(f"{k} {w.classifier.name}" for k, w in ctx.classifiers.items())
         print(f"classifiers: {backends}: loaded")

@@ -5,7 +5,9 @@ Only the runner writes line facts here, in the pre-tick, from the adapter's even
 cannot overtake each other on a belt, so in-flight items are a FIFO in feed order
 (:class:`ItemFifo`); the matcher (:mod:`bt_sorter.matcher`) gives every gate edge and
 picture to the item whose turn it is. What the controller has learned of the line (its
-timings, the belt odometer) is ``line``, a :class:`bt_sorter.linemodel.LineModel`.
+timings, the belt odometer) is ``line``, a :class:`bt_sorter.linemodel.LineModel`; the
+line's shape (gates, classifying rods, which gate fires which rod) is its ``topology``
+(:class:`bt_sorter.topology.Topology`, from config), also ``Blackboard.topology``.
 Several items in flight are the normal case, not an extension.
 """
 
@@ -18,11 +20,8 @@ from dataclasses import dataclass, field
 
 from bt_sorter import protocol
 from bt_sorter.linemodel import LineModel
+from bt_sorter.topology import FS, Topology
 from bt_sorter.vision.classifier import Prediction
-
-GATES = (1, 2, 3)
-CLASSIFYING_RODS = (2, 3, 4)
-RODS = (1, 2, 3, 4)
 
 
 class Outcome(enum.StrEnum):
@@ -77,7 +76,7 @@ class Item:
     Position along the line is counted in gate edges: ``entered`` is how many gates it
     has started to block, ``cleared`` how many it has left behind; ``zone`` =
     entered + cleared runs 0 (before gate 1), 1 (at gate 1), 2 (between gates 1
-    and 2) ... 6 (past gate 3). Its observed times (line time) are ``picture_at``,
+    and 2) ... 2N (past the last gate N). Its observed times (line time) are ``picture_at``,
     ``blocked_at`` and ``cleared_at``; ``anchor`` is its latest event as the line model
     names it, in belt seconds since its feed (what its next events are predicted from).
     """
@@ -89,7 +88,7 @@ class Item:
     failed_picture: bytes | None = None  # the picture every classifier failed on
     prediction: Prediction | None = None
     label: str | None = None  # decided label; "unknown" for a weak or missing answer
-    rod: int | None = None  # target rod 2..4; None = ride on to bin 1 (once decided)
+    rod: int | None = None  # its classifying rod; None = ride on to bin 1 (once decided)
     decided: bool = False  # label and rod are final
     reject_reason: str = ""  # why it rides to bin 1, when it does
     entered: int = 0
@@ -106,6 +105,7 @@ class Item:
     outcome: Outcome | None = None
     outcome_reason: str = ""
     resolved_at: float | None = None
+    topology: Topology = field(default=FS, repr=False)  # the line it rides on
 
     @property
     def zone(self) -> int:
@@ -113,21 +113,23 @@ class Item:
 
     @property
     def push_gate(self) -> int:
-        """The gate whose falling edge triggers this item's rod (3 when it has none)."""
-        return self.rod - 1 if self.rod else GATES[-1]
+        """The gate whose falling edge triggers this item's rod (the last gate when it has
+        none: past it, nothing but the belt end)."""
+        return self.topology.gate_of(self.rod) if self.rod else self.topology.last_gate
 
 
 class ItemFifo:
     """Items in flight, oldest first; resolved items leave it and are kept in ``done``."""
 
-    def __init__(self) -> None:
+    def __init__(self, topology: Topology = FS) -> None:
+        self.topology = topology
         self._items: collections.deque[Item] = collections.deque()
         self.done: list[Item] = []
         self.empty_feeds = 0  # feeds that put nothing on the belt, in all
         self._next_id = 1
 
     def feed(self, t: float) -> Item:
-        item = Item(self._next_id, fed_at=t)
+        item = Item(self._next_id, fed_at=t, topology=self.topology)
         self._next_id += 1
         self._items.append(item)
         return item
@@ -165,12 +167,16 @@ class ItemFifo:
 
 @dataclass
 class Blackboard:
-    """Line facts (written in the pre-tick) and the in-flight items (written by leaves)."""
+    """Line facts (written in the pre-tick) and the in-flight items (written by leaves).
+
+    The line's shape is ``line.topology`` (build it as ``Blackboard(line=LineModel(...,
+    topology=config.topology))``); the gate and rod tables below start from it.
+    """
 
     now: float = 0.0
     tick: int = 0
     connected: bool = False
-    gates: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(GATES, False))
+    gates: dict[int, bool] = field(default_factory=dict)  # gate -> blocked (every gate)
     edges: list[Edge] = field(default_factory=list)  # this tick's edges, in arrival order
     pictures: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
     # The last pictures received, matched or not: a picture slot freed by a picture that
@@ -181,12 +187,12 @@ class Blackboard:
     bad_inputs: int = 0
     received: dict[str, int] = field(default_factory=dict)  # kind -> events, in all
     dropped: dict[str, int] = field(default_factory=dict)  # kind -> dropped by the adapter
-    items: ItemFifo = field(default_factory=ItemFifo)
+    items: ItemFifo = field(default_factory=ItemFifo)  # takes the line's topology
     belt_running: bool = False
     line: LineModel = field(default_factory=LineModel)
-    rods_out: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(RODS, False))
+    rods_out: dict[int, bool] = field(default_factory=dict)  # rod -> out (every rod)
     rod_pushed_at: dict[int, float] = field(default_factory=dict)  # rod -> when it went out
-    gate_changed_at: dict[int, float] = field(default_factory=lambda: dict.fromkeys(GATES, 0.0))
+    gate_changed_at: dict[int, float] = field(default_factory=dict)
     last_evidence_at: float = 0.0  # a picture or an edge matched to an item
     missed_since_evidence: int = 0  # expected edges that did not come since then
     late_items: int = 0  # items whose next event is late (not yet missing) this tick
@@ -200,6 +206,22 @@ class Blackboard:
     empty_feeds_in_a_row: int = 0  # feeds in a row that put nothing on the belt
     last_label: str | None = None
     unmatched_edges: int = 0
+    # Edges of gates the topology does not have (gate -> count): the line may have more
+    # gates than config declares; then ``shape_doubt`` says why nothing is pushed (bin 1).
+    undeclared_gates: dict[int, int] = field(default_factory=dict)
+    shape_doubt: str = ""
+
+    def __post_init__(self) -> None:
+        topology = self.topology
+        self.items.topology = topology
+        self.gates = self.gates or dict.fromkeys(topology.gate_numbers, False)
+        self.gate_changed_at = self.gate_changed_at or dict.fromkeys(topology.gate_numbers, 0.0)
+        self.rods_out = self.rods_out or dict.fromkeys(topology.all_rods, False)
+
+    @property
+    def topology(self) -> Topology:
+        """The line's gates and rods (config ``topology:``), as the line model holds it."""
+        return self.line.topology
 
     def ingest(self, events: Iterable[Event]) -> list[protocol.BadInput]:
         """The pre-tick: apply queued events in arrival order; return the bad inputs."""
@@ -221,6 +243,7 @@ class Blackboard:
             self.received[kind] = self.received.get(kind, 0) + 1
             if isinstance(event, protocol.GateEdge) and event.gate not in self.gates:
                 self.bad_inputs += 1
+                self.undeclared_gates[event.gate] = self.undeclared_gates.get(event.gate, 0) + 1
                 bad.append(protocol.BadInput(f"this line has no gate {event.gate}"))
             elif isinstance(event, protocol.GateEdge):
                 self.gates[event.gate] = event.blocked
@@ -242,17 +265,18 @@ class Blackboard:
         item. Items whose edges were missed are resolved by tracking as usual. The belt
         and rod commands are sent again.
         """
-        self.gates = dict.fromkeys(GATES, False)
-        self.gate_changed_at = dict.fromkeys(GATES, t)
+        self.gates = dict.fromkeys(self.topology.gate_numbers, False)
+        self.gate_changed_at = dict.fromkeys(self.topology.gate_numbers, t)
         self.blocked_gates.clear()
         self.last_evidence_at, self.missed_since_evidence = t, 0
         self.resynced_at = t
         # Commands sent while offline were lost: say again what the line should be doing.
         # A rod believed retracted is pulled again; one believed out is left to its leaf.
         self.outbox.append(protocol.BELT_RUN if self.belt_running else protocol.BELT_STOP)
-        retracted = [rod for rod in RODS if not self.rods_out[rod]]
+        rods = self.topology.all_rods
+        retracted = [rod for rod in rods if not self.rods_out[rod]]
         pulls = (
-            [protocol.ALL_PULL] if len(retracted) == len(RODS) else map(protocol.pull, retracted)
+            [protocol.ALL_PULL] if len(retracted) == len(rods) else map(protocol.pull, retracted)
         )
         self.outbox.extend(pulls)
 
@@ -261,7 +285,7 @@ class Blackboard:
         self.outbox.append(command)
         if command.action in (protocol.Action.PUSH, protocol.Action.PULL):
             out = command.action is protocol.Action.PUSH
-            for rod in RODS if command.rod == 0 else (command.rod or 0,):
+            for rod in self.topology.all_rods if command.rod == 0 else (command.rod or 0,):
                 self.rods_out[rod] = out
                 if out:
                     self.rod_pushed_at[rod] = self.now

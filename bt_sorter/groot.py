@@ -17,8 +17,13 @@ tick ``ReactiveSequence``; a selector likewise ``Fallback`` / ``ReactiveFallback
 ``PolicyParallel`` (py_trees' parallel policies), ``LineTimeout`` (line seconds),
 ``OneShot``, ``EternalGuard`` (children: the condition, then the guarded node) and the
 other status converters. Lists (``selected``) are ``;``-separated, as BehaviorTree.CPP
-writes vectors. A tree file's ``description`` is a comment first in its BehaviorTree (the
-schema has no attribute for it); Groot2's ``_fullpath`` / ``_uid`` are ignored.
+writes vectors. ``for_each_rod`` (one branch per classifying rod of the line's topology)
+is exported as it is written, not expanded: a declared control node ``ForEachRod`` with
+one child, whose names and ports keep ``{rod}`` / ``{gate}``, which BehaviorTree.CPP
+reads as blackboard entries (the ones ``ForEachRod`` sets for each rod in turn), so the
+XML serves every line the YAML does. A tree file's ``description`` is a comment first
+in its BehaviorTree (the schema has no attribute for it); Groot2's ``_fullpath`` /
+``_uid`` are ignored.
 
 The XML is read with expat, DTDs and entities refused (no entity expansion), keeping
 the line of every element for the errors.
@@ -74,6 +79,11 @@ BUILTIN_TAGS = {*MEMORY_TAGS.values(), "RetryUntilSuccessful", "Repeat", "Invert
 KIND_OF_TAG = {tag: kind for kind, (tag, _) in TAGS.items()}
 MEMORY_OF_TAG = {tag: (kind, memory) for (kind, memory), tag in MEMORY_TAGS.items()}
 SUBTREE = "SubTree"
+FOR_EACH_ROD_TAG = "ForEachRod"
+FOR_EACH_ROD_DOC = (
+    "ticks its child once per classifying rod of the line (config topology:), with the "
+    "blackboard entries {rod} and {gate} (the gate that fires it) set for each"
+)
 
 
 def _kinds() -> dict[str, Any]:
@@ -140,14 +150,21 @@ class _Exporter:
         return tree_id
 
     def node(self, spec: Located, file: Path) -> ET.Element:
+        from bt_sorter.trees import FOR_EACH_ROD
+
         kinds = _kinds()
-        key = next(k for k in spec if k in kinds or k in REGISTRY or k == "include")
+        key = next(k for k in spec if k in kinds or k in REGISTRY or k in ("include", FOR_EACH_ROD))
         name = spec[key]
         if key == "include":
             attrs = {"ID": self.tree(file.parent / name)}
             if spec.get("name") is not None:
                 attrs["name"] = spec["name"]
             return ET.Element(SUBTREE, attrs)
+        if key == FOR_EACH_ROD:
+            self.used[FOR_EACH_ROD_TAG] = ("Control", (), {})
+            element = ET.Element(FOR_EACH_ROD_TAG, {"name": name})
+            element.append(self.node(spec["child"], file))
+            return element
         params = kinds[key].params if key in kinds else REGISTRY[key].params
         ports: dict[str, str] = {}
         if key in ("sequence", "selector"):
@@ -202,6 +219,8 @@ class _Exporter:
 
     @staticmethod
     def _doc(tag: str) -> str:
+        if tag == FOR_EACH_ROD_TAG:
+            return FOR_EACH_ROD_DOC
         if tag in REGISTRY:
             lines = (REGISTRY[tag].__doc__ or "").strip().splitlines()
             return lines[0] if lines else ""
@@ -374,6 +393,8 @@ class _Reader:
             if element.children:
                 raise SpecError(f"SubTree {tree_id!r} takes no children", self.file, element.line)
             return subtree(element, element.attrib.get("name"))
+        if element.tag == FOR_EACH_ROD_TAG:
+            return self.for_each_rod(element, name, attrs, subtree)
         kinds = _kinds()
         ports: dict[str, str] = {}
         items: list[tuple[str, Any]]
@@ -416,6 +437,20 @@ class _Reader:
             raise SpecError(f"node {name!r} ({element.tag}): a leaf takes no children",
                             self.file, element.line)  # fmt: skip
         return _located(self.file, element.line, items)
+
+    def for_each_rod(
+        self, element: _Element, name: str, attrs: dict[str, str], subtree: SubtreeFn
+    ) -> Located:
+        from bt_sorter.trees import FOR_EACH_ROD
+
+        if attrs:
+            raise SpecError(f"node {name!r} ({FOR_EACH_ROD_TAG}): no ports, got "
+                            f"{', '.join(attrs)}", self.file, element.line)  # fmt: skip
+        if len(element.children) != 1:
+            raise SpecError(f"node {name!r} ({FOR_EACH_ROD_TAG}): needs exactly one child, "
+                            f"has {len(element.children)}", self.file, element.line)  # fmt: skip
+        child = self.node(element.children[0], subtree)
+        return _located(self.file, element.line, [(FOR_EACH_ROD, name), ("child", child)])
 
 
 def read_xml(path: str | Path) -> _Reader:

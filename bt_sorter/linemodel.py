@@ -10,6 +10,10 @@ belt was commanded to run, so belt stops stay out of the figures. What it learns
   reaches it) and clear edge (its tail leaves it);
 - ``gateK.passage``: blocked → clear at gate K (the item's length over the belt speed).
 
+for every gate K of the line's topology (:class:`bt_sorter.topology.Topology`, config
+``topology:``; the FS scene's three by default): :attr:`LineModel.chain` is the order an
+item's events come in, :attr:`LineModel.quantities` every one learned.
+
 Each is a sliding window of the last :data:`WINDOW` samples from unambiguous items
 (matched by order, with no stray edge near them): median, spread (the median absolute
 deviation scaled to a standard deviation) and the sample count. A belt that slows by
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bt_sorter.config import LineConfig
-from bt_sorter.protocol import GATE_COUNT
+from bt_sorter.topology import FS, Topology
 
 # The target range (issue 9): belts 0.05-0.5 m/s, items 3-15 cm, any layout in feed order.
 SLOWEST_BELT = 0.05  # m/s
@@ -65,7 +69,7 @@ LATENCY_WALL_S = 0.05  # wall seconds a message and a command may add on the net
 DELAY_WINDOW = 500  # ticks: 10 s of line time at 50 Hz
 DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
-RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
+RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past the last gate
 # How far past its gate (in the item's own passages) a late push still meets the item: the
 # sweep window lies downstream of the gate and must overlap an item that has just cleared
 # it; three quarters of an item length is assumed (the built-in line's reaches 1.5).
@@ -103,8 +107,14 @@ def gate_anchor(anchor: tuple[str, float] | None) -> tuple[str, float] | None:
     return None if anchor is None or anchor[0] == PICTURE else anchor
 
 
-CHAIN = (PICTURE, *(q for g in range(1, GATE_COUNT + 1) for q in (blocked(g), clear(g))))
-QUANTITIES = (*CHAIN, *(passage(g) for g in range(1, GATE_COUNT + 1)))
+def chain(topology: Topology) -> tuple[str, ...]:
+    """An item's events in the order they come: picture, then each gate blocked, clear."""
+    return (PICTURE, *(q for g in topology.gate_numbers for q in (blocked(g), clear(g))))
+
+
+def quantities(topology: Topology) -> tuple[str, ...]:
+    """Every quantity learned on a line: its chain, then each gate's passage."""
+    return (*chain(topology), *(passage(g) for g in topology.gate_numbers))
 
 
 class Odometer:
@@ -209,9 +219,12 @@ class LineModel:
         speed: float = 1.0,
         feeder_cycle: float = 2.5,
         rod_out: float = 2.0,
+        topology: Topology = FS,
     ) -> None:
+        self.topology = topology
+        self.chain, self.quantities = chain(topology), quantities(topology)
         self.odometer = Odometer()
-        self.estimates = {name: Estimate() for name in QUANTITIES}
+        self.estimates = {name: Estimate() for name in self.quantities}
         self.prior = prior
         self.prior_times = prior_times(prior)
         self.confirmed: set[str] = set()
@@ -317,7 +330,7 @@ class LineModel:
         median = self.estimates[name].median
         if median is None and name.endswith("passage"):
             pooled = [
-                x for g in range(1, GATE_COUNT + 1) for x in self.estimates[passage(g)].samples
+                x for g in self.topology.gate_numbers for x in self.estimates[passage(g)].samples
             ]
             median = statistics.median(pooled) if pooled else None
         return median
@@ -332,13 +345,13 @@ class LineModel:
     def measured(self, items: int) -> bool:
         """True once the picture and gate 1 have ``items`` samples, every other gate one.
 
-        Items taken by rod 2 never reach gates 2 and 3, so those need only one sample:
-        the passage is the same at every gate, and the matcher keeps order there anyway.
+        Items taken by the first rod never reach the gates after it, so those need only one
+        sample: the passage is the same at every gate, and the matcher keeps order there.
         """
         first = (PICTURE, blocked(1), clear(1))
         if any(self.support(name) < items for name in first):
             return False
-        return all(self.support(n) >= 1 for n in CHAIN[len(first) :])
+        return all(self.support(n) >= 1 for n in self.chain[len(first) :])
 
     # -- predictions -----------------------------------------------------------------
 
@@ -400,20 +413,15 @@ class LineModel:
         return max(PUSH_REACH * passage, self.tick * 2)
 
     def run_out(self, own: list[float]) -> float:
-        """Belt s from gate 3's clear edge until an item has surely fallen off the end.
+        """Belt s from the last gate's clear edge until an item has surely fallen off the end.
 
         No sensor sees the belt end; it is taken to lie at most :data:`RUN_OUT_FACTOR`
-        gate spacings past gate 3 (``own``: the item's own gate-to-gate times, used while
-        the model has none).
+        gate spacings past the last gate (``own``: the item's own gate-to-gate times, used
+        while the model has none).
         """
+        heads = [self.expected(blocked(g)) for g in self.topology.gate_numbers]
         segments = [
-            b - a
-            for a, b in zip(
-                (self.expected(blocked(g)) for g in range(1, GATE_COUNT)),
-                (self.expected(blocked(g)) for g in range(2, GATE_COUNT + 1)),
-                strict=True,
-            )
-            if a is not None and b is not None
+            b - a for a, b in itertools.pairwise(heads) if a is not None and b is not None
         ] or own
         if not segments:
             return UNMEASURED_REACH_S
@@ -424,7 +432,7 @@ class LineModel:
         :data:`STALL_GAPS` times the longest gap between two consecutive events of an
         item, and no less than :data:`STALL_WALL_S` of wall time (a busy machine may hold
         a process back for a while; ``--speed`` makes that longer in line time)."""
-        times = [self.expected(name) for name in CHAIN]
+        times = [self.expected(name) for name in self.chain]
         if any(t is None for t in times):
             return UNMEASURED_REACH_S
         known = [0.0, *(t for t in times if t is not None)]
@@ -436,14 +444,15 @@ class LineModel:
     def safe_spacing(self) -> float | None:
         """Least belt s between two feeds that keeps every rod off the item behind.
 
-        Rod k+1 goes out on gate k's clear edge of the item ahead, as late as
-        :meth:`max_push_delay` after it, and is back ``rod_out`` later; the item behind
-        must not reach gate k (the sweep window lies downstream of it) before then:
-        passage at gate k + the latest push + rod out, plus the spreads and the command
-        margin. None while a passage is unknown. See docs/line-model.md.
+        Rod k goes out on the clear edge of its gate g (``topology.gate_of(k)``) of the item
+        ahead, as late as :meth:`max_push_delay` after it, and is back ``rod_out`` later;
+        the item behind must not reach gate g (the sweep window lies downstream of it)
+        before then: passage at gate g + the latest push + rod out, plus the spreads and
+        the command margin, over every gate that fires a rod (a gate that only tracks
+        fires none). None while a passage is unknown. See docs/line-model.md.
         """
         needs = []
-        for gate in range(1, GATE_COUNT + 1):
+        for gate in sorted(self.topology.rods.values()):
             time = self.passage_time(gate)
             if time is None:
                 return None
@@ -472,7 +481,7 @@ class LineModel:
             return {}
         speed = length / passage_time
         out = {"item_length_m": length, "belt_speed_m_s": round(speed, 4)}
-        for gate in range(2, GATE_COUNT + 1):
+        for gate in self.topology.gate_numbers[1:]:
             a, b = self.expected(blocked(gate - 1)), self.expected(blocked(gate))
             if a is not None and b is not None:
                 out[f"gate{gate - 1}_to_gate{gate}_m"] = round((b - a) * speed, 4)
@@ -484,7 +493,7 @@ class LineModel:
         return {
             "unit": "seconds of belt running since the feed command",
             "items_learned": self.items_learned,
-            "quantities": {name: self.estimates[name].report() for name in QUANTITIES},
+            "quantities": {name: self.estimates[name].report() for name in self.quantities},
             "confirmed_prior": sorted(self.confirmed),
             "geometry_mismatches": list(self.mismatches),
             "safe_spacing_s": None if spacing is None else round(spacing, 4),
@@ -511,7 +520,7 @@ class LineModel:
         gates = [
             {k: v for k, v in (("blocked", timing(blocked(g))), ("clear", timing(clear(g))))
              if v is not None}
-            for g in range(1, GATE_COUNT + 1)
+            for g in self.topology.gate_numbers
         ]  # fmt: skip
         if any(gates):
             section["gates"] = gates

@@ -2,7 +2,7 @@
 
 Items cannot overtake each other, so every gate, and the camera, sees them in feed
 order. With one item on the belt the order of events is all there is to know: its
-picture, then gate 1 blocked and clear, gate 2, gate 3. With several, a gate's next
+picture, then gate 1 blocked and clear, gate 2, ... the last gate. With several, a gate's next
 edge belongs to the oldest item that has not made it yet and has reached the gate
 upstream, and the line model's windows (once measured, and only while several items are
 on the belt) decide only what order cannot:
@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
-from bt_sorter.blackboard import GATES, Edge, Item
+from bt_sorter.blackboard import Edge, Item
 from bt_sorter.items import note_missing, since_feed
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ class Matcher:
     def _alone(self, item: Item) -> bool:
         """Whether ``item`` is the only one in flight still before the last gate's end:
         then the order of events is all there is, and no window is applied."""
-        return all(i is item or i.cleared >= GATES[-1] for i in self.bb.items)
+        last = self.bb.topology.last_gate
+        return all(i is item or i.cleared >= last for i in self.bb.items)
 
     def _fits(self, item: Item, edge: Edge, strict: bool = False) -> bool:
         """False when the edge comes before the item's window for it (a stray), unless the

@@ -32,6 +32,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import Config, LineConfig, LineGeometry, SortingConfig
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
+from bt_sorter.topology import Topology
 from bt_sorter.vision.classifier import Prediction
 from bt_sorter.web.state import Throughput, counts, snapshot
 
@@ -72,9 +73,12 @@ def _context(header: dict[str, Any]) -> Context:
     line = {k: tuple(v) if isinstance(v, list) else v
             for k, v in (header.get("line") or {}).items() if k in fields}  # fmt: skip
     prior = LineConfig(**line) if line else None  # the metres the run was told, if any
-    config = Config(line=prior, sorting=SortingConfig(routes=dict(header.get("routes") or {})))
+    shape = header.get("topology") or {}  # a record without one is the FS scene's
+    topology = Topology(int(shape.get("gates", 3)), tuple(shape.get("rod_gates", (1, 2, 3))))
+    config = Config(line=prior, topology=topology,
+                    sorting=SortingConfig(routes=dict(header.get("routes") or {})))  # fmt: skip
     return Context(
-        bb=Blackboard(line=LineModel(prior)),
+        bb=Blackboard(line=LineModel(prior, topology=topology)),
         config=config,
         clock=LineClock(),
         record=Record(),

@@ -92,6 +92,10 @@ class Trace:
                 config=str(config.source) if config.source else None,
                 line=dataclasses.asdict(config.line) if config.line is not None else None,
                 routes=dict(config.sorting.routes),
+                topology={
+                    "gates": config.topology.gates,
+                    "rod_gates": list(config.topology.rod_gates),
+                },
             )
 
     def visit(self, node: Behaviour) -> None:

@@ -13,9 +13,28 @@ A tree file is data (safe YAML, no code)::
           name: push for label       # optional: rename its root
 
 Each node mapping has exactly one kind key: a composite, a decorator (py_trees.decorators),
-a leaf from :data:`REGISTRY`, or ``include``. Composites and decorators declare their
-parameters with :class:`Param`, like leaves, so validation and ``run.py --help`` are uniform.
-Every problem is a :class:`SpecError` naming file, line and node.
+a leaf from :data:`REGISTRY`, ``include``, or (in a ``children:`` list) ``for_each_rod``.
+Composites and decorators declare their parameters with :class:`Param`, like leaves, so
+validation and ``run.py --help`` are uniform. Every problem is a :class:`SpecError`
+naming file, line and node.
+
+A tree serves whatever line config declares (``topology:``, :mod:`bt_sorter.topology`)
+through ``for_each_rod``: in a ``children:`` list, its ``child:`` is built once per
+classifying rod of the line, in belt order, with ``{rod}`` and ``{gate}`` (the gate whose
+clear edge fires that rod) replaced in node names and parameter values. Plain text
+replacement, no expressions: a value that is exactly ``{rod}`` or ``{gate}`` becomes that
+number, anything else stays text::
+
+    - parallel: rods
+      policy: success_on_all
+      children:
+        - for_each_rod: one branch per classifying rod
+          child:
+            repeat: rod {rod}
+            num_success: -1
+            child:
+              PushRod: push rod {rod} when its item clears gate {gate}
+              rod: "{rod}"
 """
 
 from __future__ import annotations
@@ -23,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -226,10 +246,12 @@ KINDS: dict[str, Kind] = {
 
 INCLUDE = "include"
 _INCLUDE_PARAMS = (Param("name", str, "new name for the included root", default=None),)
+FOR_EACH_ROD = "for_each_rod"  # in a children: list, its child once per classifying rod
+PLACEHOLDER = re.compile(r"\{(rod|gate)\}")  # what for_each_rod replaces
 
 
 def _all_kinds() -> list[str]:
-    return [*KINDS, INCLUDE, *REGISTRY]
+    return [*KINDS, INCLUDE, FOR_EACH_ROD, *REGISTRY]
 
 
 def _params_of(key: str) -> tuple[Param, ...]:
@@ -237,12 +259,16 @@ def _params_of(key: str) -> tuple[Param, ...]:
         return KINDS[key].params
     if key == INCLUDE:
         return _INCLUDE_PARAMS
+    if key == FOR_EACH_ROD:
+        return ()
     return REGISTRY[key].params
 
 
 def _other_keys(key: str) -> set[str]:
     """Keys besides its kind key that a node of kind ``key`` may have."""
     structural = KINDS[key].structural if key in KINDS else ()
+    if key == FOR_EACH_ROD:
+        structural = ("child",)
     return {p.name for p in _params_of(key)} | set(structural)
 
 
@@ -263,6 +289,27 @@ class _Builder:
         self.ctx = ctx
         self.count = 0
         self.files: list[Path] = []
+        self.vars: dict[str, int] | None = None  # {rod, gate} inside a for_each_rod
+
+    def subst(self, value: Any, spec: Located, key: str) -> Any:
+        """``value`` with ``{rod}`` / ``{gate}`` replaced (inside a for_each_rod): a value
+        that is exactly one of them becomes its number; text and lists are replaced in.
+        YAML reads an unquoted ``{rod}`` as a mapping ``{rod: null}``: taken as meant."""
+        if isinstance(value, dict) and len(value) == 1 and None in value.values():
+            word = next(iter(value))
+            value = f"{{{word}}}" if word in ("rod", "gate") else value
+        if isinstance(value, list):
+            return [self.subst(v, spec, key) for v in value]
+        if not isinstance(value, str) or not PLACEHOLDER.search(value):
+            return value
+        if self.vars is None:
+            found = PLACEHOLDER.search(value)
+            raise spec.error(f"{found.group(0) if found else value} in {key!r} is known only "
+                             f"inside '{FOR_EACH_ROD}:' (one branch per rod)", key)  # fmt: skip
+        whole = PLACEHOLDER.fullmatch(value)
+        if whole:
+            return self.vars[whole.group(1)]
+        return PLACEHOLDER.sub(lambda m: str(self.vars[m.group(1)]) if self.vars else "", value)
 
     def tree_file(self, data: Any, file: str, depth: int) -> Behaviour:
         if data is None:
@@ -302,7 +349,11 @@ class _Builder:
         key = self.kind_key(spec)
         if key == INCLUDE:
             return self.include(spec, depth)
-        name = spec[key]
+        if key == FOR_EACH_ROD:
+            where = f"'{FOR_EACH_ROD}:' ({_short(spec[key])})"
+            raise spec.error(f"{where} belongs in a 'children:' list: it expands into one "
+                             "child per rod", key)  # fmt: skip
+        name = self.subst(spec[key], spec, key)
         if not isinstance(name, str) or not name.strip():
             raise spec.error(f"node ({key}): the name must be text, got {_short(name)}", key)
         label = f"node {name!r} ({key})"
@@ -325,7 +376,7 @@ class _Builder:
     def kind_key(self, spec: Located) -> str:
         if not spec:
             raise spec.error("empty node: expected a kind key such as 'sequence: <name>'")
-        kinds = [k for k in spec if k in KINDS or k in REGISTRY or k == INCLUDE]
+        kinds = [k for k in spec if k in KINDS or k in REGISTRY or k in (INCLUDE, FOR_EACH_ROD)]
         if len(kinds) > 1:  # a leaf parameter may share a decorator's key ("timeout")
             kinds = [k for k in kinds if not any(k in _other_keys(o) for o in kinds if o != k)]
         if len(kinds) == 1:
@@ -364,7 +415,7 @@ class _Builder:
         for p in params:
             if p.name in spec:
                 try:
-                    values[p.name] = p.check(spec[p.name])
+                    values[p.name] = p.check(self.subst(spec[p.name], spec, p.name))
                 except ValueError as exc:
                     raise spec.error(f"{label}: parameter {p.name!r} {exc}", p.name) from None
             elif p.required:
@@ -394,10 +445,37 @@ class _Builder:
             raise _Bad(f"'children' must be a list of nodes, got {_short(items)}", "children")
         if not items:
             raise _Bad("'children' is empty; give at least one node", "children")
-        return [
-            self.node(item, items.file, line, depth + 1)
-            for item, line in zip(items, items.item_lines, strict=True)
-        ]
+        out: list[Behaviour] = []
+        for item, line in zip(items, items.item_lines, strict=True):
+            if isinstance(item, Located) and FOR_EACH_ROD in item:
+                out += self.for_each_rod(item, depth + 1)
+            else:
+                out.append(self.node(item, items.file, line, depth + 1))
+        return out
+
+    def for_each_rod(self, spec: Located, depth: int) -> list[Behaviour]:
+        """``child:`` built once per classifying rod of the line's topology, in belt order,
+        with ``{rod}`` and ``{gate}`` (the gate whose clear edge fires it) replaced."""
+        what = spec[FOR_EACH_ROD]
+        if not isinstance(what, str) or not what.strip():
+            raise spec.error(f"{FOR_EACH_ROD}: give it a description (text), got "
+                             f"{_short(what)}", FOR_EACH_ROD)  # fmt: skip
+        label = f"{FOR_EACH_ROD} {what!r}"
+        self.check_params(spec, FOR_EACH_ROD, label)
+        if self.vars is not None:
+            raise spec.error(f"{label}: inside another {FOR_EACH_ROD} ({{rod}} would be "
+                             "ambiguous)", FOR_EACH_ROD)  # fmt: skip
+        if "child" not in spec or isinstance(spec["child"], list):
+            raise spec.error(f"{label}: needs one 'child:' node (built once per rod)")
+        topology = self.ctx.bb.topology
+        built = []
+        try:
+            for rod in topology.classifying_rods:
+                self.vars = {"rod": rod, "gate": topology.gate_of(rod)}
+                built.append(self.node(spec["child"], spec.file, spec.line_of("child"), depth))
+        finally:
+            self.vars = None
+        return built
 
     def one(self, spec: Located, key: str, label: str, depth: int) -> Behaviour:
         if key not in spec:
@@ -480,6 +558,9 @@ def node_catalogue() -> str:
     out.append("Subtrees:")
     out.append("  include: <file.yaml> (path relative to the including file; it has a 'root:')")
     out.append("      name (str, optional): new name for the included root")
+    out.append(f"  {FOR_EACH_ROD}: <description> (in a 'children:' list; child: node): the "
+               "child once per classifying rod of config topology:, with {rod} and {gate} "
+               "(the gate that fires it) replaced in names and parameters")  # fmt: skip
     out.append("")
     out.append("Leaves (by class name; parameters as sibling keys):")
     if not REGISTRY:

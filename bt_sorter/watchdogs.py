@@ -17,8 +17,8 @@ not a stalled belt). When a deadline passes:
 - :data:`STUCK_AFTER_MISSED` events in a row overdue while the gate the item is in (or
   is held back from) still reads blocked: the item is stuck there (``blocked_gates``);
   one lost message cannot do that;
-- past gate 3 and its run-out: it has fallen off the belt end (bin 1), or is lost with
-  the reason if it was not seen at gate 3.
+- past the last gate and its run-out: it has fallen off the belt end (bin 1), or is lost
+  with the reason if it was not seen at the last gate.
 
 An item past its event's window but not yet its deadline is counted in ``late_items``:
 the belt may be stalling, so feeding holds.
@@ -34,14 +34,13 @@ import itertools
 from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
-from bt_sorter.blackboard import GATES, Item, Outcome
+from bt_sorter.blackboard import Item, Outcome
 from bt_sorter.items import note_missing, resolve_item, since_feed
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
 
 STUCK_AFTER_MISSED = 2  # an item's clear edge and the event after it, both overdue
-LAST_GATE = GATES[-1]
 
 
 class Watchdogs:
@@ -51,6 +50,7 @@ class Watchdogs:
         self.ctx = ctx
         self.bb = ctx.bb
         self.model = ctx.bb.line
+        self.last_gate = ctx.bb.topology.last_gate  # the line's, from config topology:
         self._bunched_noted: set[tuple[int, int]] = set()  # (item, gate) recorded bunched
 
     def check(self) -> None:
@@ -95,7 +95,7 @@ class Watchdogs:
 
     def _overdue(self, item: Item) -> None:
         now = since_feed(self.ctx, item, self.bb.now)
-        while item.cleared < LAST_GATE:
+        while item.cleared < self.last_gate:
             gate = item.entered if item.entered > item.cleared else item.cleared + 1
             is_blocked = item.entered == item.cleared
             name = linemodel.blocked(gate) if is_blocked else linemodel.clear(gate)
@@ -141,17 +141,18 @@ class Watchdogs:
         return False
 
     def _ran_out(self, item: Item, now: float) -> None:
-        """Past gate 3: resolve it once it has surely fallen off the belt end."""
-        last = linemodel.clear(LAST_GATE)
-        if LAST_GATE in item.cleared_at:
-            left = since_feed(self.ctx, item, item.cleared_at[LAST_GATE])
+        """Past the last gate: resolve it once it has surely fallen off the belt end."""
+        last_gate = self.last_gate
+        last = linemodel.clear(last_gate)
+        if last_gate in item.cleared_at:
+            left = since_feed(self.ctx, item, item.cleared_at[last_gate])
         else:
             left = self.model.deadline(last, item.anchor)
         at = sorted(since_feed(self.ctx, item, t) for t in item.blocked_at.values())
         own = [b - a for a, b in itertools.pairwise(at)]
         if now <= left + self.model.run_out(own):
             return
-        if LAST_GATE in item.evidence:
+        if last_gate in item.evidence:
             resolve_item(self.ctx, item, self.bb.now, Outcome.REJECTED, "rode to the belt end")
         else:
             last_seen = max(item.evidence, default=0)

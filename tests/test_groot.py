@@ -15,7 +15,7 @@ import pytest
 from bt_sorter.behaviours.base import REGISTRY
 from bt_sorter.groot import export_xml, import_xml
 from bt_sorter.trace import tree_shape
-from bt_sorter.trees import INCLUDE, KINDS, _params_of, check_tree
+from bt_sorter.trees import FOR_EACH_ROD, INCLUDE, KINDS, _params_of, check_tree
 from bt_sorter.yamlio import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def canonical(path: Path) -> Any:
 
 
 def _node(spec: dict[str, Any], file: Path) -> Any:
-    key = next(k for k in spec if k in KINDS or k in REGISTRY or k == INCLUDE)
+    key = next(k for k in spec if k in KINDS or k in REGISTRY or k in (INCLUDE, FOR_EACH_ROD))
     if key == INCLUDE:
         return {"include": canonical(file.parent / spec[INCLUDE]), "name": spec.get("name")}
     params = {p.name: spec.get(p.name, p.default) for p in _params_of(key)}

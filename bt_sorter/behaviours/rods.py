@@ -6,10 +6,18 @@ import py_trees
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.blackboard import CLASSIFYING_RODS, GATES, Item, Outcome
+from bt_sorter.blackboard import Item, Outcome
 from bt_sorter.items import identity_doubt, resolve_item
 
 Status = py_trees.common.Status
+
+
+def check_rod(ctx: Context, rod: int) -> None:
+    """A tree's ``rod:`` must be 0 (the item's own) or a classifying rod of the line."""
+    rods = ctx.bb.topology.classifying_rods
+    if rod != 0 and rod not in rods:
+        raise ValueError(f"rod {rod} is not a classifying rod of this line (rods "
+                         f"{', '.join(map(str, rods))}: {ctx.bb.topology.describe()})")  # fmt: skip
 
 
 @register
@@ -27,24 +35,29 @@ class ItemHasRod(Leaf):
 
 @register
 class PushRod(Leaf):
-    """Extend an item's rod on the clear edge of the gate just upstream of it.
+    """Extend an item's rod on the clear edge of the gate that fires it (config ``topology:``).
 
-    ``rod: 0`` serves the current item (the newest fed) and its own rod; ``rod: 2..4`` serves
-    the oldest item routed to that rod. RUNNING until the edge; SUCCESS when the push
-    is requested (the item is recorded as sorted); FAILURE when the item cannot be
-    pushed safely (its edge went missing, or the item cleared its gate more than
-    ``max_delay`` ago: the edge's own lateness counts, judged by the item's passage).
+    ``rod: 0`` serves the current item (the newest fed) and its own rod; ``rod: k`` (a
+    classifying rod of the line) serves the oldest item routed to that rod. RUNNING
+    until the edge; SUCCESS when the push is requested (the item is recorded as
+    sorted); FAILURE when the item cannot be pushed safely (its edge went missing, or
+    the item cleared its gate more than ``max_delay`` ago: the edge's own lateness
+    counts, judged by the item's passage).
 
     reads: items, line, now. writes: the item's push and outcome; the rod command.
     """
 
     params = (
-        Param("rod", int, "rod to extend (2..4); 0 = the newest item's own rod", 0),
+        Param("rod", int, "classifying rod to extend; 0 = the newest item's own rod", 0),
         Param("max_delay", float, "latest push after the item cleared its gate, line "
               "seconds; default: the line model's (3/4 of the item's passage there)", None),
     )  # fmt: skip
     rod: int
     max_delay: float | None
+
+    def __init__(self, name: str, ctx: Context, **values: object) -> None:
+        super().__init__(name, ctx, **values)
+        check_rod(ctx, self.rod)
 
     def initialise(self) -> None:
         self.item: Item | None = None
@@ -128,7 +141,7 @@ class RetractRod(Leaf):
     """
 
     params = (
-        Param("rod", int, "rod to retract (2..4); 0 = whichever are out", 0),
+        Param("rod", int, "classifying rod to retract; 0 = whichever are out", 0),
         Param("hold", float, "seconds the rod stays out; default timings.push_hold", None),
         Param("back", float, "seconds until it counts as back; default timings.push_back", None),
     )
@@ -138,13 +151,14 @@ class RetractRod(Leaf):
 
     def __init__(self, name: str, ctx: Context, **values: object) -> None:
         super().__init__(name, ctx, **values)
+        check_rod(ctx, self.rod)
         timings = self.ctx.config.timings
         self.hold_s = timings.push_hold if self.hold is None else self.hold
         self.back_s = timings.push_back if self.back is None else self.back
         ctx.bb.line.note_rod_out(self.hold_s + self.back_s)
 
     def initialise(self) -> None:
-        rods = CLASSIFYING_RODS if self.rod == 0 else (self.rod,)
+        rods = self.bb.topology.classifying_rods if self.rod == 0 else (self.rod,)
         self.rods = [r for r in rods if self.bb.rods_out[r]]
         self.pulled_at: float | None = None
 
@@ -187,7 +201,8 @@ class WaitItemLeft(Leaf):
 
     def update(self) -> Status:
         item = self.item
-        if item is None or item.cleared >= GATES[-1] or item not in self.bb.items:  # past/gone
+        last = self.bb.topology.last_gate
+        if item is None or item.cleared >= last or item not in self.bb.items:  # past/gone
             return Status.SUCCESS
         return Status.RUNNING
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import py_trees
 
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
+from bt_sorter.items import doubt_shape
 from bt_sorter.matcher import Matcher
 from bt_sorter.watchdogs import Watchdogs
 
@@ -23,11 +24,12 @@ __all__ = ["LineMeasured", "TrackItems"]
 @register
 class TrackItems(Leaf):
     """Match this tick's gate edges and pictures to the items in flight, then run the
-    watchdogs over them. Always RUNNING.
+    watchdogs over them. Always RUNNING. An edge of a gate the line's topology lacks
+    puts the line's shape in doubt: from then on nothing is pushed (bin 1).
 
-    reads: edges, pictures, items, line, gates. writes: the items' positions, times and
-    outcomes, unmatched_edges, blocked_gates, the evidence counters (see the matcher and
-    the watchdogs).
+    reads: edges, pictures, items, line, gates, undeclared_gates. writes: the items'
+    positions, times and outcomes, unmatched_edges, blocked_gates, the evidence counters
+    (see the matcher and the watchdogs), shape_doubt.
     """
 
     def __init__(self, name: str, ctx: Context, **values: object) -> None:
@@ -36,6 +38,8 @@ class TrackItems(Leaf):
         self.watchdogs = Watchdogs(ctx)
 
     def update(self) -> Status:
+        if self.bb.undeclared_gates and not self.bb.shape_doubt:
+            doubt_shape(self.ctx)
         for edge in self.bb.edges:
             self.matcher.edge(edge)
         while self.bb.pictures:

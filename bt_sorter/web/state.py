@@ -24,7 +24,7 @@ from py_trees.common import Status
 
 from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import GATES, Item, Outcome
+from bt_sorter.blackboard import Item, Outcome
 from bt_sorter.trace import tree_shape, walk
 
 __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
@@ -52,8 +52,9 @@ def segment_seconds(ctx: Context) -> list[float]:
     """
     model = ctx.bb.line
     times = [0.0, model.expected(linemodel.PICTURE)]
-    times += [model.expected(linemodel.blocked(gate)) for gate in GATES]
-    last = model.expected(linemodel.clear(GATES[-1]))
+    gates = ctx.bb.topology.gate_numbers
+    times += [model.expected(linemodel.blocked(gate)) for gate in gates]
+    last = model.expected(linemodel.clear(gates[-1]))
     times.append(None if last is None else last + model.run_out([]))
     known = [
         b - a for a, b in itertools.pairwise(times) if a is not None and b is not None and b > a
@@ -66,9 +67,11 @@ def segment_seconds(ctx: Context) -> list[float]:
 
 
 def stations(ctx: Context) -> list[dict[str, Any]]:
-    """Feeder, camera, gate 1..n (each with the rod just downstream of it), belt end."""
+    """Feeder, camera, gate 1..n (each with the rod its clear edge fires, None for a gate
+    that only tracks), belt end: the line's topology (config ``topology:``)."""
+    topology = ctx.bb.topology
     out: list[dict[str, Any]] = [{"kind": "feeder", "rod": 1}, {"kind": "camera"}]
-    out += [{"kind": "gate", "gate": k, "rod": k + 1} for k in GATES]
+    out += [{"kind": "gate", "gate": k, "rod": topology.rod_at(k)} for k in topology.gate_numbers]
     out.append({"kind": "end", "bin": 1})
     return out
 
@@ -108,7 +111,7 @@ def line_view(ctx: Context) -> dict[str, Any]:
         mark["x"] = round(x, 4)
         if "gate" in mark:
             mark["blocked"] = bool(bb.gates.get(mark["gate"], False))
-        if "rod" in mark:
+        if mark.get("rod") is not None:
             mark["out"] = bool(bb.rods_out.get(mark["rod"], False))
     items = []
     for item in bb.items:

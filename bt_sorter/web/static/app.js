@@ -121,6 +121,7 @@ function drawLine(line, counts) {
         "data-gate": s.gate, "data-blocked": s.blocked }));
       svg.append(el("text", { x, y: BELT_Y - 34, "text-anchor": "middle", "font-size": 11 },
         `gate ${s.gate}${s.blocked ? " ■" : ""}`));
+      if (s.rod == null) continue; // a gate that only tracks: no rod, no bin
       const rx = x + 34, len = s.out ? 44 : 14;
       svg.append(el("rect", { x: rx - 5, y: BELT_Y - 14 - len, width: 10, height: len,
         fill: s.out ? "#2563eb" : "#93c5fd", "data-rod": s.rod, "data-out": s.out }));
@@ -189,7 +190,7 @@ function drawCounts(state) {
   set("count-sorted", c.outcomes.sorted || 0); set("count-rejected", c.outcomes.rejected || 0);
   set("count-lost", c.outcomes.lost || 0); set("bad-inputs", state.bad_inputs);
   const heads = document.getElementById("bin-heads"), row = document.getElementById("bin-counts");
-  const known = state.line.stations.flatMap((s) => (s.kind === "end" ? ["1"] : s.kind === "gate" ? [String(s.rod)] : []));
+  const known = state.line.stations.flatMap((s) => (s.kind === "end" ? ["1"] : s.kind === "gate" && s.rod != null ? [String(s.rod)] : []));
   const bins = [...new Set([...known, ...Object.keys(c.bins)])].sort();
   heads.replaceChildren(...bins.map((b) => { const th = document.createElement("th"); th.textContent = `bin ${b}`; return th; }));
   row.replaceChildren(...bins.map((b) => { const td = document.createElement("td"); td.id = `bin-${b}`; td.textContent = c.bins[b] || 0; return td; }));
