@@ -11,6 +11,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
+from bt_sorter.topology import Topology
 from bt_sorter.vision.classifier import ClassifierWorker
 
 
@@ -19,6 +20,20 @@ def measured_line() -> LineModel:
     model = LineModel(load_config().line)
     for _ in range(3):
         model.learn(dict(model.prior_times))
+    return model
+
+
+def measured_shape(topology: Topology, passage: float = 0.4) -> LineModel:
+    """A line of ``topology``'s shape, measured from three items: picture 2.5 s after the
+    feed, gate k blocked at 4.5 + 3 (k - 1) s, each passage ``passage`` s."""
+    model = LineModel(None, tick=0.02, topology=topology)
+    times = {"picture": 2.5}
+    for gate in topology.gate_numbers:
+        head = 4.5 + 3.0 * (gate - 1)
+        times |= {f"gate{gate}.blocked": head, f"gate{gate}.clear": head + passage,
+                  f"gate{gate}.passage": passage}  # fmt: skip
+    for _ in range(3):
+        model.learn(times)
     return model
 
 
@@ -31,8 +46,10 @@ def running_context(
     """Connected, the belt running (its command taken out), the record under ``tmp_path``.
 
     ``measured=False`` gives the controller no ``line:`` at all (a line nobody measured).
+    The config's topology is the model's (the FS scene's unless the model says otherwise).
     """
     config = load_config() if measured else load_config().replace(line=None)
+    config = config.replace(topology=model.topology)
     context = Context(
         bb=Blackboard(line=model),
         config=config,

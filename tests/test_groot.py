@@ -162,3 +162,33 @@ def test_trees_command_exports_and_imports(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bt_sorter.trees", "export", "nowhere.yaml"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "nowhere.yaml" in result.stderr
+
+
+def test_for_each_rod_goes_to_groot_as_a_control_and_serves_any_line(tmp_path: Path) -> None:
+    """The pipelined tree's per-rod branch is exported as written (a ForEachRod control,
+    {rod}/{gate} kept), so the XML builds one branch per rod of whatever line it runs on."""
+    from bt_sorter.behaviours.base import Context
+    from bt_sorter.blackboard import Blackboard
+    from bt_sorter.clock import LineClock
+    from bt_sorter.config import load_config
+    from bt_sorter.linemodel import LineModel
+    from bt_sorter.record import Record
+    from bt_sorter.topology import Topology
+    from bt_sorter.trees import load_tree
+
+    xml = tmp_path / "sort_pipelined.xml"
+    xml.write_text(export_xml(ROOT / "trees" / "sort_pipelined.yaml"), encoding="utf-8")
+    root = ET.parse(xml).getroot()
+    (each,) = root.iter("ForEachRod")
+    assert [e.get("rod") for e in each.iter() if e.tag in ("PushRod", "RetractRod")] == [
+        "{rod}",
+        "{rod}",
+    ]
+    five = Topology(gates=4, rod_gates=(1, 2, 3, 4))
+    ctx = Context(bb=Blackboard(line=LineModel(topology=five)),
+                  config=load_config().replace(topology=five), clock=LineClock(),
+                  record=Record(None))  # fmt: skip
+    names = [line["name"] for line in tree_shape(load_tree(xml, ctx))]
+    assert [n for n in names if n.startswith("push rod")] == [
+        f"push rod {rod} when its item clears gate {rod - 1}" for rod in (2, 3, 4, 5)
+    ]

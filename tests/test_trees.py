@@ -736,3 +736,112 @@ def test_every_tree_in_the_repository_loads_with_its_includes_and_config_timings
     (run_up,) = (node for node in sort if isinstance(node, Wait))
     run_up.initialise()
     assert run_up.duration == ctx.config.timings.belt_start_wait  # the config's, not a literal
+
+
+# -- for_each_rod: one branch per classifying rod of the line's topology ---------------------
+
+PER_ROD = """
+root:
+  parallel: rods
+  policy: success_on_all
+  children:
+    - ProbeSucceed: before
+    - for_each_rod: every rod of the line
+      child:
+        sequence: rod {rod} at gate {gate}
+        children:
+          - ProbeRod: push rod {rod}
+            rod: "{rod}"
+            mode: fast
+          - include: note.yaml
+            name: note rod {rod}
+"""
+
+
+def shaped_ctx(gates: int, rod_gates: tuple[int, ...]) -> Context:
+    from bt_sorter.linemodel import LineModel
+    from bt_sorter.topology import Topology
+
+    topology = Topology(gates=gates, rod_gates=rod_gates)
+    return Context(bb=Blackboard(line=LineModel(topology=topology)),
+                   config=load_config().replace(topology=topology), clock=LineClock(),
+                   record=Record(None))  # fmt: skip
+
+
+def test_for_each_rod_builds_one_branch_per_declared_rod(tmp_path: Path) -> None:
+    """The same file serves the FS scene (rods 2..4) and a line whose gate 1 only tracks
+    (rods 2..4 at gates 2..4): {rod} and {gate} are replaced in names and parameters, in
+    included files too, and a value that is exactly {rod} is the rod's number."""
+    write(tmp_path, "note.yaml", "root:\n  ProbeSucceed: noted\n")
+    path = write(tmp_path, "rods.yaml", PER_ROD)
+    for ctx, expected in (
+        (make_ctx(), [(2, 1), (3, 2), (4, 3)]),
+        (shaped_ctx(4, (2, 3, 4)), [(2, 2), (3, 3), (4, 4)]),
+    ):
+        root = load_tree(path, ctx)
+        branches = root.children[1:]
+        assert [b.name for b in branches] == [f"rod {r} at gate {g}" for r, g in expected]
+        for branch, (rod, _) in zip(branches, expected, strict=True):
+            push, note = branch.children
+            assert isinstance(push, ProbeRod) and push.rod == rod and push.name == f"push rod {rod}"
+            assert note.name == f"note rod {rod}"
+
+
+def test_for_each_rod_serves_a_five_bin_line_unquoted_placeholders_too(tmp_path: Path) -> None:
+    """Five classifying rods: four branches. YAML reads an unquoted {rod} as a mapping;
+    it is taken as meant."""
+    text = """
+    root:
+      sequence: rods
+      children:
+        - for_each_rod: every rod
+          child:
+            ProbeFlaky: rod {rod} at gate {gate}
+            failures: {rod}
+    """
+    root = load_tree(write(tmp_path, "rods.yaml", text), shaped_ctx(4, (1, 2, 3, 4)))
+    assert [(c.name, c.failures) for c in root.children] == [
+        (f"rod {rod} at gate {rod - 1}", rod) for rod in (2, 3, 4, 5)
+    ]
+
+
+NESTED = """
+root:
+  parallel: rods
+  policy: success_on_all
+  children:
+    - for_each_rod: every rod
+      child:
+        parallel: rod {rod}
+        policy: success_on_all
+        children:
+          - for_each_rod: every rod again
+            child:
+              ProbeSucceed: rod {rod}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        # an error inside the template names the file, the template's line and the rod's node
+        (PER_ROD.replace('rod: "{rod}"', 'rod: "{rod}"\n            sconds: 1'), 12,
+         "node 'push rod 2' (ProbeRod): unknown parameter 'sconds'"),
+        (PER_ROD.replace("ProbeSucceed: before", "ProbeSucceed: rod {rod}"), 5,
+         "{rod} in 'ProbeSucceed' is known only inside 'for_each_rod:'"),
+        (NESTED, 10, "for_each_rod 'every rod again': inside another for_each_rod"),
+        ("root:\n  for_each_rod: at the top\n  child:\n    ProbeSucceed: x\n", 2,
+         "belongs in a 'children:' list"),
+        (PER_ROD.replace("      child:\n        sequence", "      chld:\n        sequence"), 7,
+         "unknown parameter 'chld'"),
+    ],
+)  # fmt: skip
+def test_for_each_rod_errors_name_file_line_and_node(
+    tmp_path: Path, ctx: Context, text: str, line: int, message: str
+) -> None:
+    write(tmp_path, "note.yaml", "root:\n  ProbeSucceed: noted\n")
+    path = tmp_path / "rods.yaml"
+    path.write_text(text.lstrip("\n"), encoding="utf-8")
+    error = error_of(path, ctx)
+    assert str(error).startswith(f"{path}:{line}: "), str(error)
+    assert message in str(error)
