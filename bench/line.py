@@ -8,8 +8,8 @@ the physical limit, correct, missorted, rejected (bin 1), lost.
 
 Without ``--line`` the line is the built-in one and the controller gets ``--config``
 (default config/default.yaml). With ``--line FILE`` (or ``--all-lines``: every file in
-config/lines/) the built-in simulator runs that line file while the controller gets a
-config with no ``line:`` section (or ``--config``): it is not told the line.
+config/lines/ of the FS scene's shape) the built-in simulator runs that line file while
+the controller gets a config with no ``line:`` section (or ``--config``): it is not told the line.
 
 Limits, each shown with the steady rate against it: the controller's own, when its summary
 has one (``measured_line.limit_items_per_minute``: feeder cycle vs. safe spacing, both
@@ -42,7 +42,8 @@ from typing import Any
 
 import yaml
 
-from bt_sorter.config import DEFAULT_CONFIG, load_config
+from bt_sorter.config import DEFAULT_CONFIG, load_config, load_line
+from bt_sorter.topology import FS
 
 ROOT = Path(__file__).resolve().parent.parent
 TREES = ("trees/sort.yaml", "trees/sort_pipelined.yaml")
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                         "--line, the same without its line: section)")  # fmt: skip
     parser.add_argument("--line", type=Path, action="append", default=[],
                         help="the simulator's line file (repeatable)")  # fmt: skip
-    parser.add_argument("--all-lines", action="store_true", help="every file in config/lines/")
+    parser.add_argument("--all-lines", action="store_true",
+                        help="every FS-shaped file in config/lines/")  # fmt: skip
     parser.add_argument("--trees", nargs="+", default=list(TREES), help="trees to compare")
     parser.add_argument("--timing-sets", action="store_true",
                         help="a table over the timing sets (course, students, fast) on the "
@@ -274,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             print(bench_timings(args, Path(tmp)), flush=True)
         return 0
     lines: list[Path | None] = [p.resolve() for p in args.line]
-    if args.all_lines:
-        lines += sorted(LINES.glob("*.yaml"))
+    if args.all_lines:  # the FS scene's shape: a line of another shape needs its --config
+        lines += [p for p in sorted(LINES.glob("*.yaml")) if load_line(p).topology == FS]
     with tempfile.TemporaryDirectory(prefix="bench_line_") as tmp:
         for line in lines or [None]:
             print(bench_line(args, line, Path(tmp)) + "\n", flush=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bt_sorter import protocol
-from bt_sorter.topology import Topology
+from bt_sorter.topology import FS, Topology
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bt_sorter/
@@ -120,9 +120,19 @@ class LineGeometry:
     feeder_stroke_time: float = 0.5  # s for rod 1 to push an item onto the belt
     camera_delay: float = 0.05  # s from the item under the camera to the picture sent
 
-    def rod_window_of(self, rod: int) -> tuple[float, float]:
-        """The belt interval swept by classifying rod ``rod`` (2..4)."""
-        centre = self.gate_positions[rod - 2] + self.rod_offset
+    @classmethod
+    def for_gates(cls, gates: int) -> LineGeometry:
+        """The built-in line with ``gates`` gates: the FS scene's for 3; otherwise its gates
+        at the same 0.3 m pitch from 0.5 m and the belt end 0.3 m past the last gate."""
+        if gates == len(cls.gate_positions):
+            return cls()
+        positions = tuple(round(0.5 + 0.3 * k, 6) for k in range(gates))
+        return cls(gate_positions=positions, belt_length=round(positions[-1] + 0.3, 6))
+
+    def rod_window_of(self, rod: int, topology: Topology = FS) -> tuple[float, float]:
+        """The belt interval swept by classifying rod ``rod``: ``rod_offset`` past the gate
+        whose clear edge fires it (``topology``, the FS scene's by default)."""
+        centre = self.gate_positions[topology.gate_of(rod) - 1] + self.rod_offset
         return centre - self.rod_window / 2, centre + self.rod_window / 2
 
 
@@ -173,10 +183,10 @@ class LineConfig:
     feeder_stroke_time: float | None = None
     camera_delay: float | None = None
 
-    def geometry(self) -> LineGeometry:
-        """The metre keys given here over the built-in line's (the simulator's line)."""
+    def geometry(self, topology: Topology = FS) -> LineGeometry:
+        """The metre keys given here over the built-in line's with ``topology``'s gates."""
         given = {k: getattr(self, k) for k in _GEOMETRY_KEYS if getattr(self, k) is not None}
-        return LineGeometry(**given)
+        return dataclasses.replace(LineGeometry.for_gates(topology.gates), **given)
 
 
 @dataclass(frozen=True)
@@ -282,8 +292,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def geometry(self) -> LineGeometry:
-        """The simulator's line: ``line:``'s metre keys over the built-in line's."""
-        return self.line.geometry() if self.line is not None else LineGeometry()
+        """The simulator's line: ``line:``'s metre keys over the built-in line's (with as many
+        gates as ``topology:`` declares, :meth:`LineGeometry.for_gates`)."""
+        if self.line is not None:
+            return self.line.geometry(self.topology)
+        return LineGeometry.for_gates(self.topology.gates)
 
     def min_item_spacing(self) -> float:
         """Head-to-head distance (m) that keeps a rod pushed for one item off the next.
@@ -327,26 +340,45 @@ def load_config(path: str | Path | None = None) -> Config:
     return config
 
 
-def load_line(path: str | Path) -> LineGeometry:
+class LineFile(typing.NamedTuple):
+    """A line file's line: where things are, and its gates and rods."""
+
+    geometry: LineGeometry
+    topology: Topology
+
+
+def load_line(path: str | Path) -> LineFile:
     """Load a line file (``config/lines/*.yaml``): the simulator's own physical line.
 
-    The file holds one section, ``line:``, with the keys and checks of a config's; the
+    The file holds a ``line:`` section, with the keys and checks of a config's, and may
+    hold a ``topology:`` section (without one, the line has the FS scene's shape); the
     controller never reads it (it sees the line only through MQTT).
     """
-    config = load_config(path)
+    path = find_data(path)
     data = load_file(path)
-    extra = sorted(set(data) - {"line"}) if isinstance(data, Located) else []
+    extra = sorted(set(data) - {"line", "topology"}) if isinstance(data, Located) else []
     if not isinstance(data, Located) or extra or "line" not in data:
         where = data.line_of(extra[0]) if extra else 1
         found = f" (found {', '.join(extra)})" if extra else ""
-        raise SpecError(f"a line file holds one section, line:{found}", path, where)
+        raise SpecError(f"a line file holds line: and at most topology:{found}", path, where)
+    config = dataclasses.replace(build(Config, data, "config"), source=str(path))
+    _validate_shape(config, _failer(config, data))
     if config.line is not None and (config.line.picture is not None or config.line.gates):
         raise data["line"].error("a line file gives the line in metres, not measured times")
-    return config.geometry()
+    return LineFile(config.geometry(), config.topology)
 
 
-def validate(config: Config, data: Located | None = None) -> None:
-    """Cross-field checks that types alone cannot express."""
+def config_error(config: Config, message: str, section: str, *keys: str) -> SpecError:
+    """An error about ``config`` that names its file and the line of ``section``/``keys``
+    (for checks made after loading, e.g. by the simulator)."""
+    path = Path(config.source)
+    data = load_file(path) if path.is_file() else None
+    return _failer(config, data if isinstance(data, Located) else None)(message, section, *keys)
+
+
+def _failer(config: Config, data: Located | None) -> Callable[..., SpecError]:
+    """``fail(message, section, *keys)``: an error at the deepest of ``section``, ``keys``
+    that the file ``data`` (of ``config``) has, else at its top."""
 
     def fail(message: str, section: str, *keys: str) -> SpecError:
         """An error at the deepest of ``section``, ``keys`` the file has (else its top)."""
@@ -361,12 +393,23 @@ def validate(config: Config, data: Located | None = None) -> None:
         last = keys[-1] if keys and keys[-1] in node else None
         return node.error(message, last)
 
-    if config.line is not None:
-        _validate_line(config.line, fail)
+    return fail
+
+
+def _validate_shape(config: Config, fail: Callable[..., SpecError]) -> None:
+    """The ``topology:`` section, and the ``line:`` section against it."""
     problems = config.topology.problems()
     if problems:
         key = "gates" if problems[0].startswith("gates") else "rod_gates"
         raise fail(f"topology: {'; '.join(problems)}", "topology", key)
+    if config.line is not None:
+        _validate_line(config.line, config.topology, fail)
+
+
+def validate(config: Config, data: Located | None = None) -> None:
+    """Cross-field checks that types alone cannot express."""
+    fail = _failer(config, data)
+    _validate_shape(config, fail)
     rods = config.topology.classifying_rods
     for label, rod in config.sorting.routes.items():
         if rod not in rods:
@@ -399,10 +442,12 @@ def validate(config: Config, data: Located | None = None) -> None:
         raise fail("sim.faults.belt_drift_factor must be positive", "sim")
 
 
-def _validate_line(line: LineConfig, fail: Callable[[str, str], SpecError]) -> None:
-    """The ``line:`` section: the keys it states must describe a line in feed order."""
-    if line.gates and len(line.gates) != 3:
-        raise fail("line.gates: the FS line has exactly 3 gates", "line")
+def _validate_line(line: LineConfig, topology: Topology, fail: Callable[..., SpecError]) -> None:
+    """The ``line:`` section: the keys it states must describe a line in feed order, with
+    as many gates as ``topology:`` declares."""
+    shape = f"the line has {topology.gates} gates (topology: {topology.describe()})"
+    if line.gates and len(line.gates) != topology.gates:
+        raise fail(f"line.gates: {len(line.gates)} gates given, but {shape}", "line", "gates")
     times = [line.picture] if line.picture else []
     for gate in line.gates:
         if gate.blocked and gate.clear and gate.clear.median < gate.blocked.median:
@@ -411,11 +456,15 @@ def _validate_line(line: LineConfig, fail: Callable[[str, str], SpecError]) -> N
     if any(t.median <= 0 or t.spread < 0 or t.n < 0 for t in times):
         raise fail("line: times must be positive, spreads and counts not negative", "line")
     if line.gate_positions is not None:
-        if len(line.gate_positions) != 3:
-            raise fail("line.gate_positions: the FS line has exactly 3 gates", "line")
+        if len(line.gate_positions) != topology.gates:
+            raise fail(
+                f"line.gate_positions: {len(line.gate_positions)} positions, but {shape}",
+                "line",
+                "gate_positions",
+            )
         if list(line.gate_positions) != sorted(line.gate_positions):
             raise fail("line.gate_positions must increase downstream", "line")
-    geo = line.geometry()  # the stated keys, checked together with the defaults they meet
+    geo = line.geometry(topology)  # the stated keys, checked together with the defaults they meet
     if not 0 < geo.camera_position < geo.gate_positions[0]:
         raise fail("line.camera_position must lie between the feeder and gate 1", "line")
     if geo.belt_length <= geo.gate_positions[-1] + geo.rod_offset + geo.rod_window / 2:

@@ -1,8 +1,10 @@
 """The simulator's own lines: config/lines/*.yaml, ``--line``, and the belt-drift knob's CLI.
 
-Each line file must be a line the course's rule sorts on (push rod k+1 on gate k's clear
-edge): checked statically (:func:`course_rule_problems`) and by running the course's
-sequential script, which knows the true labels, against the simulator on that line.
+Each line file must be a line the course's rule sorts on (push a rod on the clear edge of
+the gate that fires it: rod k+1 on gate k's on the FS scene's shape): checked statically
+(:func:`course_rule_problems`) and by running the course's sequential script, which knows
+the true labels, against the simulator on that line. Lines of another shape (a
+``topology:`` section) get the same, with a config of their shape.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from line_runs import LINE_FILES, ROOT, speed_for
+import yaml
+from line_runs import ALL_LINE_FILES, LINE_FILES, ROOT, SHAPED_LINE_FILES, speed_for
 
 from bt_sorter.broker import BrokerProcess, free_port
 from bt_sorter.config import load_config, load_line
@@ -26,12 +29,12 @@ CONFIG = load_config()
 
 
 def test_line_files_are_sortable_lines_in_the_target_range() -> None:
-    assert len(LINE_FILES) >= 3
-    for path in LINE_FILES:
-        geo = load_line(path)
+    assert len(LINE_FILES) >= 3 and len(SHAPED_LINE_FILES) >= 2
+    for path in ALL_LINE_FILES:
+        geo, topology = load_line(path)
         assert 0.05 <= geo.belt_speed <= 0.5, path
         assert 0.03 <= geo.item_length <= 0.15, path
-        assert course_rule_problems(geo) == [], path
+        assert course_rule_problems(geo, topology=topology) == [], path
         assert geo != CONFIG.geometry(), f"{path} is the built-in line"
         assert path.read_text("utf-8").startswith("# "), f"{path}: no header comment"
 
@@ -52,7 +55,7 @@ def test_course_rule_problems_finds_a_rod_window_the_rule_misses() -> None:
 def test_course_rule_sorts_every_item_on_the_line_file(
     line: Path, broker: BrokerProcess, tmp_path: Path
 ) -> None:
-    geo = load_line(line)
+    geo = load_line(line).geometry
     items, seed = 3, 1  # raw, ripe, half_ripe: every rod once
     labels = draw_labels(items, seed, CONFIG.sim.mix)
     speed = speed_for(line)
@@ -83,6 +86,68 @@ def test_course_rule_sorts_every_item_on_the_line_file(
         assert clear == pytest.approx(first["feed_time"] + position / geo.belt_speed)
 
 
+# five_bins: the three labels the renderer draws to rods 3..5 (rods 2..5 each once in
+# tests/test_sim_line.py); tracking_gate: the FS routes, rods 2..4 past gates 2..4
+SHAPED_ROUTES = {
+    "five_bins": {"ripe": 3, "half_ripe": 4, "raw": 5},
+    "tracking_gate": {"ripe": 2, "half_ripe": 3, "raw": 4},
+}
+NO_SUCH_RODS = [b'{"rod_control": "sixth_push"}', b'{"rod_control": "twelfth_pull"}']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stem", "given_as"), [("five_bins", "line_file"), ("tracking_gate", "config")]
+)
+def test_course_rule_sorts_every_item_on_a_line_of_another_shape(
+    stem: str, given_as: str, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The simulator takes the shape from ``--line FILE`` or, without one, from the config's
+    ``topology:`` and ``line:``; commands to rods the line lacks are counted, nothing else."""
+    from bt_sorter.sim.scripted import SequentialClient
+
+    line = ROOT / "config" / "lines" / f"{stem}.yaml"
+    geo, topology = load_line(line)
+    routes = SHAPED_ROUTES[stem]
+    sections = yaml.safe_load(line.read_text("utf-8"))
+    config = {"topology": sections["topology"], "sorting": {"routes": routes}}
+    if given_as == "config":
+        config["line"] = sections["line"]
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config), "utf-8")
+    items, seed = 3, 1  # raw, ripe, half_ripe: every route once
+    labels = draw_labels(items, seed, CONFIG.sim.mix)
+    speed, ledger_path = speed_for(line), tmp_path / "ledger.jsonl"
+    with start_simulator(
+        broker.address, summary=tmp_path / "summary.json", config=config_path,
+        line=line if given_as == "line_file" else None, items=items, seed=seed, speed=speed,
+        ledger=ledger_path,
+    ) as sim:  # fmt: skip
+        with SequentialClient(
+            broker.address, items=items, labels=labels, routes=routes, speed=speed,
+            timings=CONFIG.timings, geometry=geo, topology=topology,
+        ) as client:  # fmt: skip
+            for payload in NO_SUCH_RODS:
+                client.send_raw(payload)
+            run = client.run()  # ends with all_pull
+        summary = sim.wait(timeout=60)
+
+    ledger = sorted(
+        (json.loads(x) for x in ledger_path.read_text().splitlines()), key=lambda r: r["id"]
+    )
+    assert not run.missed_items
+    assert summary["correct"] == items and summary["missorted"] == 0, ledger
+    assert [r["bin"] for r in ledger] == [routes[x] for x in labels]
+    assert summary["bad_commands"] == len(NO_SUCH_RODS)
+    rods = [str(r) for r in topology.classifying_rods]
+    assert [b for b in summary["bins"] if b.isdigit()] == ["1", *rods]
+    first = ledger[0]  # raw: past every gate to the last rod, at the line's own speed
+    assert sorted(first["gate_edges"]) == [str(g) for g in topology.gate_numbers]
+    for gate, position in enumerate(geo.gate_positions, start=1):
+        _, clear = first["gate_edges"][str(gate)][0]
+        assert clear == pytest.approx(first["feed_time"] + position / geo.belt_speed)
+
+
 def sim_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bt_sorter.sim", "run", "--broker", f"127.0.0.1:{free_port()}",
@@ -104,7 +169,7 @@ def test_line_file_with_more_than_a_line_section_is_refused(tmp_path: Path) -> N
     path.write_text("line:\n  belt_speed: 0.2\nsorting:\n  confidence_threshold: 0.5\n")
     done = sim_cli("--line", str(path))
     assert done.returncode == 2
-    assert f"{path}:3: a line file holds one section, line: (found sorting)" in done.stderr
+    assert f"{path}:3: a line file holds line: and at most topology: (found sorting)" in done.stderr
 
 
 def test_invalid_line_file_names_file_and_line(tmp_path: Path) -> None:
@@ -131,3 +196,24 @@ def test_run_py_refuses_line_on_an_external_line() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--line gives the built-in simulator its line" in done.stderr
+
+
+def test_line_file_whose_gates_disagree_with_its_topology_names_file_and_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        "# four gates declared, three placed\ntopology:\n  gates: 4\n  rod_gates: [1, 2, 3, 4]\n"
+        "line:\n  belt_speed: 0.2\n  gate_positions: [0.5, 0.8, 1.1]\n"
+    )
+    done = sim_cli("--line", str(path))
+    assert done.returncode == 2
+    assert f"{path}:7: line.gate_positions: 3 positions, but the line has 4 gates" in done.stderr
+
+
+def test_a_label_the_simulator_cannot_draw_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("sim:\n  mix:\n    ripe: 1\n    banana: 1\n    raw: 0\n")
+    done = sim_cli("--config", str(path), "--items", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{path}:2: sim.mix: the simulator cannot draw banana" in done.stderr

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bt_sorter.config import LineGeometry, load_config
-from bt_sorter.protocol import BELT_RUN, BELT_STOP, Command, pull, push
+from bt_sorter.config import LineFile, LineGeometry, load_config, load_line
+from bt_sorter.protocol import ALL_PULL, BELT_RUN, BELT_STOP, Action, Command, pull, push
 from bt_sorter.sim.line import (
     JAM,
     STUCK,
@@ -18,10 +20,14 @@ from bt_sorter.sim.line import (
     draw_labels,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 GEO = load_config().geometry()
 V = GEO.belt_speed
 L = GEO.item_length
 STROKE = GEO.feeder_stroke_time
+
+
+Script = list[tuple[float, Command]]
 
 
 def running_line(labels: list[str], geo: LineGeometry = GEO, **kwargs: object) -> Line:
@@ -233,3 +239,62 @@ def test_belt_drift_changes_the_speed_from_its_time_on() -> None:
     assert [e[:2] for e in edges] == [e[:2] for e in expected]
     assert [e[2] for e in edges] == pytest.approx([e[2] for e in expected])
     assert line.belt_speed == pytest.approx(slow)
+
+
+# -- lines of another shape (config/lines/five_bins.yaml, tracking_gate.yaml) ------------
+
+FIVE_BINS = load_line(ROOT / "config" / "lines" / "five_bins.yaml")
+TRACKING_GATE = load_line(ROOT / "config" / "lines" / "tracking_gate.yaml")
+
+
+def shaped_script(shape: LineFile, pushes: list[tuple[int, int | None]], every: float) -> Script:
+    """Feed one item every ``every`` s; push (rod) on the clear edge of ``gate`` for each."""
+    geo = shape.geometry
+    script: Script = []
+    for k, (gate, rod) in enumerate(pushes):
+        landed = k * every + geo.feeder_stroke_time
+        script += [(k * every, push(1)), (k * every + 1.5, pull(1))]
+        if rod is not None:
+            at = landed + geo.gate_positions[gate - 1] / geo.belt_speed
+            script += [(at, push(rod)), (at + 1.0, pull(rod))]
+    return script
+
+
+def test_five_bin_line_sends_each_item_to_the_rod_past_its_gate() -> None:
+    topology = FIVE_BINS.topology
+    pushes = [(topology.gate_of(rod), rod) for rod in (2, 3, 4, 5)] + [(4, None)]
+    line = Line(FIVE_BINS.geometry, ["a", "b", "c", "d", "e"], topology=topology)
+    line.apply(BELT_RUN, 0.0)
+    events = run_script(line, shaped_script(FIVE_BINS, pushes, every=12.0), 80.0)
+    assert bins(line) == {1: 2, 2: 3, 3: 4, 4: 5, 5: 1}
+    assert line.items[3].why == "swept by rod 5"
+    edges = [(e.gate, e.blocked) for e in events if isinstance(e, GateChanged)]
+    assert edges[-8:] == [(g, b) for g in (1, 2, 3, 4) for b in (True, False)]  # item 5
+
+
+def test_a_rod_past_a_tracking_gate_takes_items_at_its_own_gate_only() -> None:
+    # tracking_gate: gate 1 fires no rod, rod 2 stands past gate 2
+    line = Line(TRACKING_GATE.geometry, ["early", "right"], topology=TRACKING_GATE.topology)
+    line.apply(BELT_RUN, 0.0)
+    run_script(line, shaped_script(TRACKING_GATE, [(1, 2), (2, 2)], every=15.0), 40.0)
+    assert bins(line) == {1: 1, 2: 2}
+
+
+def test_all_pull_moves_every_rod_of_a_five_rod_line() -> None:
+    line = Line(FIVE_BINS.geometry, ["a"], topology=FIVE_BINS.topology)
+    line.apply(Command(Action.PUSH, 0), 0.0)
+    line.advance(1.0)
+    assert {r: line.rod_state(r) for r in line.rods} == dict.fromkeys(
+        (1, 2, 3, 4, 5), RodState.EXTENDED
+    )
+    line.apply(ALL_PULL, 1.0)
+    assert {r: line.rod_state(r) for r in line.rods} == dict.fromkeys(
+        (1, 2, 3, 4, 5), RodState.RETRACTING
+    )
+    with pytest.raises(ValueError, match="no rod 6"):
+        line.apply(push(6), 2.0)
+
+
+def test_a_line_whose_gate_positions_disagree_with_its_topology_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"4 gates .* but 3 gate positions"):
+        Line(GEO, ["a"], topology=FIVE_BINS.topology)

@@ -74,7 +74,7 @@ def test_calibrate_writes_a_config_holding_the_line_timings_within_5_percent(
     assert run.truth["correct"] == items, run.explain()
 
     measured = load_config(out).line  # --config accepts it
-    truth = true_timings(load_line(line))
+    truth = true_timings(load_line(line).geometry)
     assert measured is not None and measured.picture is not None, out.read_text()
     found = {"picture": measured.picture.median}
     for gate, times in enumerate(measured.gates, start=1):

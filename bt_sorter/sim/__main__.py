@@ -1,10 +1,12 @@
 """``python -m bt_sorter.sim [run|render] ...``: the simulated line, or a labelled dataset.
 
 ``run`` (the default) serves the line on an MQTT broker until every item has left the
-belt or the controller goes silent. Its physical line comes from ``--line FILE`` (a line
-file, ``config/lines/*.yaml``) when given, else from the config's ``line:`` section; the
-config gives the rest (routes, mix, faults). stdout gets one ready line
-(``{"event": "sim_ready", ...}``) once subscribed, and the summary JSON at the end.
+belt or the controller goes silent. Its physical line, where things are and how many gates
+and rods it has, comes from ``--line FILE`` (a line file, ``config/lines/*.yaml``: ``line:``
+and ``topology:``, the FS scene's shape without one) when given, else from the config's
+``line:`` and ``topology:`` sections; the config gives the rest (routes, mix, faults).
+stdout gets one ready line (``{"event": "sim_ready", ...}``) once subscribed, and the
+summary JSON at the end.
 ``render`` writes ``--n`` pictures per class to ``--out/<label>/``.
 """
 
@@ -38,7 +40,8 @@ _FAULT_FLAGS: dict[str, type] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bt_sorter.sim", description="The simulated FS sorting line over MQTT."
+        prog="python -m bt_sorter.sim",
+        description="A simulated sorting line over MQTT (the FS scene's shape, or a declared one).",
     )
     parser.add_argument("--log-level", default="info", help="structlog level (default info)")
     commands = parser.add_subparsers(dest="command")
@@ -132,6 +135,10 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
     topics = config.broker.topics
     if args.topic_prefix is not None:
         topics = dataclasses.replace(topics, prefix=args.topic_prefix)
+    if args.line is not None:
+        geometry, topology = load_line(args.line)
+    else:
+        geometry, topology = config.geometry(), config.topology
     return SimOptions(
         host=host,
         port=port,
@@ -139,7 +146,8 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
         seed=args.seed if args.seed is not None else config.sim.seed,
         speed=speed,
         faults=fault_config(config.sim.faults, args),
-        geometry=load_line(args.line) if args.line is not None else config.geometry(),
+        geometry=geometry,
+        topology=topology,
         ledger=args.ledger,
         summary=args.summary,
         linger=args.linger,
@@ -155,7 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     options = run_options(config, args)
-    for problem in course_rule_problems(options.geometry):
+    log.info("sim_line", topology=options.topology.describe(), line_file=args.line)
+    for problem in course_rule_problems(options.geometry, topology=options.topology):
         log.warning("line_breaks_course_rule", problem=problem)
     node = SimNode(config, options)
     for sig in (signal.SIGINT, signal.SIGTERM):

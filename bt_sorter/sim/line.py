@@ -7,6 +7,10 @@ line time event by event: it computes the exact moment of the next thing that ca
 its stroke; a picture falling due; the belt stalling or changing speed) and settles the
 line there, so gate edges carry exact times however coarse the caller's steps are.
 
+The line has the gates and classifying rods its :class:`~bt_sorter.topology.Topology`
+declares (the FS scene's by default): rod k's window sits ``rod_offset`` past the gate whose
+clear edge fires it, an item no rod takes falls off the belt end into bin 1.
+
 Moving items are judged a hair downstream of where they are (``_EPS``): at the instant an
 item's head reaches a gate the gate counts as blocked, and at the instant its tail reaches
 it, as clear.
@@ -21,14 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bt_sorter.config import LineGeometry
-from bt_sorter.protocol import GATE_COUNT, ROD_COUNT, Action, Command
+from bt_sorter.protocol import Action, Command
+from bt_sorter.topology import FEEDER, FS, Topology
 
 _EPS = 1e-9  # m: how far downstream a moving item is judged
 JAM = "jam"
 STUCK = "stuck"
 ON_BELT = "on_belt"
 NOT_FED = "not_fed"
-Bin = int | str  # 1..4, or JAM; STUCK / ON_BELT / NOT_FED only in an end-of-run report
+Bin = int | str  # 1 or a classifying rod's, or JAM; STUCK / ON_BELT / NOT_FED only at the end
 
 
 def draw_labels(count: int, seed: int, mix: dict[str, float]) -> list[str]:
@@ -46,22 +51,29 @@ CLASSIFY_TIME = 1.0  # line s a controller may take from a picture to its label
 
 
 def course_rule_problems(
-    geo: LineGeometry, reaction: float = REACTION, classify: float = CLASSIFY_TIME
+    geo: LineGeometry,
+    reaction: float = REACTION,
+    classify: float = CLASSIFY_TIME,
+    topology: Topology = FS,
 ) -> list[str]:
     """What keeps the course's rule from sorting on this line (empty: it sorts).
 
-    The rule (docs/line-protocol.md): push rod k+1 on gate k's clear edge. It sorts when
-    rod k+1's window lies just downstream of gate k (the item is in the window when its
-    tail clears the gate, and stays there ``reaction`` line seconds), ends before gate k+1,
-    and the picture arrives before gate 1 is blocked, ``classify`` line seconds before
-    gate 1's clear edge at the latest. The item is out of the feed zone once photographed,
-    so feeding after the last item's picture never jams.
+    The rule (docs/line-protocol.md): push a rod on the clear edge of the gate that fires
+    it (``topology``; on the FS scene rod k+1 on gate k's). It sorts when each rod's window
+    lies just downstream of its gate (the item is in the window when its tail clears the
+    gate, and stays there ``reaction`` line seconds), ends before the next gate, and the
+    picture arrives before gate 1 is blocked, ``classify`` line seconds before gate 1's
+    clear edge at the latest. The item is out of the feed zone once photographed, so
+    feeding after the last item's picture never jams.
     """
     problems: list[str] = []
     speed, length = geo.belt_speed, geo.item_length
-    for gate, position in enumerate(geo.gate_positions, start=1):
-        rod = gate + 1
-        start, end = geo.rod_window_of(rod)
+    if len(geo.gate_positions) != topology.gates:
+        return [f"{len(geo.gate_positions)} gate positions for {topology.gates} gates"]
+    for rod in topology.classifying_rods:
+        gate = topology.gate_of(rod)
+        position = geo.gate_positions[gate - 1]
+        start, end = geo.rod_window_of(rod, topology)
         if start < position:
             problems.append(f"rod {rod}'s window starts upstream of gate {gate}")
         if start >= position + length:
@@ -71,9 +83,10 @@ def course_rule_problems(
                 f"an item leaves rod {rod}'s window {(end - position) / speed:.2f} s after "
                 f"clearing gate {gate}, under {reaction} s"
             )
-        downstream = geo.gate_positions[gate] if gate < len(geo.gate_positions) else None
-        if downstream is not None and end > downstream:
-            problems.append(f"rod {rod}'s window reaches gate {gate + 1}")
+        downstream = geo.gate_positions[gate] if gate < topology.gates else geo.belt_length
+        if end > downstream:
+            where = f"gate {gate + 1}" if gate < topology.gates else "the belt end"
+            problems.append(f"rod {rod}'s window reaches {where}")
     photographed = geo.camera_position - length / 2 + speed * geo.camera_delay
     gate_1 = geo.gate_positions[0]
     if geo.camera_position - length / 2 <= geo.feed_zone:
@@ -188,7 +201,7 @@ class PictureDue:
 
 @dataclass(frozen=True)
 class ItemResolved:
-    """``item`` left the line into ``bin`` (1..4 or ``"jam"``) at ``time``."""
+    """``item`` left the line into ``bin`` (1, a classifying rod's, or ``"jam"``) at ``time``."""
 
     time: float
     item: int
@@ -207,12 +220,19 @@ class Line:
         geometry: LineGeometry,
         labels: Sequence[str],
         *,
+        topology: Topology = FS,
         stuck_item: int | None = None,
         stall_at: float | None = None,
         drift_at: float | None = None,
         drift_factor: float = 1.0,
     ) -> None:
+        if len(geometry.gate_positions) != topology.gates:
+            raise ValueError(
+                f"the line has {topology.gates} gates ({topology.describe()}) but "
+                f"{len(geometry.gate_positions)} gate positions"
+            )
         self.geo = geometry
+        self.topology = topology
         self.time = 0.0
         self.items = [Item(i + 1, label) for i, label in enumerate(labels)]
         self.stack = list(self.items)
@@ -222,10 +242,11 @@ class Line:
         self.stall_at = stall_at
         self.drift_at = drift_at
         self.drift_factor = drift_factor
-        self.rods = {1: Rod(1, geometry.feeder_stroke_time)}
-        for r in range(2, ROD_COUNT + 1):
+        self.rods = {FEEDER: Rod(FEEDER, geometry.feeder_stroke_time)}
+        for r in topology.classifying_rods:
             self.rods[r] = Rod(r, geometry.rod_stroke_time)
-        self.gate_blocked = [False] * GATE_COUNT
+        self.gate_blocked = [False] * topology.gates
+        self.stuck_gate = min(2, topology.gates)  # where a stuck item sticks (gate 2)
         self._pictures: list[PictureDue] = []
         self._events: list[LineEvent] = []
         self._feed_due = False
@@ -234,9 +255,9 @@ class Line:
         self.first_feed_time: float | None = None
         half = geometry.item_length / 2
         marks = [*geometry.gate_positions, geometry.camera_position - half]
-        marks += [geometry.belt_length - half, geometry.gate_positions[1] - half]
-        for r in range(2, ROD_COUNT + 1):
-            marks += list(geometry.rod_window_of(r))
+        marks += [geometry.belt_length - half, geometry.gate_positions[self.stuck_gate - 1] - half]
+        for r in topology.classifying_rods:
+            marks += list(geometry.rod_window_of(r, topology))
         self._tail_marks = sorted(set(marks))  # tail positions at which something can change
 
     # ------------------------------------------------------------------ queries
@@ -262,7 +283,12 @@ class Line:
 
     # ------------------------------------------------------------------ inputs
     def apply(self, command: Command, at: float) -> list[LineEvent]:
-        """Advance to ``at`` and carry out ``command`` there; the events up to then."""
+        """Advance to ``at`` and carry out ``command`` there; the events up to then.
+
+        ``all_push``/``all_pull`` move every rod of this line; a rod it does not have is a
+        ``ValueError`` (before anything moves)."""
+        if command.rod and command.rod not in self.rods:
+            raise ValueError(f"this line has no rod {command.rod} (rods {self.topology.all_rods})")
         events = self.advance(at)
         if command.action is Action.BELT_RUN:
             self.belt_running = True
@@ -270,7 +296,7 @@ class Line:
             self.belt_running = False
         else:
             target = 1.0 if command.action is Action.PUSH else 0.0
-            rods = range(1, ROD_COUNT + 1) if command.rod == 0 else [command.rod or 0]
+            rods = list(self.rods) if command.rod == 0 else [command.rod or 0]
             for r in rods:
                 self.rods[r].target = target
         self._settle()
@@ -290,7 +316,8 @@ class Line:
         self.advance(at)
         for item in self.belt:
             item.bin = STUCK if item.stuck else ON_BELT
-            item.why = "stuck at gate 2" if item.stuck else "still on the belt at the end"
+            stuck = f"stuck at gate {self.stuck_gate}"
+            item.why = stuck if item.stuck else "still on the belt at the end"
         for item in self.stack:
             item.bin = NOT_FED
             item.why = "never fed"
@@ -381,7 +408,8 @@ class Line:
         ahead: Item | None = None
         for item in self.belt:
             centre = self._tail(item) + self.geo.item_length / 2
-            if item.id == self.stuck_item and centre >= self.geo.gate_positions[1]:
+            stuck_at = self.geo.gate_positions[self.stuck_gate - 1]
+            if item.id == self.stuck_item and centre >= stuck_at:
                 item.stuck = True
             held = (
                 ahead is not None
@@ -403,10 +431,10 @@ class Line:
         return tail <= end and head >= start
 
     def _sweep(self) -> None:
-        for r in range(2, ROD_COUNT + 1):
+        for r in self.topology.classifying_rods:
             if not self.rods[r].sweeping:
                 continue
-            start, end = self.geo.rod_window_of(r)
+            start, end = self.geo.rod_window_of(r, self.topology)
             for item in list(self.belt):
                 if not item.stuck and self._overlaps(item, start, end):
                     self.belt.remove(item)

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, FaultConfig, LineGeometry
+from bt_sorter.config import Config, FaultConfig, LineGeometry, config_error
 from bt_sorter.log import get_logger
 from bt_sorter.sim import render
 from bt_sorter.sim.faults import FLICKER_OFFSETS, FaultInjector
@@ -43,6 +43,7 @@ from bt_sorter.sim.line import (
     draw_labels,
 )
 from bt_sorter.sim.summary import summarise
+from bt_sorter.topology import FS, Topology
 
 log = get_logger("bt_sorter.sim")
 
@@ -61,12 +62,29 @@ class SimOptions:
     speed: float
     faults: FaultConfig
     geometry: LineGeometry  # the physical line (a line file's, or the config's line:)
+    topology: Topology = FS  # its gates and rods (a line file's, or the config's topology:)
     ledger: Path | None = None
     summary: Path | None = None
     linger: float = 10.0  # line s after the last item left, with the belt still running
     silence_timeout: float = 60.0  # line s without a command
     client_id: str = field(default_factory=lambda: f"bt_sorter_sim_{time.time_ns() % 10**9}")
     topics: protocol.Topics = protocol.FS_TOPICS  # the line's topics (broker.topics)
+
+
+def check_mix(config: Config) -> None:
+    """Every label the stack may hold (a positive weight in ``sim.mix``) must be one the
+    renderer draws; otherwise a :class:`SpecError` naming the config's file and line."""
+    mix = config.sim.mix
+    unknown = sorted(label for label, weight in mix.items() if weight > 0)
+    unknown = [label for label in unknown if label not in render.LABELS]
+    if unknown:
+        raise config_error(
+            config,
+            f"sim.mix: the simulator cannot draw {', '.join(unknown)} (it draws "
+            f"{', '.join(render.LABELS)}); give it weight 0 or leave it out",
+            "sim",
+            "mix",
+        )
 
 
 @dataclass(order=True)
@@ -83,14 +101,13 @@ class SimNode:
     def __init__(self, config: Config, options: SimOptions) -> None:
         self.config = config
         self.options = options
+        check_mix(config)
         labels = draw_labels(options.items, options.seed, config.sim.mix)
-        unknown = set(labels) - set(render.LABELS)
-        if unknown:
-            raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
         faults = options.faults
         self.line = Line(
             options.geometry,
             labels,
+            topology=options.topology,
             stuck_item=faults.stuck_item,
             stall_at=faults.stall_belt_at,
             drift_at=faults.belt_drift_at,
@@ -150,9 +167,10 @@ class SimNode:
             self.stats["bad_commands"] += 1
             log.warning("command_rejected", reason=command.reason, excerpt=command.excerpt)
             return
-        if command.rod is not None and command.rod > protocol.ROD_COUNT:
+        if command.rod and command.rod not in self.line.rods:
             self.stats["bad_commands"] += 1
-            log.warning("command_rejected", reason=f"this line has no rod {command.rod}")
+            rods = self.options.topology.all_rods
+            log.warning("command_rejected", reason=f"this line has no rod {command.rod}", rods=rods)
             return
         self.commands.put((at, command))
 

@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
 from bt_sorter.config import LineGeometry, Timings
+from bt_sorter.topology import FS, Topology
 
 EDGE_TIMEOUT = 40.0  # line s to wait for an item's gate edge before giving up on it
 
@@ -41,7 +42,8 @@ class SequentialClient:
     """One item at a time, pushed on the falling edge of the gate upstream of its rod.
 
     ``labels[k]`` is the label of the k-th item fed; ``labels=None`` lets every item ride
-    to the belt end (a plain feeder for fault tests).
+    to the belt end (a plain feeder for fault tests). ``topology`` says which gate fires
+    each rod (the FS scene's by default); a route to a rod it lacks is a ``ValueError``.
     """
 
     def __init__(
@@ -55,7 +57,11 @@ class SequentialClient:
         timings: Timings | None = None,
         edge_timeout: float = EDGE_TIMEOUT,
         geometry: LineGeometry | None = None,
+        topology: Topology = FS,
     ) -> None:
+        missing = sorted({rod for rod in routes.values() if rod not in topology.rods})
+        if missing:
+            raise ValueError(f"routes to rods {missing} this line lacks ({topology.describe()})")
         host, _, port = broker.rpartition(":")
         self.host, self.port = host, int(port)
         self.items = items
@@ -63,7 +69,8 @@ class SequentialClient:
         self.routes = routes
         self.timings = timings or Timings()
         self.edge_timeout = edge_timeout
-        self.geometry = geometry or LineGeometry()
+        self.geometry = geometry or LineGeometry.for_gates(topology.gates)
+        self.topology = topology
         self.clock = LineClock(speed)
         self.inbox: queue.Queue[bytes] = queue.Queue()
         self.result = ScriptedRun()
@@ -103,7 +110,7 @@ class SequentialClient:
             self.feed()
             label = self.labels[k] if self.labels is not None else None
             rod = self.routes.get(label) if label is not None else None
-            gate = rod - 1 if rod else protocol.GATE_COUNT
+            gate = self.topology.gate_of(rod) if rod else self.topology.last_gate
             if not self.wait_for_edge(gate, blocked=False):
                 self.result.missed_items.append(k + 1)
                 continue
@@ -121,7 +128,7 @@ class SequentialClient:
         return self.result
 
     def time_to_belt_end(self) -> float:
-        """Line s from an item clearing gate 3 until it has fallen off the belt end."""
+        """Line s from an item clearing the last gate until it has fallen off the belt end."""
         geo = self.geometry
         travel = geo.belt_length - geo.gate_positions[-1] + geo.item_length / 2
         return travel / geo.belt_speed + 0.5

@@ -8,7 +8,12 @@ from typing import Any
 
 from bt_sorter.sim.line import JAM, NOT_FED, ON_BELT, STUCK, Line
 
-BIN_NAMES: tuple[str, ...] = ("1", "2", "3", "4", JAM, STUCK, ON_BELT, NOT_FED)
+OTHER_ENDS: tuple[str, ...] = (JAM, STUCK, ON_BELT, NOT_FED)
+
+
+def bin_names(line: Line) -> tuple[str, ...]:
+    """The line's bins, 1 (the belt end) and one per classifying rod, then the other ends."""
+    return ("1", *(str(rod) for rod in line.topology.classifying_rods), *OTHER_ENDS)
 
 
 def route_bin(label: str, routes: Mapping[str, int]) -> int:
@@ -26,8 +31,9 @@ def summarise(
     speed: float,
     seed: int,
 ) -> dict[str, Any]:
-    """The summary JSON of a finished run (after :meth:`Line.finish`)."""
-    bins: Counter[str] = Counter({name: 0 for name in BIN_NAMES})
+    """The summary JSON of a finished run (after :meth:`Line.finish`): ``bins`` has one
+    count per bin of this line (1..R) and per other end (jam, stuck, on the belt, not fed)."""
+    bins: Counter[str] = Counter({name: 0 for name in bin_names(line)})
     table: dict[str, Counter[str]] = {}
     correct = missorted = 0
     for item in line.items:
@@ -39,9 +45,10 @@ def summarise(
                 correct += 1
             else:
                 missorted += 1
-    binned = sum(bins[b] for b in ("1", "2", "3", "4"))
+    binned = sum(count for name, count in bins.items() if name not in OTHER_ENDS)
     return {
         "items": len(line.items),
+        "topology": line.topology.describe(),
         "seed": seed,
         "speed": speed,
         "ended_because": ended_because,
