@@ -65,6 +65,18 @@ def run_line(
     return done.returncode, json.loads(summary.read_text())
 
 
+def shaped_config(tmp_path: Path, line: Path, routes: dict[str, int]) -> Path:
+    """A controller config for a line of another shape, written as a user would: the
+    built-in config with no ``line:``, the line file's ``topology:``, and ``routes``."""
+    data = yaml.safe_load((ROOT / "config" / "default.yaml").read_text("utf-8"))
+    del data["line"]
+    data["topology"] = yaml.safe_load(line.read_text("utf-8"))["topology"]
+    data["sorting"]["routes"] = routes
+    path = tmp_path / f"controller_{line.stem}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    return path
+
+
 def controller_config(tmp_path: Path, geometry: Geometry) -> Path:
     """The built-in config, with no ``line:`` section (none) or its own geometry (builtin)."""
     default = ROOT / "config" / "default.yaml"
@@ -110,10 +122,11 @@ def run_unknown_line(
     seed: int = 1,
     extra: Sequence[str] = (),
     timeout: float = 300.0,
+    config: Path | None = None,
 ) -> LineRun:
     """run.py with ``tree`` on the built-in simulator given ``line``; the controller's config
-    says nothing of that line (``geometry``)."""
-    config = controller_config(tmp_path, geometry)
+    (``config``, else the built-in one) says nothing of that line (``geometry``)."""
+    config = config or controller_config(tmp_path, geometry)
     ledger = tmp_path / "ledger.jsonl"
     code, summary = run_line(
         tmp_path, "--tree", tree, "--builtin", "--config", str(config), "--line", str(line),
