@@ -49,6 +49,7 @@ from bt_sorter import protocol
 from bt_sorter.broker import free_port, start_broker
 from bt_sorter.config import load_config
 from bt_sorter.sim.process import start_simulator
+from bt_sorter.topology import FS, Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "run.py"
@@ -185,8 +186,9 @@ class Latency:
     unpaired: int = 0
 
 
-def edge_to_command(messages: list[tuple[float, str, bytes]]) -> Latency:
-    """Pair each push of rod k (2..4) with the latest falling edge of gate k-1 before it."""
+def edge_to_command(messages: list[tuple[float, str, bytes]], topology: Topology = FS) -> Latency:
+    """Pair each push of a classifying rod with the latest falling edge before it of the
+    gate that fires it (``topology``, the FS scene's by default: rod k on gate k-1)."""
     out = Latency()
     last_clear: dict[int, float] = {}
     for t, topic, payload in messages:
@@ -198,10 +200,10 @@ def edge_to_command(messages: list[tuple[float, str, bytes]]) -> Latency:
             command = protocol.parse_command(payload)
             if not isinstance(command, protocol.Command):
                 continue
-            if command.action is not protocol.Action.PUSH or command.rod not in (2, 3, 4):
+            if command.action is not protocol.Action.PUSH or command.rod not in topology.rods:
                 continue
             out.pushes += 1
-            edge = last_clear.get(command.rod - 1)
+            edge = last_clear.get(topology.gate_of(command.rod))
             if edge is None:
                 out.unpaired += 1
             else:

@@ -261,7 +261,9 @@ def _line_figures(run_dir: Path, name: str, truth: dict[str, Any]) -> dict[str, 
     ledger = [json.loads(x) for x in (run_dir / f"{name}.ledger.jsonl").read_text().splitlines()]
     # a missort is an item swept into a bin that is not its label's (bin 1 is a reject)
     missorted = sum(
-        1 for i in ledger if i["bin"] in (2, 3, 4) and i["bin"] != routes.get(i["label"], 1)
+        1
+        for i in ledger
+        if isinstance(i["bin"], int) and i["bin"] > 1 and i["bin"] != routes.get(i["label"], 1)
     )
     record = [
         json.loads(x)
