@@ -57,24 +57,6 @@ def note_missing(ctx: Context, item: Item, gate: int, blocked: bool) -> None:
     ctx.record.write("edge_missing", ctx.bb.now, item=item.id, gate=gate, blocked=blocked)
 
 
-def doubt_shape(ctx: Context) -> None:
-    """The line sent edges of a gate its topology lacks: the line is not the one config
-    declares, so a rod's gate may not be the gate that fires it. Nothing more is pushed:
-    every item not pushed yet rides to bin 1 with the reason (``shape_doubt``), and
-    ``InputsTrusted`` raises the alarm if such edges keep coming."""
-    bb = ctx.bb
-    gates = ", ".join(map(str, sorted(bb.undeclared_gates)))
-    bb.shape_doubt = (
-        f"the line has more gates than config.topology declares (edges of gate {gates}; "
-        f"declared: {bb.topology.describe()}): not pushed"
-    )
-    for item in bb.items:
-        if item.pushed_at is None:
-            item.uncertain, item.reject_reason = True, bb.shape_doubt
-    ctx.record.write("topology_mismatch", bb.now, gates=sorted(bb.undeclared_gates),
-                     declared=bb.topology.describe())  # fmt: skip
-
-
 def resolve_item(
     ctx: Context, item: Item, t: float, outcome: Outcome, reason: str, bin_: int | None = None
 ) -> None:
@@ -132,3 +114,21 @@ def identity_doubt(ctx: Context, item: Item) -> str | None:
         if off >= half_spacing:
             return f"{a} and {b} are {off:.2f} s off their gap: may be two items' events"
     return None
+
+
+def doubt_shape(ctx: Context) -> None:
+    """The line sent edges of a gate its topology lacks: the line is not the one config
+    declares, so a rod's gate may not be the gate that fires it. Nothing more is pushed:
+    every item not pushed yet rides to bin 1 with the reason (``shape_doubt``), and
+    ``InputsTrusted`` raises the alarm if such edges keep coming."""
+    bb = ctx.bb
+    gates = ", ".join(map(str, sorted(bb.undeclared_gates)))
+    bb.shape_doubt = (
+        f"the line has more gates than config.topology declares (edges of gate {gates}; "
+        f"declared: {bb.topology.describe()}): not pushed"
+    )
+    for item in bb.items:
+        if item.pushed_at is None:
+            item.uncertain, item.reject_reason = True, bb.shape_doubt
+    ctx.record.write("topology_mismatch", bb.now, gates=sorted(bb.undeclared_gates),
+                     declared=bb.topology.describe())  # fmt: skip

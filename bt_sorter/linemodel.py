@@ -69,7 +69,7 @@ LATENCY_WALL_S = 0.05  # wall seconds a message and a command may add on the net
 DELAY_WINDOW = 500  # ticks: 10 s of line time at 50 Hz
 DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
-RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past the last gate
+RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
 # How far past its gate (in the item's own passages) a late push still meets the item: the
 # sweep window lies downstream of the gate and must overlap an item that has just cleared
 # it; three quarters of an item length is assumed (the built-in line's reaches 1.5).
