@@ -206,6 +206,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"stopped: {summary['stop_reason']} (exit {summary['exit_code']})",
         f"controller: fed {summary['fed']}, resolved {summary['resolved']}, "
         f"outcomes {summary['outcomes']}, bins {summary['bins']}",
+        f"topology: {summary['topology']}",
     ]
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
