@@ -306,10 +306,11 @@ class _Builder:
             found = PLACEHOLDER.search(value)
             raise spec.error(f"{found.group(0) if found else value} in {key!r} is known only "
                              f"inside '{FOR_EACH_ROD}:' (one branch per rod)", key)  # fmt: skip
+        names = self.vars
         whole = PLACEHOLDER.fullmatch(value)
         if whole:
-            return self.vars[whole.group(1)]
-        return PLACEHOLDER.sub(lambda m: str(self.vars[m.group(1)]) if self.vars else "", value)
+            return names[whole.group(1)]
+        return PLACEHOLDER.sub(lambda m: str(names[m.group(1)]), value)
 
     def tree_file(self, data: Any, file: str, depth: int) -> Behaviour:
         if data is None:
