@@ -19,6 +19,7 @@ from bt_sorter.sim.line import (
     RodState,
     draw_labels,
 )
+from bt_sorter.sim.summary import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 GEO = load_config().geometry()
@@ -298,3 +299,13 @@ def test_all_pull_moves_every_rod_of_a_five_rod_line() -> None:
 def test_a_line_whose_gate_positions_disagree_with_its_topology_is_refused() -> None:
     with pytest.raises(ValueError, match=r"4 gates .* but 3 gate positions"):
         Line(GEO, ["a"], topology=FIVE_BINS.topology)
+
+
+def test_the_summary_counts_every_bin_of_the_line_even_when_empty() -> None:
+    line = Line(FIVE_BINS.geometry, ["a"], topology=FIVE_BINS.topology)
+    line.finish(0.0)
+    summary = summarise(line, {"a": 5}, stats={}, faults={}, ended_because="test", speed=1, seed=1)
+    assert summary["bins"] == {
+        **dict.fromkeys(("1", "2", "3", "4", "5"), 0),
+        **{JAM: 0, STUCK: 0, "on_belt": 0, "not_fed": 1},
+    }
