@@ -1,6 +1,8 @@
 """The simulator's own cost: CPU and peak memory over a 50-item run, and render speed.
 
-Run: ``python bench/sim.py`` (options: ``--items``, ``--speed``, ``--render-seconds``).
+Run: ``python bench/sim.py`` (options: ``--items``, ``--speed``, ``--render-seconds``,
+``--config FILE`` for the routes and the built-in line, ``--line FILE`` for the simulator's
+own line, e.g. ``--line config/lines/five_bins.yaml``: four gates, rods 2..5).
 A mosquitto broker (amqtt without it) and the simulator run as separate processes; the
 scripted sequential client (bt_sorter.sim.scripted) sorts every item with known labels.
 The simulator measures itself (getrusage / process_time) and reports it in its summary.
@@ -17,22 +19,26 @@ from pathlib import Path
 import numpy as np
 
 from bt_sorter.broker import start_broker
-from bt_sorter.config import load_config
+from bt_sorter.config import load_config, load_line
 from bt_sorter.sim import render
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.scripted import run_sequential
 
 
-def line_cost(items: int, speed: float, seed: int) -> dict[str, object]:
+def line_cost(
+    items: int, speed: float, seed: int, config_path: Path | None = None, line: Path | None = None
+) -> dict[str, object]:
     """Run ``items`` items through the simulator with the sequential client; its summary."""
-    config = load_config()
+    config = load_config(config_path)
+    geometry, topology = load_line(line) if line else (config.geometry(), config.topology)
     labels = draw_labels(items, seed, config.sim.mix)
     with tempfile.TemporaryDirectory() as tmp, start_broker() as broker:
         started = time.monotonic()
         sim = start_simulator(
-            broker.address, summary=Path(tmp) / "s.json", items=items, seed=seed, speed=speed
-        )
+            broker.address, summary=Path(tmp) / "s.json", config=config_path, line=line,
+            items=items, seed=seed, speed=speed,
+        )  # fmt: skip
         with sim:
             run_sequential(
                 broker.address,
@@ -41,7 +47,8 @@ def line_cost(items: int, speed: float, seed: int) -> dict[str, object]:
                 routes=config.sorting.routes,
                 speed=speed,
                 timings=config.timings,
-                geometry=config.geometry(),
+                geometry=geometry,
+                topology=topology,
             )
             summary = sim.wait(timeout=600)
         summary["bench_wall_s"] = round(time.monotonic() - started, 1)
@@ -66,10 +73,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--render-seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--config", type=Path, help="config (default config/default.yaml)")
+    parser.add_argument("--line", type=Path, help="the simulator's line file (config/lines/)")
     args = parser.parse_args()
-    summary = line_cost(args.items, args.speed, args.seed)
+    summary = line_cost(args.items, args.speed, args.seed, args.config, args.line)
     cost = summary["process"]
     print(f"simulator, {args.items} items at --speed {args.speed} ({summary['broker']}):")
+    print(f"  line                  {summary['topology']}")
     print(f"  sorted correctly      {summary['correct']}/{summary['items']}")
     print(f"  run wall time         {cost['wall_s']:.1f} s, line {summary['line_time']:.0f} s")
     print(f"  CPU                   {cost['cpu_percent_of_one_core']:.1f} % of one core")

@@ -216,4 +216,4 @@ def test_a_label_the_simulator_cannot_draw_names_file_and_line(tmp_path: Path) -
     path.write_text("sim:\n  mix:\n    ripe: 1\n    banana: 1\n    raw: 0\n")
     done = sim_cli("--config", str(path), "--items", "1")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"{path}:2: sim.mix: the simulator cannot draw banana" in done.stderr
+    assert f"{path}:4: sim.mix: the simulator cannot draw banana" in done.stderr

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from bt_sorter.config import LineFile, LineGeometry, load_config, load_line
+from bt_sorter.config import LineConfig, LineFile, LineGeometry, load_config, load_line
 from bt_sorter.protocol import ALL_PULL, BELT_RUN, BELT_STOP, Action, Command, pull, push
 from bt_sorter.sim.line import (
     JAM,
@@ -19,6 +20,7 @@ from bt_sorter.sim.line import (
     RodState,
     draw_labels,
 )
+from bt_sorter.sim.summary import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 GEO = load_config().geometry()
@@ -298,3 +300,49 @@ def test_all_pull_moves_every_rod_of_a_five_rod_line() -> None:
 def test_a_line_whose_gate_positions_disagree_with_its_topology_is_refused() -> None:
     with pytest.raises(ValueError, match=r"4 gates .* but 3 gate positions"):
         Line(GEO, ["a"], topology=FIVE_BINS.topology)
+
+
+def test_the_summary_counts_every_bin_of_the_line_even_when_empty() -> None:
+    line = Line(FIVE_BINS.geometry, ["a"], topology=FIVE_BINS.topology)
+    line.finish(0.0)
+    summary = summarise(line, {"a": 5}, stats={}, faults={}, ended_because="test", speed=1, seed=1)
+    assert summary["bins"] == {
+        **dict.fromkeys(("1", "2", "3", "4", "5"), 0),
+        **{JAM: 0, STUCK: 0, "on_belt": 0, "not_fed": 1},
+    }
+
+
+@pytest.mark.parametrize("shape", [FIVE_BINS, TRACKING_GATE], ids=["five_bins", "tracking_gate"])
+def test_items_fed_at_the_configs_min_spacing_each_reach_their_bin(shape: LineFile) -> None:
+    """Config.min_item_spacing holds on a line of any shape: fed that far apart (a fast
+    feeder, so that spacing binds) and pushed at their gates, every item reaches its bin;
+    a fifth closer, a rod still out takes the next item too."""
+    config = load_config().replace(
+        topology=shape.topology, line=LineConfig(**dataclasses.asdict(shape.geometry))
+    )
+    config = config.replace(
+        timings=dataclasses.replace(config.timings, feed_hold=0.6, feed_back=0.3)
+    )
+    geo, t = config.geometry(), config.timings
+    assert geo == shape.geometry
+    rods = [*shape.topology.classifying_rods, None]
+    labels = [str(rods[k % len(rods)]) for k in range(12)]
+
+    def sorted_bins(every: float) -> list[object]:
+        script: Script = []
+        for k, label in enumerate(labels):
+            script += [(k * every, push(1)), (k * every + t.feed_hold, pull(1))]
+            if label != "None":
+                rod = int(label)
+                gate = geo.gate_positions[shape.topology.gate_of(rod) - 1]
+                at = k * every + geo.feeder_stroke_time + gate / geo.belt_speed
+                script += [(at, push(rod)), (at + t.push_hold, pull(rod))]
+        line = Line(geo, labels, topology=shape.topology)
+        line.apply(BELT_RUN, 0.0)
+        run_script(line, script, len(labels) * every + 30.0)
+        return [item.bin for item in line.items]
+
+    spacing = config.min_item_spacing() / geo.belt_speed
+    assert spacing > config.feeder_cycle()  # the spacing binds, not the feeder
+    assert sorted_bins(spacing + 0.01) == [int(x) if x != "None" else 1 for x in labels]
+    assert sorted_bins(spacing * 0.8) != [int(x) if x != "None" else 1 for x in labels]

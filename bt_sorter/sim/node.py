@@ -84,6 +84,7 @@ def check_mix(config: Config) -> None:
             f"{', '.join(render.LABELS)}); give it weight 0 or leave it out",
             "sim",
             "mix",
+            unknown[0],
         )
 
 
