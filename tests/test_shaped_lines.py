@@ -9,10 +9,12 @@ The simulator's truth counts: every item in its bin, none missorted.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from line_runs import SHAPED_LINE_FILES, run_unknown_line, shaped_config, speed_for
+from line_runs import ROOT, SHAPED_LINE_FILES, run_unknown_line, shaped_config, speed_for
 
 from bt_sorter.config import load_config
 from bt_sorter.sim.line import draw_labels
@@ -49,3 +51,18 @@ def test_both_trees_sort_a_line_of_another_shape_from_config_alone(
     assert [r["bin"] for r in run.ledger] == [routes[label] for label in labels]
     assert run.summary["outcomes"] == {"sorted": items}, run.explain()
     assert run.summary["topology"] == load_config(config).topology.describe()
+
+
+def test_check_prints_the_topology_and_one_rod_branch_per_declared_rod(tmp_path: Path) -> None:
+    line = next(path for path in SHAPED_LINE_FILES if path.stem == "tracking_gate")
+    config = shaped_config(tmp_path, line, ROUTES[line.stem])
+    done = subprocess.run(
+        [sys.executable, "run.py", "--tree", TREES["pipelined"], "--config", str(config),
+         "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "topology: 4 gates; rod 2@gate 2, rod 3@gate 3, rod 4@gate 4" in done.stdout
+    pushes = [x.split("--> ")[1] for x in done.stdout.splitlines() if "--> push rod" in x]
+    assert [p.removesuffix(" [-]") for p in pushes] == [
+        f"push rod {rod} when its item clears gate {rod}" for rod in (2, 3, 4)
+    ]
