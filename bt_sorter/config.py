@@ -193,10 +193,16 @@ class Timings:
 
 @dataclass(frozen=True)
 class SortingConfig:
-    """Which label goes to which rod; anything else (or a weak answer) to bin 1."""
+    """Which label goes to which rod; anything else (or a weak answer) to bin 1.
+
+    ``reject``: classes the line sends to bin 1 on purpose. Every class the classifier
+    answers must be in ``routes`` or ``reject``, and each of those a class it answers:
+    checked once the classifiers are loaded (:mod:`bt_sorter.routes`, ``run.py --check``).
+    """
 
     routes: dict[str, int] = field(default_factory=lambda: {"ripe": 2, "half_ripe": 3, "raw": 4})
     confidence_threshold: float = 0.6
+    reject: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -356,6 +362,10 @@ def validate(config: Config, data: Located | None = None) -> None:
     for label, rod in config.sorting.routes.items():
         if rod not in (2, 3, 4):
             raise fail(f"sorting.routes: label {label!r} goes to rod {rod}, not 2..4", "sorting")
+    for label in config.sorting.reject:
+        if label in config.sorting.routes:
+            raise fail(f"sorting.reject: {label!r} has a route too; it must be one or the other",
+                       "sorting")  # fmt: skip
     if not 0 <= config.sorting.confidence_threshold <= 1:
         raise fail("sorting.confidence_threshold must be within 0..1", "sorting")
     try:

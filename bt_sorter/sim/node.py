@@ -84,9 +84,10 @@ class SimNode:
         self.config = config
         self.options = options
         labels = draw_labels(options.items, options.seed, config.sim.mix)
-        unknown = set(labels) - set(render.LABELS)
+        unknown = set(config.sim.mix) - set(render.ALL_LABELS)
         if unknown:
             raise ValueError(f"sim.mix has labels the renderer cannot draw: {sorted(unknown)}")
+        self.classes = tuple(config.sim.mix)  # the renderer's label set: overripe if mixed in
         faults = options.faults
         self.line = Line(
             options.geometry,
@@ -244,13 +245,15 @@ class SimNode:
         for item in self.line.belt:
             if item.id not in self._jpegs and item.camera_time is None:
                 size = self.config.sim.picture_size
-                self._jpegs[item.id] = render.render_picture(self.picture_rng, item.label, size)
+                self._jpegs[item.id] = render.render_picture(
+                    self.picture_rng, item.label, size, labels=self.classes
+                )
 
     def _picture(self, event: PictureDue) -> None:
         jpeg = self._jpegs.pop(event.item, None)
         if jpeg is None:  # photographed in the step it was fed
             size = self.config.sim.picture_size
-            jpeg = render.render_picture(self.picture_rng, event.label, size)
+            jpeg = render.render_picture(self.picture_rng, event.label, size, labels=self.classes)
         sent = self.injector.picture(jpeg)
         if sent is None:
             self._picture_faults[event.item] = "missing"
