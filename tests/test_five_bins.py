@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bt_sorter.config import load_config
 from bt_sorter.routes import check_classes
@@ -167,3 +168,22 @@ def test_check_takes_a_reject_rule_and_refuses_a_fallback_blind_to_a_class(
 
     with pytest.raises(SpecError, match=r"sorting\.reject: .overripe. is not a class"):
         check_classes(rejecting, {"primary": ("ripe", "half_ripe", "raw")})
+
+
+def test_new_head_keeps_the_body_and_the_rows_of_known_classes() -> None:
+    from bt_sorter.vision.torch_backend import load_model
+    from bt_sorter.vision.train import _initial_weights
+
+    shipped = ROOT / "models" / "resnet18_tomato.pth"
+    old, info = load_model(shipped)
+    classes = ["half_ripe", "overripe", "raw", "ripe"]
+    with pytest.raises(ValueError, match="--new-head"):
+        _initial_weights(shipped, "resnet18", classes)
+
+    model = _initial_weights(shipped, "resnet18", classes, new_head=True)
+
+    assert model.fc.out_features == 4
+    assert torch.equal(model.layer4[1].conv2.weight, old.layer4[1].conv2.weight)
+    for row, name in enumerate(classes):
+        if name in info.classes:
+            assert torch.equal(model.fc.weight[row], old.fc.weight[info.classes.index(name)])

@@ -74,9 +74,10 @@ RIPENESS_RAMP: tuple[tuple[float, tuple[int, int, int]], ...] = (
 # Local ripeness above 1 (overripe only): deep red -> dark red -> brownish red -> brown.
 OVERRIPE_RAMP: tuple[tuple[float, tuple[int, int, int]], ...] = (
     (1.00, (150, 18, 20)),
-    (1.12, (128, 24, 20)),
-    (1.25, (108, 36, 22)),
-    (1.50, (84, 44, 26)),
+    (1.08, (130, 30, 22)),
+    (1.18, (110, 40, 24)),
+    (1.35, (88, 46, 28)),
+    (1.50, (74, 44, 28)),
 )
 
 _CLASS_RANGES: dict[str, tuple[float, float]] = {
@@ -168,18 +169,18 @@ def _overripe_skin(
     patches = cv2.resize(
         rng.standard_normal((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC
     )
-    blotch = np.clip(patches - rng.uniform(0.2, 0.7), 0.0, 1.0) * (0.35 + 0.45 * age)
+    blotch = np.clip(patches - rng.uniform(0.1, 0.5), 0.0, 1.0) * (0.5 + 0.4 * age)
     brown = np.array([0.07, 0.12, 0.24], dtype=np.float32)  # BGR
     albedo = albedo + blotch[:, :, None] * (brown - albedo)
     wrinkles = np.zeros((h, w), dtype=np.float32)
-    for cells in (int(rng.integers(6, 10)), int(rng.integers(11, 17))):
+    for cells in (int(rng.integers(5, 9)), int(rng.integers(9, 14))):
         ridge = cv2.resize(
             rng.standard_normal((cells, cells), dtype=np.float32),
             (w, h),
             interpolation=cv2.INTER_CUBIC,
         )
-        wrinkles = np.maximum(wrinkles, np.exp(-((ridge / 0.12) ** 2)))
-    shading = shading * (1.0 - (0.12 + 0.28 * age) * rng.uniform(0.8, 1.2) * wrinkles)
+        wrinkles = np.maximum(wrinkles, np.exp(-((ridge / 0.18) ** 2)))
+    shading = shading * (1.0 - (0.22 + 0.25 * age) * rng.uniform(0.8, 1.2) * wrinkles)
     specular = specular * np.float32(rng.uniform(0.3, 0.6))
     return albedo.astype(np.float32), shading.astype(np.float32), specular
 
