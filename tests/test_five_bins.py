@@ -187,3 +187,31 @@ def test_new_head_keeps_the_body_and_the_rows_of_known_classes() -> None:
     for row, name in enumerate(classes):
         if name in info.classes:
             assert torch.equal(model.fc.weight[row], old.fc.weight[info.classes.index(name)])
+
+
+def test_built_in_line_with_overripe_items_rejects_them_knowingly_with_the_four_class_model(
+    tmp_path: Path,
+) -> None:
+    # Three rods, four classes: the simulator renders overripe items (sim.mix), the model
+    # names them, sorting.reject sends them to bin 1; the rest go to their rods.
+    from test_whole_line import ROUTES, run_line
+
+    config = (
+        "sorting:\n  routes: {ripe: 2, half_ripe: 3, raw: 4}\n  reject: [overripe]\n"
+        "classifier:\n  model: models/five_bins/resnet18_tomato4.pth\n  fallback: reject\n"
+        "sim:\n  seed: 1\n  mix: {ripe: 1, half_ripe: 1, raw: 1, overripe: 1}\n"
+    )
+
+    run = run_line(tmp_path, "trees/sort.yaml", items=8, config=config)
+
+    assert run.code == 0, run.tail()
+    overripe = {i for i, item in run.ledger.items() if item["label"] == "overripe"}
+    assert len(run.ledger) == 8 and len(overripe) == 3, run.tail()
+    for i, item in run.ledger.items():  # no missort: overripe only in bin 1
+        allowed = (1,) if i in overripe else (1, ROUTES[item["label"]])
+        assert item["bin"] in allowed, (item, run.tail())
+    named = [e["item"] for e in run.events("item_classified", label="overripe")]
+    assert named and set(named) <= overripe, run.tail()
+    for event in run.events("item_resolved"):
+        if event["item"] in named:
+            assert "'overripe' has no rod" in event["reason"], event
