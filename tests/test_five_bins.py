@@ -166,8 +166,9 @@ def test_check_takes_a_reject_rule_and_refuses_a_fallback_blind_to_a_class(
         check_classes(hsv, {"primary": classes, "fallback": ("ripe", "half_ripe", "raw")})
     assert caught.value.line == 7  # classifier.fallback
 
-    with pytest.raises(SpecError, match=r"sorting\.reject: .overripe. is not a class"):
+    with pytest.raises(SpecError, match=r"sorting\.reject: .overripe. is not a class") as caught:
         check_classes(rejecting, {"primary": ("ripe", "half_ripe", "raw")})
+    assert caught.value.line == 4 and caught.value.file == str(tmp_path / "line.yaml")
 
 
 def test_new_head_keeps_the_body_and_the_rows_of_known_classes() -> None:
