@@ -12,9 +12,10 @@ The label set is an option (``labels``, default :data:`LABELS`, the three classe
 shipped line). Naming ``overripe`` (:data:`ALL_LABELS`) adds the fourth class above ``ripe``
 and gives ``ripe`` a borderline on that side too; with the default set every picture is
 exactly what it was before ``overripe`` existed (same seed, same bytes). An overripe fruit
-is deep red to brownish red (:data:`OVERRIPE_RAMP`), with dark brown blotches, thin wrinkles
-and a duller highlight, all growing with ``r - 1``; near the border it is a ripe fruit with
-a few faint wrinkles.
+is deep red to brownish red (:data:`OVERRIPE_RAMP`), with dark brown blotches, wrinkles and
+a duller highlight, all growing with ``r - 1``; near the border its colour is still a ripe
+fruit's deep red and only fainter blotches and wrinkles tell it (they start at a floor so
+that a 96 px picture still shows them).
 
 Every fruit pixel gets a *local* ripeness ``r + f(x, y)`` where ``f`` is a smooth field
 (greener shoulders round the stem, blotchy patches) rescaled to zero mean over the
