@@ -30,6 +30,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, find_data, load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
+from bt_sorter.routes import check_classes, classes_of
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
 from bt_sorter.sim.process import SimulatorError
 from bt_sorter.trees import load_tree, node_catalogue
@@ -348,6 +349,14 @@ def _main(args: argparse.Namespace) -> int:
     except (ClassifyError, ValueError, OSError) as exc:
         print(f"error: classifier {config.classifier.backend!r}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    try:  # the classes the classifiers answer against sorting.routes (bt_sorter.routes)
+        classes = {k: classes_of(w.classifier) for k, w in ctx.classifiers.items()}
+        route_report = check_classes(config, classes)
+    except SpecError as exc:
+        for worker in ctx.classifiers.values():
+            worker.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     if args.check:
         from bt_sorter.view import tree_text
 
@@ -358,6 +367,7 @@ def _main(args: argparse.Namespace) -> int:
         print(describe_line(config))
         backends = ", ".join(f"{k} {w.classifier.name}" for k, w in ctx.classifiers.items())
         print(f"classifiers: {backends}: loaded")
+        print("\n".join(route_report))
         print(f"config {config.source}: ok; tree {args.tree}: ok")
         return 0
     try:

@@ -204,10 +204,16 @@ class Timings:
 
 @dataclass(frozen=True)
 class SortingConfig:
-    """Which label goes to which rod; anything else (or a weak answer) to bin 1."""
+    """Which label goes to which rod; anything else (or a weak answer) to bin 1.
+
+    ``reject``: classes the line sends to bin 1 on purpose. Every class the classifier
+    answers must be in ``routes`` or ``reject``, and each of those a class it answers:
+    checked once the classifiers are loaded (:mod:`bt_sorter.routes`, ``run.py --check``).
+    """
 
     routes: dict[str, int] = field(default_factory=lambda: {"ripe": 2, "half_ripe": 3, "raw": 4})
     confidence_threshold: float = 0.6
+    reject: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -419,6 +425,13 @@ def validate(config: Config, data: Located | None = None) -> None:
                 "sorting",
                 "routes",
                 label,
+            )
+    for label in config.sorting.reject:
+        if label in config.sorting.routes:
+            raise fail(
+                f"sorting.reject: {label!r} has a route too; it must be one or the other",
+                "sorting",
+                "reject",
             )
     if not 0 <= config.sorting.confidence_threshold <= 1:
         raise fail("sorting.confidence_threshold must be within 0..1", "sorting")

@@ -22,12 +22,16 @@ from bt_sorter.sim.line import draw_labels
 TREES = {"sequential": "trees/sort.yaml", "pipelined": "trees/sort_pipelined.yaml"}
 ITEMS = {"sequential": 6, "pipelined": 10}
 SEED = 1  # 6 items: 2 of each label; 10 items: 3 ripe, 3 half_ripe, 4 raw
-# The three FS labels, until a four-class model routes a fourth: on five_bins rod 4 stays
-# idle, so rod 5 fires on gate 4 for items that rode past gate 3 unpushed.
-ROUTES = {
-    "five_bins": {"ripe": 2, "half_ripe": 3, "raw": 5},
-    "tracking_gate": {"ripe": 2, "half_ripe": 3, "raw": 4},
-}
+# tracking_gate: the FS classes and model, with a config written from the line file;
+# five_bins: the shipped config/five_bins.yaml (four classes, the four-class model).
+ROUTES = {"tracking_gate": {"ripe": 2, "half_ripe": 3, "raw": 4}}
+FIVE_BINS = ROOT / "config" / "five_bins.yaml"
+
+
+def _config_for(tmp_path: Path, line: Path) -> Path:
+    if line.stem == "five_bins":
+        return FIVE_BINS
+    return shaped_config(tmp_path, line, ROUTES[line.stem])
 
 
 @pytest.mark.slow
@@ -36,8 +40,9 @@ ROUTES = {
 def test_both_trees_sort_a_line_of_another_shape_from_config_alone(
     tree: str, line: Path, tmp_path: Path
 ) -> None:
-    items, routes = ITEMS[tree], ROUTES[line.stem]
-    config = shaped_config(tmp_path, line, routes)
+    items = ITEMS[tree]
+    config = _config_for(tmp_path, line)
+    routes = load_config(config).sorting.routes
     run = run_unknown_line(
         tmp_path, tree=TREES[tree], line=line, geometry="none", items=items,
         speed=speed_for(line), seed=SEED, config=config,
@@ -47,7 +52,7 @@ def test_both_trees_sort_a_line_of_another_shape_from_config_alone(
     assert run.code == 0, run.explain()
     assert truth["missorted"] == 0 and truth["correct"] == items, run.explain()
     assert truth["jammed"] == truth["lost"] == truth["not_fed"] == 0, run.explain()
-    labels = draw_labels(items, SEED, load_config().sim.mix)
+    labels = draw_labels(items, SEED, load_config(config).sim.mix)
     assert [r["bin"] for r in run.ledger] == [routes[label] for label in labels]
     assert run.summary["outcomes"] == {"sorted": items}, run.explain()
     assert run.summary["topology"] == load_config(config).topology.describe()
@@ -66,3 +71,13 @@ def test_check_prints_the_topology_and_one_rod_branch_per_declared_rod(tmp_path:
     assert [p.removesuffix(" [-]") for p in pushes] == [
         f"push rod {rod} when its item clears gate {rod}" for rod in (2, 3, 4)
     ]
+
+
+def test_the_five_bin_config_passes_check_with_its_model_and_routes() -> None:
+    done = subprocess.run(
+        [sys.executable, "run.py", "--tree", TREES["pipelined"], "--config", str(FIVE_BINS),
+         "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shape = "topology: 4 gates; rod 2@gate 1, rod 3@gate 2, rod 4@gate 3, rod 5@gate 4"
+    assert shape in done.stdout

@@ -83,6 +83,11 @@ def _add_render(render: argparse.ArgumentParser) -> None:
     render.add_argument("--seed", type=int, default=1)
     render.add_argument("--size", type=int, default=256, help="picture side in pixels")
     render.add_argument("--domain", choices=("train", "shifted", "wide"), default="train")
+    render.add_argument(
+        "--labels",
+        default="ripe,half_ripe,raw",
+        help="comma-separated classes to draw (ripe, half_ripe, raw, overripe); default the three",
+    )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -178,9 +183,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from bt_sorter.sim.render import write_dataset
+    from bt_sorter.sim.render import parse_labels, write_dataset
 
-    counts = write_dataset(args.out, args.n, args.seed, args.size, args.domain)
+    labels = parse_labels(args.labels)
+    counts = write_dataset(args.out, args.n, args.seed, args.size, args.domain, labels)
     print(json.dumps({"out": str(args.out), "counts": counts}), flush=True)
     return 0
 

@@ -76,12 +76,12 @@ def check_mix(config: Config) -> None:
     renderer draws; otherwise a :class:`SpecError` naming the config's file and line."""
     mix = config.sim.mix
     unknown = sorted(label for label, weight in mix.items() if weight > 0)
-    unknown = [label for label in unknown if label not in render.LABELS]
+    unknown = [label for label in unknown if label not in render.ALL_LABELS]
     if unknown:
         raise config_error(
             config,
             f"sim.mix: the simulator cannot draw {', '.join(unknown)} (it draws "
-            f"{', '.join(render.LABELS)}); give it weight 0 or leave it out",
+            f"{', '.join(render.ALL_LABELS)}); give it weight 0 or leave it out",
             "sim",
             "mix",
             unknown[0],
@@ -104,6 +104,7 @@ class SimNode:
         self.options = options
         check_mix(config)
         labels = draw_labels(options.items, options.seed, config.sim.mix)
+        self.classes = tuple(config.sim.mix)  # the renderer's label set: overripe if mixed in
         faults = options.faults
         self.line = Line(
             options.geometry,
@@ -267,13 +268,15 @@ class SimNode:
         for item in self.line.belt:
             if item.id not in self._jpegs and item.camera_time is None:
                 size = self.config.sim.picture_size
-                self._jpegs[item.id] = render.render_picture(self.picture_rng, item.label, size)
+                self._jpegs[item.id] = render.render_picture(
+                    self.picture_rng, item.label, size, labels=self.classes
+                )
 
     def _picture(self, event: PictureDue) -> None:
         jpeg = self._jpegs.pop(event.item, None)
         if jpeg is None:  # photographed in the step it was fed
             size = self.config.sim.picture_size
-            jpeg = render.render_picture(self.picture_rng, event.label, size)
+            jpeg = render.render_picture(self.picture_rng, event.label, size, labels=self.classes)
         sent = self.injector.picture(jpeg)
         if sent is None:
             self._picture_faults[event.item] = "missing"

@@ -5,7 +5,17 @@ The class of a fruit is a deterministic function of one latent value, its *ripen
 
     raw        r <  RAW_MAX   (0.30)
     half_ripe  RAW_MAX <= r < RIPE_MIN
-    ripe       RIPE_MIN <= r  (0.70)
+    ripe       RIPE_MIN <= r <= 1  (0.70)
+    overripe   1 < r <= OVERRIPE_MAX  (1.35; only where the label set names it)
+
+The label set is an option (``labels``, default :data:`LABELS`, the three classes of the
+shipped line). Naming ``overripe`` (:data:`ALL_LABELS`) adds the fourth class above ``ripe``
+and gives ``ripe`` a borderline on that side too; with the default set every picture is
+exactly what it was before ``overripe`` existed (same seed, same bytes). An overripe fruit
+is deep red to brownish red (:data:`OVERRIPE_RAMP`), with dark brown blotches, wrinkles and
+a duller highlight, all growing with ``r - 1``; near the border its colour is still a ripe
+fruit's deep red and only fainter blotches and wrinkles tell it (they start at a floor so
+that a 96 px picture still shows them).
 
 Every fruit pixel gets a *local* ripeness ``r + f(x, y)`` where ``f`` is a smooth field
 (greener shoulders round the stem, blotchy patches) rescaled to zero mean over the
@@ -29,17 +39,21 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")
+LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")  # the default label set
+ALL_LABELS: tuple[str, ...] = (*LABELS, "overripe")  # every class the renderer can draw
 DOMAINS: tuple[str, ...] = ("train", "shifted", "wide")
 
 RAW_MAX = 0.30
 RIPE_MIN = 0.70
+RIPE_MAX = 1.0
+OVERRIPE_MAX = 1.35
 MARGIN = 0.05
 BORDERLINE_BAND = 0.06
 BORDERLINE_SHARE = 0.12
@@ -58,39 +72,61 @@ RIPENESS_RAMP: tuple[tuple[float, tuple[int, int, int]], ...] = (
     (0.85, (186, 32, 25)),
     (1.00, (150, 18, 20)),
 )
+# Local ripeness above 1 (overripe only): deep red -> dark red -> brownish red -> brown.
+OVERRIPE_RAMP: tuple[tuple[float, tuple[int, int, int]], ...] = (
+    (1.00, (150, 18, 20)),
+    (1.08, (130, 30, 22)),
+    (1.18, (110, 40, 24)),
+    (1.35, (88, 46, 28)),
+    (1.50, (74, 44, 28)),
+)
 
 _CLASS_RANGES: dict[str, tuple[float, float]] = {
     "raw": (0.0, RAW_MAX),
     "half_ripe": (RAW_MAX, RIPE_MIN),
-    "ripe": (RIPE_MIN, 1.0),
+    "ripe": (RIPE_MIN, RIPE_MAX),
+    "overripe": (RIPE_MAX, OVERRIPE_MAX),
 }
 
 
+def parse_labels(text: str) -> tuple[str, ...]:
+    """A label set from ``"ripe,half_ripe,raw,overripe"``; every name one the renderer draws."""
+    labels = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in labels if name not in ALL_LABELS]
+    if unknown or not labels or len(set(labels)) != len(labels):
+        raise ValueError(f"labels {text!r}: expected distinct names of {ALL_LABELS}")
+    return labels
+
+
 def ripeness_label(ripeness: float) -> str:
-    """The class of a fruit with latent ripeness ``ripeness`` (0..1)."""
+    """The class of a fruit with latent ripeness ``ripeness`` (0..OVERRIPE_MAX)."""
     if ripeness < RAW_MAX:
         return "raw"
     if ripeness < RIPE_MIN:
         return "half_ripe"
-    return "ripe"
+    if ripeness <= RIPE_MAX:
+        return "ripe"
+    return "overripe"
 
 
-def sample_ripeness(rng: np.random.Generator, label: str) -> float:
-    """Draw a latent ripeness for ``label``: interior, or borderline (near, not within MARGIN)."""
-    if label not in _CLASS_RANGES:
-        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+def sample_ripeness(rng: np.random.Generator, label: str, labels: Sequence[str] = LABELS) -> float:
+    """Draw a latent ripeness for ``label`` of the label set ``labels``: interior, or
+    borderline (near a threshold to a class of the set, not within MARGIN of it)."""
+    if label not in labels or label not in _CLASS_RANGES:
+        raise ValueError(f"unknown label {label!r}; expected one of {tuple(labels)}")
     low, high = _CLASS_RANGES[label]
+    top = OVERRIPE_MAX if "overripe" in labels else RIPE_MAX
     if rng.random() < BORDERLINE_SHARE:
         sides = []
         if low > 0.0:
             sides.append(+1)
-        if high < 1.0:
+        if high < top:
             sides.append(-1)
         side = sides[int(rng.integers(len(sides)))]
         offset = MARGIN + rng.random() * BORDERLINE_BAND
         return float(low + offset if side > 0 else high - offset)
     inner_low = low + MARGIN + BORDERLINE_BAND if low > 0.0 else low
-    inner_high = high - MARGIN - BORDERLINE_BAND if high < 1.0 else high
+    inner_high = high - MARGIN - BORDERLINE_BAND if high < top else high
     return float(inner_low + rng.random() * (inner_high - inner_low))
 
 
@@ -104,6 +140,50 @@ def _ramp_lut() -> np.ndarray:
     lut = lut.astype(np.float32)
     lut.flags.writeable = False
     return lut
+
+
+@functools.lru_cache(maxsize=1)
+def _overripe_lut() -> np.ndarray:
+    """256-entry BGR float32 table of both ramps over local ripeness 0..OVERRIPE_RAMP's end."""
+    ramp = RIPENESS_RAMP + OVERRIPE_RAMP[1:]
+    positions = np.array([p for p, _ in ramp], dtype=np.float32)
+    rgb = np.array([c for _, c in ramp], dtype=np.float32) / 255.0
+    x = np.linspace(0.0, OVERRIPE_RAMP[-1][0], 256, dtype=np.float32)
+    lut = np.stack([np.interp(x, positions, rgb[:, i]) for i in (2, 1, 0)], axis=1)
+    lut = lut.astype(np.float32)
+    lut.flags.writeable = False
+    return lut
+
+
+def _overripe_skin(
+    rng: np.random.Generator,
+    overripe: float,
+    albedo: np.ndarray,
+    shading: np.ndarray,
+    specular: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age an overripe fruit's skin by ``overripe`` (= r - 1, 0..0.35): dark brown blotches,
+    thin wrinkles (ridged noise) and a duller highlight; returns (albedo, shading, specular)."""
+    h, w = shading.shape
+    age = min(1.0, overripe / (OVERRIPE_MAX - RIPE_MAX))
+    cells = int(rng.integers(4, 8))
+    patches = cv2.resize(
+        rng.standard_normal((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
+    blotch = np.clip(patches - rng.uniform(0.1, 0.5), 0.0, 1.0) * (0.5 + 0.4 * age)
+    brown = np.array([0.07, 0.12, 0.24], dtype=np.float32)  # BGR
+    albedo = albedo + blotch[:, :, None] * (brown - albedo)
+    wrinkles = np.zeros((h, w), dtype=np.float32)
+    for cells in (int(rng.integers(5, 9)), int(rng.integers(9, 14))):
+        ridge = cv2.resize(
+            rng.standard_normal((cells, cells), dtype=np.float32),
+            (w, h),
+            interpolation=cv2.INTER_CUBIC,
+        )
+        wrinkles = np.maximum(wrinkles, np.exp(-((ridge / 0.18) ** 2)))
+    shading = shading * (1.0 - (0.22 + 0.25 * age) * rng.uniform(0.8, 1.2) * wrinkles)
+    specular = specular * np.float32(rng.uniform(0.3, 0.6))
+    return albedo.astype(np.float32), shading.astype(np.float32), specular
 
 
 @functools.lru_cache(maxsize=8)
@@ -330,8 +410,14 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     field -= float((field * alpha).sum()) / total
     spread = math.sqrt(float((field * field * alpha).sum()) / total) + 1e-6
     field *= rng.uniform(0.05, 0.14) / spread
-    index = np.clip((ripeness + field) * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
-    albedo = _ramp_lut()[index] * np.float32(rng.uniform(0.92, 1.05))
+    if ripeness <= RIPE_MAX:
+        lut = _ramp_lut()
+        index = np.clip((ripeness + field) * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    else:  # overripe: the local ripeness reads on both ramps
+        lut = _overripe_lut()
+        scale = 255.0 / OVERRIPE_RAMP[-1][0]
+        index = np.clip((ripeness + field) * scale + 0.5, 0.0, 255.0).astype(np.uint8)
+    albedo = lut[index] * np.float32(rng.uniform(0.92, 1.05))
 
     # Blemishes: a few small brownish spots.
     spots = int(rng.choice([0, 0, 1, 1, 2, 3]))
@@ -364,6 +450,10 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     hn = math.sqrt(hx * hx + hy * hy + hz * hz)
     ndoth = (nu * (hx / hn) + nv * (hy / hn) + nz * (hz / hn)) - 1.0
     specular = rng.uniform(0.25, 0.8) * np.exp(ndoth * rng.uniform(25, 80))
+    if ripeness > RIPE_MAX:
+        albedo, shading, specular = _overripe_skin(
+            rng, ripeness - RIPE_MAX, albedo, shading, specular
+        )
 
     fruit = albedo * shading[:, :, None] + specular[:, :, None]
     region = belt[y0:y1, x0:x1]
@@ -394,9 +484,9 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     return image.astype(np.uint8)
 
 
-def _check(label: str, size: int, domain: str) -> None:
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+def _check(label: str, size: int, domain: str, labels: Sequence[str] = LABELS) -> None:
+    if label not in labels or label not in ALL_LABELS:
+        raise ValueError(f"unknown label {label!r}; expected one of {tuple(labels)}")
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
     if not 32 <= size <= 4096:
@@ -404,11 +494,16 @@ def _check(label: str, size: int, domain: str) -> None:
 
 
 def render_item(
-    rng: np.random.Generator, label: str, size: int = 256, domain: str = "train"
+    rng: np.random.Generator,
+    label: str,
+    size: int = 256,
+    domain: str = "train",
+    labels: Sequence[str] = LABELS,
 ) -> np.ndarray:
-    """One camera picture of a fruit of class ``label``: BGR ``uint8`` of shape (size, size, 3)."""
-    _check(label, size, domain)
-    return _render(rng, sample_ripeness(rng, label), size, domain)
+    """One camera picture of a fruit of class ``label`` of the label set ``labels``: BGR
+    ``uint8`` of shape (size, size, 3)."""
+    _check(label, size, domain, labels)
+    return _render(rng, sample_ripeness(rng, label, labels), size, domain)
 
 
 def render_ripeness(
@@ -417,16 +512,20 @@ def render_ripeness(
     """A picture of a fruit with the given latent ``ripeness`` (0..1); its class is
     :func:`ripeness_label` of it. For tests and studies of the class boundaries."""
     _check(LABELS[0], size, domain)
-    if not 0.0 <= ripeness <= 1.0:
-        raise ValueError(f"ripeness {ripeness} is outside 0..1")
+    if not 0.0 <= ripeness <= OVERRIPE_MAX:
+        raise ValueError(f"ripeness {ripeness} is outside 0..{OVERRIPE_MAX}")
     return _render(rng, float(ripeness), size, domain)
 
 
 def render_picture(
-    rng: np.random.Generator, label: str, size: int = 256, domain: str = "train"
+    rng: np.random.Generator,
+    label: str,
+    size: int = 256,
+    domain: str = "train",
+    labels: Sequence[str] = LABELS,
 ) -> bytes:
     """:func:`render_item` encoded as JPEG at a random camera quality (60..95)."""
-    image = render_item(rng, label, size, domain)
+    image = render_item(rng, label, size, domain, labels)
     quality = int(rng.integers(60, 96))
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -435,24 +534,34 @@ def render_picture(
 
 
 def write_dataset(
-    out: Path, n: int, seed: int, size: int = 256, domain: str = "train"
+    out: Path,
+    n: int,
+    seed: int,
+    size: int = 256,
+    domain: str = "train",
+    labels: Sequence[str] = LABELS,
 ) -> dict[str, int]:
-    """Write ``n`` pictures per class to ``out/<label>/<label>_<i>.jpg``; returns counts.
+    """Write ``n`` pictures per class of ``labels`` to ``out/<label>/<label>_<i>.jpg``;
+    returns counts.
 
-    Picture ``i`` of a class depends only on (seed, class, i), not on ``n``.
+    Picture ``i`` of a class depends only on (seed, class, i, whether the set has
+    ``overripe``), not on ``n`` or the order of ``labels``.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    _check(LABELS[0], size, domain)
+    for label in labels:
+        _check(label, size, domain, labels)
     out = Path(out)
     counts: dict[str, int] = {}
-    with tqdm(total=n * len(LABELS), desc=f"render {domain}", unit="pic") as bar:
-        for index, label in enumerate(LABELS):
+    with tqdm(total=n * len(labels), desc=f"render {domain}", unit="pic") as bar:
+        for label in labels:
+            index = ALL_LABELS.index(label)
             folder = out / label
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 rng = np.random.default_rng([seed, index, i])
-                (folder / f"{label}_{i}.jpg").write_bytes(render_picture(rng, label, size, domain))
+                picture = render_picture(rng, label, size, domain, labels)
+                (folder / f"{label}_{i}.jpg").write_bytes(picture)
                 bar.update(1)
             counts[label] = n
     return counts

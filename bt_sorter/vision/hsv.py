@@ -85,6 +85,11 @@ class HsvClassifier:
         self.labels = tuple(labels)
         self.limits = limits
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The labels the rule answers with: it cannot tell any other class (``overripe``)."""
+        return self.labels
+
     def measure(self, data: bytes) -> ColourMeasure:
         """Run steps 1-4 of the rule; raises BadPictureError for bytes that are not a picture."""
         with decoded(data, self.limits) as full:  # the full size counts until it is shrunk

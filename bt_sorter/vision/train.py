@@ -14,7 +14,9 @@ holds ``class_indices.json``, ``metrics.json`` (with ECE before/after), ``curves
 ``--device auto|cpu|cuda``: on CUDA the batches come from pinned memory with non-blocking
 copies, the network runs channels-last under autocast (bfloat16 where the card has it, else
 float16 with a gradient scaler); on the CPU everything stays float32. ``--init MODEL``
-fine-tunes from a model file's weights with a fresh optimiser.
+fine-tunes from a model file's weights with a fresh optimiser; with ``--new-head`` the model
+may have other classes (a line with a class more): its body is kept, the head gets one row
+per class of this run, copied from the model for the classes both have, fresh for the rest.
 """
 
 from __future__ import annotations
@@ -187,16 +189,29 @@ def calibrate_best(
     return report
 
 
-def _initial_weights(path: Path, arch: str, classes: Sequence[str]) -> nn.Module:
-    """The network of model file ``path`` to fine-tune; it must match ``arch`` and ``classes``."""
+def _initial_weights(
+    path: Path, arch: str, classes: Sequence[str], new_head: bool = False
+) -> nn.Module:
+    """The network of model file ``path`` to fine-tune; it must match ``arch`` and, unless
+    ``new_head``, ``classes``. With ``new_head`` the final layer is rebuilt for ``classes``:
+    rows of classes the model knows are copied, the others keep a fresh initialisation."""
     from bt_sorter.vision.torch_backend import load_model
 
     model, info = load_model(path)
-    if info.arch != arch or list(info.classes) != list(classes):
+    if info.arch != arch or (not new_head and list(info.classes) != list(classes)):
         raise ValueError(
             f"{path} is {info.arch} over {list(info.classes)}; this run is {arch} over "
-            f"{list(classes)}"
+            f"{list(classes)}" + ("" if new_head else " (--new-head starts a head for them)")
         )
+    if new_head:
+        old = model.fc
+        head = nn.Linear(old.in_features, len(classes))
+        with torch.no_grad():
+            for row, name in enumerate(classes):
+                if name in info.classes:
+                    head.weight[row] = old.weight[info.classes.index(name)]
+                    head.bias[row] = old.bias[info.classes.index(name)]
+        model.fc = head
     model.train()
     return model
 
@@ -247,6 +262,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="fine-tune: start from this model's weights (same arch and classes), fresh optimiser",
     )
+    parser.add_argument(
+        "--new-head",
+        action="store_true",
+        help="with --init: the model's classes may differ; keep its body, rebuild its head",
+    )
     parser.add_argument("--half", action="store_true", help="store best.pth in float16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -291,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = build(args.arch, len(classes))
     if args.init and not args.resume:
-        model = _initial_weights(args.init, args.arch, classes)
+        model = _initial_weights(args.init, args.arch, classes, args.new_head)
     if args.resume:  # weights first, then the move: optimiser state follows the parameters
         checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
         if list(checkpoint["meta"]["classes"]) != classes:
