@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
 from bt_sorter.blackboard import GATES, Item, Outcome
-from bt_sorter.items import note_missing, resolve_item, since_feed
+from bt_sorter.items import note_feeder_missed, note_missing, resolve_item, since_feed
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -89,9 +89,14 @@ class Watchdogs:
             reason = "never seen: fed before the broker was lost"
             resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
         elif not self.bb.missed_since_evidence and not late:  # else the belt may have stalled
+            later = [i for i in self.bb.items if i.id > item.id and i.seen]
             self.bb.items.discard(item)
-            self.bb.empty_feeds_in_a_row += 1
+            self.bb.last_empty_feed = item.id
             self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
+            if later:  # issue 15: a later feed put an item on the belt: the stack was not empty
+                note_feeder_missed(self.ctx, 1, later[0])
+            else:
+                self.bb.empty_feeds_in_a_row += 1
 
     def _overdue(self, item: Item) -> None:
         now = since_feed(self.ctx, item, self.bb.now)

@@ -9,6 +9,13 @@ from bt_sorter.behaviours.base import Context, Leaf, Param, register
 
 Status = py_trees.common.Status
 
+# Issue 15: a feed that put nothing on the belt while a later one did (``feeder_misses``)
+# means rod 1 was pulled before its stroke was done, or was not back far enough to take
+# the next item: each such miss lengthens the leaf's hold and back by this factor, up to
+# FEED_STRETCH_MAX times the configured ones (recorded as ``feeder_cycle_lengthened``).
+FEED_STRETCH = 1.25
+FEED_STRETCH_MAX = 2.0
+
 
 @register
 class FeedItem(Leaf):
@@ -16,9 +23,12 @@ class FeedItem(Leaf):
 
     RUNNING while rod 1 is out and until it counts as back; SUCCESS then. Pre-empted
     while out, it retracts rod 1. Its cycle (hold + back) tells the line model the
-    feeder's pace.
+    feeder's pace. When the feeder has missed since its last feed (a feed came up empty
+    while a later one put an item on the belt), it lengthens hold and back by
+    :data:`FEED_STRETCH` first, to at most :data:`FEED_STRETCH_MAX` times the configured.
 
-    reads: now, rods_out. writes: items (a new item), rod 1 commands; line.feeder_cycle.
+    reads: now, rods_out, feeder_misses. writes: items (a new item), rod 1 commands;
+    line.feeder_cycle.
     """
 
     params = (
@@ -34,8 +44,13 @@ class FeedItem(Leaf):
         self.hold_s = self.hold if self.hold is not None else timings.feed_hold
         self.back_s = self.back if self.back is not None else timings.feed_back
         ctx.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
+        self.configured = self.hold_s, self.back_s
+        self.misses = 0  # the feeder misses this leaf has answered
 
     def initialise(self) -> None:
+        if self.bb.feeder_misses > self.misses:
+            self.misses = self.bb.feeder_misses
+            self._lengthen()
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
         self.pulled_at: float | None = None
@@ -54,6 +69,18 @@ class FeedItem(Leaf):
     def terminate(self, new_status: Status) -> None:
         if new_status == Status.INVALID and self.bb.rods_out[1]:
             self.bb.command(protocol.pull(1))
+
+    def _lengthen(self) -> None:
+        """Answer a feeder miss: a longer hold and back, within the bound."""
+        hold, back = (min(now * FEED_STRETCH, configured * FEED_STRETCH_MAX)
+                      for now, configured in zip((self.hold_s, self.back_s), self.configured,
+                                                 strict=True))  # fmt: skip
+        at_limit = (hold, back) == (self.hold_s, self.back_s)
+        self.hold_s, self.back_s = hold, back
+        self.bb.line.note_feeder_cycle(hold + back)
+        self.ctx.record.write("feeder_cycle_lengthened", self.bb.now, hold=round(hold, 4),
+                              back=round(back, 4), misses=self.misses,
+                              at_limit=at_limit)  # fmt: skip
 
 
 @register
