@@ -61,7 +61,7 @@ def note_feeder_missed(ctx: Context, feeds: int, later: Item) -> None:
     """``feeds`` feeds called empty while a later one (``later``) put an item on the belt: the
     stack was not empty, the feeder missed (issue 15: rod 1 pulled back before its stroke
     was done, or not back far enough to take the next item). Counted in
-    ``feeder_misses``; the feeding leaves lengthen their cycle on it (``FeedItem``)."""
+    ``feeder_misses`` (the feeding leaves lengthen their cycle on every empty feed)."""
     ctx.bb.feeder_misses += feeds
     ctx.record.write("feeder_missed", ctx.bb.now, feeds=feeds, later=later.id,
                      misses=ctx.bb.feeder_misses)  # fmt: skip

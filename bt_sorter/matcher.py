@@ -160,12 +160,19 @@ class Matcher:
         return self._nearer(name, edge.t, later, item)
 
     def _nearer(self, name: str, t: float, later: Item, item: Item) -> bool:
-        """Whether an event ``name`` at ``t`` fits ``later``'s window and is nearer its
-        prediction than ``item``'s (both from their own feed and latest gate edge)."""
+        """Whether an event ``name`` at ``t`` fits ``later`` and is nearer its prediction
+        than ``item``'s (both from their own feed and latest gate edge).
+
+        Events are stamped when they arrive, so a late one is common (a large picture on
+        a busy machine: a second of line time at --speed 9) and an early one is not: for
+        ``later`` the event may come no earlier than the prediction less the measured
+        jitter (four spreads) and the latency margin, and no later than its window.
+        """
         theirs, mine = self.model.predict(name, later.anchor), self.model.predict(name, item.anchor)
         if theirs is None or mine is None:
             return False  # unmeasured: order decides
-        low, high = self.model.window(name, later.anchor)
+        high = self.model.window(name, later.anchor)[1]
+        low = theirs - linemodel.SPREAD_K * self.model.spread(name) - self.model.margin
         at_later, at_item = since_feed(self.ctx, later, t), since_feed(self.ctx, item, t)
         return low <= at_later <= high and abs(at_later - theirs) < abs(at_item - mine)
 

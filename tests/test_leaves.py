@@ -406,15 +406,15 @@ def test_two_lost_edges_in_a_row_do_not_stop_the_line(ctx: Context, tmp_path: Pa
 def test_a_feeder_that_missed_lengthens_its_cycle_within_a_bound(
     ctx: Context, tmp_path: Path
 ) -> None:
-    # Issue 15: a feed that came up empty while a later one put an item on the belt
-    # (feeder_misses) means rod 1 went back before its stroke was done.
+    # Issue 15: a feed that came up empty may mean rod 1 went back before its stroke was
+    # done: the next feeds hold it out longer.
     root = tree(ctx, tmp_path, "root:\n  repeat: feeding\n  num_success: -1\n  child:\n"
                 "    FeedItem: feed\n    hold: 0.6\n    back: 0.3\n")  # fmt: skip
     pushes, pulls = [], []
     for tick in range(0, 200):
         t = round(tick * 0.05, 2)
         if t >= 1.0:
-            ctx.bb.feeder_misses = tick  # a miss found during every feed from the second on
+            ctx.bb.items.empty_feeds = tick  # an empty feed found during every feed
         commands = step(ctx, root, t)
         pushes += [t] * commands.count(protocol.push(1))
         pulls += [t] * commands.count(protocol.pull(1))

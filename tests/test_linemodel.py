@@ -291,3 +291,21 @@ def test_an_empty_feed_leaves_the_next_items_events_to_it(tmp_path: Path) -> Non
     assert empty.outcome is None and ctx.bb.items.empty_feeds == 1  # called empty
     assert ctx.bb.feeder_misses == 1 and ctx.bb.empty_feeds_in_a_row == 0  # the stack is not
     assert ctx.bb.unmatched_edges == 0 and ctx.bb.alarms == []
+
+
+def test_a_late_picture_stays_with_its_item_though_the_next_feed_is_nearer(
+    tmp_path: Path,
+) -> None:
+    # Seen on a loaded machine at --speed 9: an item's picture came late (here 0.9 s),
+    # before its gate 1 edge, and 0.6 s before the next feed's prediction. Pictures come
+    # late, never early: it is the first item's, and taking it for the second put a label
+    # on the wrong item.
+    model = LineModel(None, tick=0.02, speed=8.0)
+    for _ in range(3):
+        model.learn(LINE)
+    ctx = running_context(tmp_path, model, measured=False)
+    first, second = fed(ctx, 0.0, rod=None), fed(ctx, 1.5, rod=2)
+    events = {2.9: "picture", **passage(3.0, 1), 3.5: "picture", **passage(4.5, 1)}
+    run(ctx, tmp_path, 6.0, events)
+    assert first.picture_at == 2.9 and second.picture_at == 3.5
+    assert ctx.bb.items.empty_feeds == 0 and second.outcome is Outcome.SORTED

@@ -9,10 +9,12 @@ from bt_sorter.behaviours.base import Context, Leaf, Param, register
 
 Status = py_trees.common.Status
 
-# Issue 15: a feed that put nothing on the belt while a later one did (``feeder_misses``)
-# means rod 1 was pulled before its stroke was done, or was not back far enough to take
-# the next item: each such miss lengthens the leaf's hold and back by this factor, up to
-# FEED_STRETCH_MAX times the configured ones (recorded as ``feeder_cycle_lengthened``).
+# Issue 15: a feed that put nothing on the belt may be the feeder's miss (rod 1 pulled
+# before its stroke was done, or not back far enough to take the next item; a later
+# feed's item shows it was: ``feeder_misses``) as well as an empty stack: each empty feed
+# lengthens the leaf's hold and back by this factor, up to FEED_STRETCH_MAX times the
+# configured ones (``feeder_cycle_lengthened``), so the feeds that judge the stack empty
+# are made with a longer stroke.
 FEED_STRETCH = 1.25
 FEED_STRETCH_MAX = 2.0
 
@@ -23,12 +25,12 @@ class FeedItem(Leaf):
 
     RUNNING while rod 1 is out and until it counts as back; SUCCESS then. Pre-empted
     while out, it retracts rod 1. Its cycle (hold + back) tells the line model the
-    feeder's pace. When the feeder has missed since its last feed (a feed came up empty
-    while a later one put an item on the belt), it lengthens hold and back by
-    :data:`FEED_STRETCH` first, to at most :data:`FEED_STRETCH_MAX` times the configured.
+    feeder's pace. When a feed has come up empty since its last one (the feeder may have
+    missed), it lengthens hold and back by :data:`FEED_STRETCH` first, to at most
+    :data:`FEED_STRETCH_MAX` times the configured.
 
-    reads: now, rods_out, feeder_misses. writes: items (a new item), rod 1 commands;
-    line.feeder_cycle.
+    reads: now, rods_out, items (their empty feeds). writes: items (a new item), rod 1
+    commands; line.feeder_cycle.
     """
 
     params = (
@@ -45,11 +47,11 @@ class FeedItem(Leaf):
         self.back_s = self.back if self.back is not None else timings.feed_back
         ctx.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
         self.configured = self.hold_s, self.back_s
-        self.misses = 0  # the feeder misses this leaf has answered
+        self.empty = 0  # the empty feeds this leaf has answered
 
     def initialise(self) -> None:
-        if self.bb.feeder_misses > self.misses:
-            self.misses = self.bb.feeder_misses
+        if self.bb.items.empty_feeds > self.empty:
+            self.empty = self.bb.items.empty_feeds
             self._lengthen()
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
@@ -71,7 +73,7 @@ class FeedItem(Leaf):
             self.bb.command(protocol.pull(1))
 
     def _lengthen(self) -> None:
-        """Answer a feeder miss: a longer hold and back, within the bound."""
+        """Answer an empty feed: a longer hold and back, within the bound."""
         hold, back = (min(now * FEED_STRETCH, configured * FEED_STRETCH_MAX)
                       for now, configured in zip((self.hold_s, self.back_s), self.configured,
                                                  strict=True))  # fmt: skip
@@ -79,8 +81,8 @@ class FeedItem(Leaf):
         self.hold_s, self.back_s = hold, back
         self.bb.line.note_feeder_cycle(hold + back)
         self.ctx.record.write("feeder_cycle_lengthened", self.bb.now, hold=round(hold, 4),
-                              back=round(back, 4), misses=self.misses,
-                              at_limit=at_limit)  # fmt: skip
+                              back=round(back, 4), empty_feeds=self.empty,
+                              feeder_misses=self.bb.feeder_misses, at_limit=at_limit)  # fmt: skip
 
 
 @register
