@@ -177,24 +177,30 @@ def test_no_missort_no_false_alarm_every_item_accounted_for(case: Case, tmp_path
 
 FAST = {"feed_hold": 0.6, "feed_back": 0.3, "push_hold": 0.4}  # the issue's fast set
 FAST_ITEMS = 30
+FEEDER_STROKE = 0.58  # the simulator's rod 1: 0.02 s short of the hold (the built-in: 0.1 s)
 
 
 @pytest.mark.slow
-def test_fast_timings_whose_feeds_may_come_up_empty_lose_and_missort_nothing(
+def test_fast_timings_whose_feeds_come_up_empty_lose_and_missort_nothing(
     tmp_path: Path,
 ) -> None:
-    """Issue 15's fast set on the built-in line at its top speed: rod 1 held 0.6 s for a
-    0.5 s stroke, so a command that comes late makes a feed put nothing on the belt. The
+    """Issue 15's fast set, rod 1 held 0.6 s, on the built-in line with a feeder stroke of
+    0.58 s: a push that reaches the line 20 ms of line time late is pulled back before its
+    stroke is done, and the feed puts nothing on the belt (at --speed 9, often: 3 to 6 of
+    30 feeds in the runs tried). The
     next item's events must not be taken for the empty feed's (that shifted every later
     item, and the line model learned from it): every item is fed and sorted, none into
-    another label's bin, no alarm."""
+    another label's bin, no alarm; the feeder's misses are reported."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text("utf-8"))
+    line = tmp_path / "slow_feeder.yaml"
+    line.write_text(yaml.safe_dump({"line": {**data["line"], "feeder_stroke_time": FEEDER_STROKE}}))
     case = Case("trees/sort_pipelined.yaml", None, **FAST, push_back=1.0, seed=7, speed=9.0)
     ledger_path = tmp_path / "ledger.jsonl"
     code, summary = run_line(
         tmp_path, "--tree", case.tree, "--builtin", "--config",
-        str(controller_config(case, tmp_path)), "--items", str(FAST_ITEMS), "--seed", "7",
-        "--speed", str(case.speed), "--ledger", str(ledger_path), "--log-level", "warning",
-        timeout=300,
+        str(controller_config(case, tmp_path)), "--line", str(line), "--items",
+        str(FAST_ITEMS), "--seed", "7", "--speed", str(case.speed), "--ledger",
+        str(ledger_path), "--log-level", "warning", timeout=300,
     )  # fmt: skip
     ledger = [json.loads(r) for r in ledger_path.read_text("utf-8").splitlines()]
     routes = load_config(DEFAULT_CONFIG).sorting.routes
