@@ -56,7 +56,11 @@ class FeedItem(Leaf):
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
         self.pulled_at: float | None = None
-        self.ctx.record.write("item_fed", self.bb.now, item=self.item.id)
+        # Issue 15: the least feed interval the spacing rule allowed at this feed (the
+        # feeder cycle or the safe spacing; none while learning), for bench/line.py.
+        spacing = self.bb.line.safe_spacing()
+        least = None if spacing is None else round(max(spacing, self.bb.line.feeder_cycle), 4)
+        self.ctx.record.write("item_fed", self.bb.now, item=self.item.id, least_interval=least)
 
     def update(self) -> Status:
         if self.pulled_at is None:
