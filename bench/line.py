@@ -23,8 +23,10 @@ speed) on the line file's geometry, or the config's without ``--line``
 ``--timing-sets`` (issue 15) runs the trees on the built-in line under each actuator
 timing set of :data:`TIMING_SETS` (the course's feeder 1.5/1.0 s with rods held 1.0 s, the
 students' 1.0/0.5, a fast 0.6/0.3 with rods held 0.4) and prints throughput against each
-set's limit (the controller's measured one and the config's geometric one) and the
-missorts proper (an item in another label's bin 2-4) apart from the rejects (bin 1).
+set's limit (the controller's measured one at the end of the run, the same rule's over the
+feeds of the steady half from the record's ``item_fed`` events, and the config's geometric
+one) and the missorts proper (an item in another label's bin 2-4) apart from the rejects
+(bin 1).
 
     python bench/line.py --timing-sets --trees trees/sort_pipelined.yaml --items 60 --speed 8
 """
