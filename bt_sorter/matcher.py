@@ -15,6 +15,10 @@ on the belt) decide only what order cannot:
 - an edge later than its candidate's window for leaving the gate: the candidate
   passed unseen (both edges lost), and the edge belongs to the item behind it.
 
+A feed not seen yet (no picture, no edge) may have put nothing on the belt (issue 15):
+it leaves a picture or a gate 1 edge to the next feed when that one fits it better, so
+an empty feed does not shift every later item's events one item back.
+
 Evidence is never thrown away because it disagrees with a prior: before a quantity is
 measured there is no window, only order. A matched event sets the item's times and
 ``anchor`` and is recorded (``gate_edge``, ``picture_received``); an unmatched one is
@@ -23,7 +27,8 @@ counted in ``unmatched_edges`` and recorded, and the item it came nearest is no 
 
 Reads: ``items``, ``line``, ``gates``. Writes: the items' positions and times,
 ``blocked_gates`` (a gate an item cleared is free), ``last_evidence_at``,
-``missed_since_evidence``, ``empty_feeds_in_a_row``, ``unmatched_edges``.
+``missed_since_evidence``, ``empty_feeds_in_a_row``, ``feeder_misses``,
+``unmatched_edges``.
 """
 
 from __future__ import annotations
@@ -144,8 +149,8 @@ class Matcher:
     def _later_feed_fits(self, item: Item, edge: Edge) -> bool:
         """Issue 15: whether ``item``, never seen (no picture, no edge: perhaps a feed that
         put nothing on the belt), leaves this edge to the next item fed after it that has
-        not made it: that one is seen (its picture) and the edge is inside its window
-        and nearer its prediction. ``item`` is left as it is: the watchdogs call it an
+        not made it: that one is seen (its picture) and the edge fits it better
+        (:meth:`_nearer`). ``item`` is left as it is: the watchdogs call it an
         empty feed at its deadline, or its own events show it. Order alone would give
         the next item's events to the empty feed, and every later item's one back."""
         name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
@@ -249,7 +254,7 @@ class Matcher:
         """The item a picture belongs to: the oldest without one that has not left gate 1
         and whose window it fits; an item it is too late for lost its own picture. An
         item not seen yet leaves it to the next one waiting when the picture fits that
-        one's window better (issue 15: the earlier feed may have been empty)."""
+        one better (issue 15: the earlier feed may have been empty)."""
         waiting = [i for i in self.bb.items if i.picture is None and i.cleared < 1]
         for index, item in enumerate(waiting):
             at = since_feed(self.ctx, item, t)
@@ -259,11 +264,7 @@ class Matcher:
                 break  # too early even for the oldest: a duplicate or a stray
             if at > latest and item.entered == 0:
                 continue  # this one's picture went missing; the item behind may fit
-            later = waiting[index + 1] if index + 1 < len(waiting) else None
-            unseen = not item.seen and later is not None and later.entered == 0
-            if unseen and later is not None and self._nearer(linemodel.PICTURE, t, later, item):
-                self.ctx.record.write("picture_passed_on", t, item=item.id,
-                                      to=later.id)  # fmt: skip
+            if self._picture_is_later(item, waiting[index + 1 :], t):
                 continue
             item.picture, item.picture_at = data, t
             if item.anchor is None:
@@ -274,6 +275,17 @@ class Matcher:
             return item
         self.ctx.record.write("picture_unmatched", t, bytes=len(data))
         return None
+
+    def _picture_is_later(self, item: Item, waiting: list[Item], t: float) -> bool:
+        """Issue 15: whether ``item``, not seen yet, leaves the picture at ``t`` to the
+        next item waiting for one (not at gate 1 yet), which it fits better."""
+        later = waiting[0] if waiting else None
+        if later is None or item.seen or later.entered > 0:
+            return False
+        if not self._nearer(linemodel.PICTURE, t, later, item):
+            return False
+        self.ctx.record.write("picture_passed_on", t, item=item.id, to=later.id)
+        return True
 
     def seen(self, item: Item, t: float) -> None:
         """Evidence that ``item`` is on the belt: the line is moving, and the empty feeds
