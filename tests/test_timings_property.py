@@ -23,7 +23,9 @@ lost. An item the controller rejects goes to bin 1 with a reason (the project's 
 "when unsure, bin 1"), which is not a missort. The sample is fixed (:data:`SAMPLE_SEED`)
 so a failure is reproducible: the test id names the configuration.
 
-Time: 7 runs of 8 items, 15-30 s each on two loaded cores (about 2-3 min in all).
+Time: 7 runs of 8 items, 15-30 s each on two loaded cores (about 2-3 min in all), and
+one run of 30 items with the issue's fast set and a feeder whose feeds come up empty
+(about 15 s).
 """
 
 from __future__ import annotations
