@@ -14,7 +14,8 @@ Status = py_trees.common.Status
 # feed's item shows it was: ``feeder_misses``) as well as an empty stack: each empty feed
 # lengthens the leaf's hold and back by this factor, up to FEED_STRETCH_MAX times the
 # configured ones (``feeder_cycle_lengthened``), so the feeds that judge the stack empty
-# are made with a longer stroke.
+# are made with a longer stroke. The line model takes the longer cycle (for the limit)
+# once a miss shows it was needed, not for the empty feeds at the end of the stack.
 FEED_STRETCH = 1.25
 FEED_STRETCH_MAX = 2.0
 
@@ -27,10 +28,11 @@ class FeedItem(Leaf):
     while out, it retracts rod 1. Its cycle (hold + back) tells the line model the
     feeder's pace. When a feed has come up empty since its last one (the feeder may have
     missed), it lengthens hold and back by :data:`FEED_STRETCH` first, to at most
-    :data:`FEED_STRETCH_MAX` times the configured.
+    :data:`FEED_STRETCH_MAX` times the configured; once the feeder has missed, the line
+    model takes the longer cycle.
 
-    reads: now, rods_out, items (their empty feeds). writes: items (a new item), rod 1
-    commands; line.feeder_cycle.
+    reads: now, rods_out, items (their empty feeds), feeder_misses. writes: items (a new
+    item), rod 1 commands; line.feeder_cycle.
     """
 
     params = (
@@ -48,11 +50,15 @@ class FeedItem(Leaf):
         ctx.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
         self.configured = self.hold_s, self.back_s
         self.empty = 0  # the empty feeds this leaf has answered
+        self.misses = 0  # the feeder misses whose cycle the line model has been told
 
     def initialise(self) -> None:
         if self.bb.items.empty_feeds > self.empty:
             self.empty = self.bb.items.empty_feeds
             self._lengthen()
+        if self.bb.feeder_misses > self.misses:  # the longer cycle is the feeder's from now
+            self.misses = self.bb.feeder_misses
+            self.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
         self.pulled_at: float | None = None
@@ -83,7 +89,6 @@ class FeedItem(Leaf):
                                                  strict=True))  # fmt: skip
         at_limit = (hold, back) == (self.hold_s, self.back_s)
         self.hold_s, self.back_s = hold, back
-        self.bb.line.note_feeder_cycle(hold + back)
         self.ctx.record.write("feeder_cycle_lengthened", self.bb.now, hold=round(hold, 4),
                               back=round(back, 4), empty_feeds=self.empty,
                               feeder_misses=self.bb.feeder_misses, at_limit=at_limit)  # fmt: skip
