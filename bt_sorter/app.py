@@ -189,6 +189,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "bins": dict(sorted(bins.items())),
         "reasons": dict(reasons),
         "empty_feeds": ctx.bb.items.empty_feeds,
+        "feeder_misses": ctx.bb.feeder_misses,  # issue 15: empty feeds with items behind
         "bad_inputs": ctx.bb.bad_inputs,
         "dropped": dict(ctx.bb.dropped),
         "unmatched_edges": ctx.bb.unmatched_edges,
@@ -211,6 +212,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
+    if summary.get("feeder_misses"):  # issue 15
+        lines.append(f"feeder missed {summary['feeder_misses']} feeds (its cycle was lengthened)")
     if summary["bad_inputs"] or summary["dropped"]:
         lines.append(f"bad inputs {summary['bad_inputs']}, dropped unread {summary['dropped']}")
     lines.append(format_measured_line(summary["measured_line"]))

@@ -204,6 +204,9 @@ class Blackboard:
     fault: str = ""  # the last fault a condition reported (for the alarm)
     stack_empty: bool = False
     empty_feeds_in_a_row: int = 0  # feeds in a row that put nothing on the belt
+    # Issue 15: empty feeds that a later feed's item showed were the feeder's, not the stack's
+    feeder_misses: int = 0
+    last_empty_feed: int = 0  # the id of the newest feed called empty
     last_label: str | None = None
     unmatched_edges: int = 0
     # Edges of gates the topology does not have (gate -> count): the line may have more

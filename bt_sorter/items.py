@@ -57,6 +57,16 @@ def note_missing(ctx: Context, item: Item, gate: int, blocked: bool) -> None:
     ctx.record.write("edge_missing", ctx.bb.now, item=item.id, gate=gate, blocked=blocked)
 
 
+def note_feeder_missed(ctx: Context, feeds: int, later: Item) -> None:
+    """``feeds`` feeds called empty while a later one (``later``) put an item on the belt: the
+    stack was not empty, the feeder missed (issue 15: rod 1 pulled back before its stroke
+    was done, or not back far enough to take the next item). Counted in
+    ``feeder_misses`` (the feeding leaves lengthen their cycle on every empty feed)."""
+    ctx.bb.feeder_misses += feeds
+    ctx.record.write("feeder_missed", ctx.bb.now, feeds=feeds, later=later.id,
+                     misses=ctx.bb.feeder_misses)  # fmt: skip
+
+
 def resolve_item(
     ctx: Context, item: Item, t: float, outcome: Outcome, reason: str, bin_: int | None = None
 ) -> None:
@@ -84,8 +94,11 @@ def resolve_item(
         if times:
             for mismatch in ctx.bb.line.learn(times):
                 ctx.record.write("geometry_mismatch", t, item=item.id, **mismatch)
-            ctx.record.write("line_learned", t, item=item.id,
-                             **{k: round(v, 4) for k, v in times.items()})  # fmt: skip
+            if outliers := ctx.bb.line.last_outliers:  # issue 15: not learned
+                ctx.record.write("line_sample_rejected", t, item=item.id, outliers=outliers)
+            else:
+                ctx.record.write("line_learned", t, item=item.id,
+                                 **{k: round(v, 4) for k, v in times.items()})  # fmt: skip
 
 
 def identity_doubt(ctx: Context, item: Item) -> str | None:

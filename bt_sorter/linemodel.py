@@ -69,6 +69,12 @@ LATENCY_WALL_S = 0.05  # wall seconds a message and a command may add on the net
 DELAY_WINDOW = 500  # ticks: 10 s of line time at 50 Hz
 DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
+# Issue 15: an item whose times fall outside the model's own windows is not learned (its
+# events may be another item's: a feed that put nothing on the belt); SHIFT_ITEMS such
+# items in a row that agree with each other (within SHIFT_AGREE of their median pace) are
+# a line that changed, and are learned.
+SHIFT_ITEMS = 3
+SHIFT_AGREE = 0.1
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
 # How far past its gate (in the item's own passages) a late push still meets the item: the
 # sweep window lies downstream of the gate and must overlap an item that has just cleared
@@ -239,6 +245,9 @@ class LineModel:
         self._default_feeder_cycle, self._default_rod_out = feeder_cycle, rod_out
         self.pace = 1.0
         self.items_learned = 0
+        self.items_rejected = 0  # items whose times were outliers (issue 15)
+        self.last_outliers: dict[str, dict[str, float]] = {}  # the last learn()'s, if rejected
+        self._rejected: deque[dict[str, float]] = deque(maxlen=SHIFT_ITEMS)  # in a row
 
     def note_feeder_cycle(self, seconds: float) -> None:
         """A feeding leaf's cycle: rod 1 out and back (the feeder's pace)."""
@@ -284,18 +293,68 @@ class LineModel:
     # -- learning ------------------------------------------------------------------
 
     def learn(self, observed: dict[str, float]) -> list[dict[str, Any]]:
-        """Take one unambiguous item's times; the ``geometry_mismatch`` facts it showed."""
+        """Take one unambiguous item's times; the ``geometry_mismatch`` facts it showed.
+
+        An item with a time outside the model's window for it (:meth:`outliers`) is not
+        learned: :attr:`last_outliers` says which and :attr:`items_rejected` counts it
+        (issue 15: one wrong sample in a short window moves the medians and the spacing).
+        :data:`SHIFT_ITEMS` rejected items in a row whose paces agree are a line that
+        changed (a belt slower by more than the windows allow): they are all learned.
+        """
+        outliers = self.outliers(observed)
+        self.last_outliers = outliers
+        if not outliers:
+            self._rejected.clear()
+            return self._take(observed)
+        self.items_rejected += 1
+        pace = self._pace(observed)
+        low, high = PACE_LIMITS
+        trusted = self.items_learned >= SHIFT_ITEMS  # else the first items may be the odd ones
+        if pace is None or (trusted and not low <= pace <= high):
+            self._rejected.clear()  # no belt changes that much: not a drift
+            return []
+        self._rejected.append(observed)
+        paces = [self._pace(o) or 0.0 for o in self._rejected]
+        middle = statistics.median(paces)
+        agree = all(abs(p - middle) <= SHIFT_AGREE * middle for p in paces)
+        if len(self._rejected) < SHIFT_ITEMS or not agree:
+            return []
+        self.last_outliers = {}  # a shift: the line changed, follow it
+        taken = list(self._rejected)
+        self._rejected.clear()
+        return [m for times in taken for m in self._take(times)]
+
+    def outliers(self, observed: dict[str, float]) -> dict[str, dict[str, float]]:
+        """The quantities of ``observed`` outside the model's window for them (no anchor:
+        from the feed), once the model has a sample of that quantity; ``value``, ``low``
+        and ``high`` of each (belt s)."""
+        out = {}
+        for name, value in observed.items():
+            if self.estimates[name].n == 0:
+                continue
+            low, high = self.window(name)
+            if not low <= value <= high:
+                out[name] = {"value": round(value, 4), "low": round(low, 4),
+                             "high": round(high, 4)}  # fmt: skip
+        return out
+
+    def _pace(self, observed: dict[str, float]) -> float | None:
+        """An item's times over the model's medians (the median of the ratios)."""
         paces = [
             value / expected
             for name, value in observed.items()
             if not name.endswith("passage") and (expected := self.expected(name))
         ]
+        return statistics.median(paces) if paces else None
+
+    def _take(self, observed: dict[str, float]) -> list[dict[str, Any]]:
+        pace = self._pace(observed)
         mismatches = [m for m in (self._check_prior(n, v) for n, v in observed.items()) if m]
         for name, value in observed.items():
             self.estimates[name].add(value)
-        if paces:
+        if pace is not None:
             low, high = PACE_LIMITS
-            self.pace = min(high, max(low, statistics.median(paces)))
+            self.pace = min(high, max(low, pace))
         self.items_learned += 1
         return mismatches
 
@@ -493,6 +552,7 @@ class LineModel:
         return {
             "unit": "seconds of belt running since the feed command",
             "items_learned": self.items_learned,
+            "items_rejected": self.items_rejected,  # issue 15: outliers, not learned
             "quantities": {name: self.estimates[name].report() for name in self.quantities},
             "confirmed_prior": sorted(self.confirmed),
             "geometry_mismatches": list(self.mismatches),

@@ -15,6 +15,10 @@ on the belt) decide only what order cannot:
 - an edge later than its candidate's window for leaving the gate: the candidate
   passed unseen (both edges lost), and the edge belongs to the item behind it.
 
+A feed not seen yet (no picture, no edge) may have put nothing on the belt (issue 15):
+it leaves a picture or a gate 1 edge to the next feed when that one fits it better, so
+an empty feed does not shift every later item's events one item back.
+
 Evidence is never thrown away because it disagrees with a prior: before a quantity is
 measured there is no window, only order. A matched event sets the item's times and
 ``anchor`` and is recorded (``gate_edge``, ``picture_received``); an unmatched one is
@@ -23,7 +27,8 @@ counted in ``unmatched_edges`` and recorded, and the item it came nearest is no 
 
 Reads: ``items``, ``line``, ``gates``. Writes: the items' positions and times,
 ``blocked_gates`` (a gate an item cleared is free), ``last_evidence_at``,
-``missed_since_evidence``, ``empty_feeds_in_a_row``, ``unmatched_edges``.
+``missed_since_evidence``, ``empty_feeds_in_a_row``, ``feeder_misses``,
+``unmatched_edges``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
 from bt_sorter.blackboard import Edge, Item
-from bt_sorter.items import note_missing, since_feed
+from bt_sorter.items import note_feeder_missed, note_missing, since_feed
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -125,6 +130,8 @@ class Matcher:
             done = item.entered >= gate if edge.blocked else item.cleared >= gate
             if done:
                 continue
+            if not item.seen and self._later_feed_fits(item, edge):
+                continue  # issue 15: an empty feed, it seems: the edge is a later item's
             if item.entered < gate - 1:  # not even seen going into the gate upstream
                 return None
             leave = linemodel.clear(gate)
@@ -138,6 +145,41 @@ class Matcher:
                 continue
             return item
         return None
+
+    def _later_feed_fits(self, item: Item, edge: Edge) -> bool:
+        """Issue 15: whether ``item``, never seen (no picture, no edge: perhaps a feed that
+        put nothing on the belt), leaves this edge to the next item fed after it that has
+        not made it: that one is seen (its picture) and the edge fits it better
+        (:meth:`_nearer`). ``item`` is left as it is: the watchdogs call it an
+        empty feed at its deadline, or its own events show it. Order alone would give
+        the next item's events to the empty feed, and every later item's one back."""
+        name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
+        items = list(self.bb.items)
+        behind = items[items.index(item) + 1 :]
+        later = next((i for i in behind if (i.entered if edge.blocked else i.cleared) < edge.gate),
+                     None)  # fmt: skip
+        if later is None or not later.seen:
+            return False
+        if edge.gate > 1 and item.entered < edge.gate - 1:
+            return True  # not even seen going into the gate upstream, unlike the later one
+        return self._nearer(name, edge.t, later, item)
+
+    def _nearer(self, name: str, t: float, later: Item, item: Item) -> bool:
+        """Whether an event ``name`` at ``t`` fits ``later`` and is nearer its prediction
+        than ``item``'s (both from their own feed and latest gate edge).
+
+        Events are stamped when they arrive, so a late one is common (a large picture on
+        a busy machine: a second of line time at --speed 9) and an early one is not: for
+        ``later`` the event may come no earlier than the prediction less the measured
+        jitter (four spreads) and the latency margin, and no later than its window.
+        """
+        theirs, mine = self.model.predict(name, later.anchor), self.model.predict(name, item.anchor)
+        if theirs is None or mine is None:
+            return False  # unmeasured: order decides
+        high = self.model.window(name, later.anchor)[1]
+        low = theirs - linemodel.SPREAD_K * self.model.spread(name) - self.model.margin
+        at_later, at_item = since_feed(self.ctx, later, t), since_feed(self.ctx, item, t)
+        return low <= at_later <= high and abs(at_later - theirs) < abs(at_item - mine)
 
     def _behind_fits_better(self, item: Item, edge: Edge) -> bool:
         """Issue 15: whether ``item``, unseen at the gate upstream (it came bunched with
@@ -211,10 +253,11 @@ class Matcher:
 
     def picture(self, t: float, data: bytes) -> Item | None:
         """The item a picture belongs to: the oldest without one that has not left gate 1
-        and whose window it fits; an item it is too late for lost its own picture."""
-        for item in self.bb.items:
-            if item.picture is not None or item.cleared >= 1:
-                continue
+        and whose window it fits; an item it is too late for lost its own picture. An
+        item not seen yet leaves it to the next one waiting when the picture fits that
+        one better (issue 15: the earlier feed may have been empty)."""
+        waiting = [i for i in self.bb.items if i.picture is None and i.cleared < 1]
+        for index, item in enumerate(waiting):
             at = since_feed(self.ctx, item, t)
             earliest = self.model.window(linemodel.PICTURE)[0]
             latest = self.model.deadline(linemodel.PICTURE)
@@ -222,6 +265,8 @@ class Matcher:
                 break  # too early even for the oldest: a duplicate or a stray
             if at > latest and item.entered == 0:
                 continue  # this one's picture went missing; the item behind may fit
+            if self._picture_is_later(item, waiting[index + 1 :], t):
+                continue
             item.picture, item.picture_at = data, t
             if item.anchor is None:
                 item.anchor = (linemodel.PICTURE, at)
@@ -232,7 +277,22 @@ class Matcher:
         self.ctx.record.write("picture_unmatched", t, bytes=len(data))
         return None
 
+    def _picture_is_later(self, item: Item, waiting: list[Item], t: float) -> bool:
+        """Issue 15: whether ``item``, not seen yet, leaves the picture at ``t`` to the
+        next item waiting for one (not at gate 1 yet), which it fits better."""
+        later = waiting[0] if waiting else None
+        if later is None or item.seen or later.entered > 0:
+            return False
+        if not self._nearer(linemodel.PICTURE, t, later, item):
+            return False
+        self.ctx.record.write("picture_passed_on", t, item=item.id, to=later.id)
+        return True
+
     def seen(self, item: Item, t: float) -> None:
-        """Evidence that ``item`` is on the belt: the line is moving."""
+        """Evidence that ``item`` is on the belt: the line is moving, and the empty feeds
+        before it were the feeder's misses, not an empty stack (issue 15)."""
+        empty = self.bb.empty_feeds_in_a_row
+        if not item.seen and empty and item.id > self.bb.last_empty_feed:
+            note_feeder_missed(self.ctx, empty, item)
         item.seen, self.bb.last_evidence_at, self.bb.empty_feeds_in_a_row = True, t, 0
         self.bb.missed_since_evidence = 0

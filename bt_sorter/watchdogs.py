@@ -7,10 +7,11 @@ in the target range can trip (so a slower line is not a stuck item and a faster 
 not a stalled belt). When a deadline passes:
 
 - an item never seen (no picture, no edge): an empty feed, which may mean the stack is
-  empty; lost instead if it was fed before the broker went away, and left alone while
-  other edges are missing or late (the belt may have stalled under it). An item seen only by
-  its edges (its picture missing) is seen: never an empty feed. Nor is one while items
-  ahead of it are late;
+  empty, or, when an item fed after it has been seen, that the feeder missed (issue 15:
+  ``feeder_misses``; not counted towards an empty stack); lost instead if it was fed
+  before the broker went away, and left alone while other edges are missing or late (the
+  belt may have stalled under it). An item seen only by its edges (its picture missing)
+  is seen: never an empty feed. Nor is one while items ahead of it are late;
 - a gate edge: noted missing and the item moved past it (a missing clear edge at its
   push gate: it will not be pushed, bin 1); it counts towards a stalled belt, unless it
   may have been lost with the broker;
@@ -25,7 +26,8 @@ the belt may be stalling, so feeding holds.
 
 Reads: ``items``, ``line``, ``gates``, ``now``, ``resynced_at``, ``missed_since_evidence``.
 Writes: the items' positions and outcomes, ``blocked_gates``, ``missed_since_evidence``,
-``late_items``, ``empty_feeds_in_a_row``, the FIFO's empty feeds.
+``late_items``, ``empty_feeds_in_a_row``, ``feeder_misses``, ``last_empty_feed``, the
+FIFO's empty feeds.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
 from bt_sorter.blackboard import Item, Outcome
-from bt_sorter.items import note_missing, resolve_item, since_feed
+from bt_sorter.items import note_feeder_missed, note_missing, resolve_item, since_feed
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -89,9 +91,14 @@ class Watchdogs:
             reason = "never seen: fed before the broker was lost"
             resolve_item(self.ctx, item, self.bb.now, Outcome.LOST, reason)
         elif not self.bb.missed_since_evidence and not late:  # else the belt may have stalled
+            later = [i for i in self.bb.items if i.id > item.id and i.seen]
             self.bb.items.discard(item)
-            self.bb.empty_feeds_in_a_row += 1
+            self.bb.last_empty_feed = item.id
             self.ctx.record.write("feed_empty", self.bb.now, item=item.id)
+            if later:  # issue 15: a later feed put an item on the belt: the stack was not empty
+                note_feeder_missed(self.ctx, 1, later[0])
+            else:
+                self.bb.empty_feeds_in_a_row += 1
 
     def _overdue(self, item: Item) -> None:
         now = since_feed(self.ctx, item, self.bb.now)

@@ -401,3 +401,29 @@ def test_two_lost_edges_in_a_row_do_not_stop_the_line(ctx: Context, tmp_path: Pa
     sent = run_until(ctx, root, 17.0, edges)
     assert sent == [] and ctx.bb.alarms == []
     assert item.outcome is Outcome.REJECTED
+
+
+def test_a_feeder_that_missed_lengthens_its_cycle_within_a_bound(
+    ctx: Context, tmp_path: Path
+) -> None:
+    # Issue 15: a feed that came up empty may mean rod 1 went back before its stroke was
+    # done: the next feeds hold it out longer.
+    root = tree(ctx, tmp_path, "root:\n  repeat: feeding\n  num_success: -1\n  child:\n"
+                "    FeedItem: feed\n    hold: 0.6\n    back: 0.3\n")  # fmt: skip
+    pushes, pulls = [], []
+    for tick in range(0, 200):
+        t = round(tick * 0.05, 2)
+        if t >= 1.0:
+            ctx.bb.items.empty_feeds = tick  # an empty feed found during every feed
+        if t == 6.0:  # until a later feed's item shows they were misses, the empty feeds
+            assert ctx.bb.line.feeder_cycle == pytest.approx(0.9)  # may be the stack's end
+            ctx.bb.feeder_misses = 1
+        commands = step(ctx, root, t)
+        pushes += [t] * commands.count(protocol.push(1))
+        pulls += [t] * commands.count(protocol.pull(1))
+    holds = [round(pull - push, 2) for push, pull in zip(pushes, pulls, strict=False)]
+    assert holds[:5] == [0.6, 0.6, 0.75, 0.95, 1.2]  # x 1.25 each: 0.75, 0.9375, 1.17
+    assert holds[5:] and all(hold == 1.2 for hold in holds[5:])  # at most twice 0.6
+    lengthened = [e for e in ctx.record.recent if e["event"] == "feeder_cycle_lengthened"]
+    assert lengthened[0]["hold"] == 0.75 and lengthened[-1]["at_limit"]
+    assert ctx.bb.line.feeder_cycle == pytest.approx(1.2 + 0.6)  # the limit follows a miss

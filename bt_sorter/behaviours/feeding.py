@@ -9,6 +9,16 @@ from bt_sorter.behaviours.base import Context, Leaf, Param, register
 
 Status = py_trees.common.Status
 
+# Issue 15: a feed that put nothing on the belt may be the feeder's miss (rod 1 pulled
+# before its stroke was done, or not back far enough to take the next item; a later
+# feed's item shows it was: ``feeder_misses``) as well as an empty stack: each empty feed
+# lengthens the leaf's hold and back by this factor, up to FEED_STRETCH_MAX times the
+# configured ones (``feeder_cycle_lengthened``), so the feeds that judge the stack empty
+# are made with a longer stroke. The line model takes the longer cycle (for the limit)
+# once a miss shows it was needed, not for the empty feeds at the end of the stack.
+FEED_STRETCH = 1.25
+FEED_STRETCH_MAX = 2.0
+
 
 @register
 class FeedItem(Leaf):
@@ -16,9 +26,13 @@ class FeedItem(Leaf):
 
     RUNNING while rod 1 is out and until it counts as back; SUCCESS then. Pre-empted
     while out, it retracts rod 1. Its cycle (hold + back) tells the line model the
-    feeder's pace.
+    feeder's pace. When a feed has come up empty since its last one (the feeder may have
+    missed), it lengthens hold and back by :data:`FEED_STRETCH` first, to at most
+    :data:`FEED_STRETCH_MAX` times the configured; once the feeder has missed, the line
+    model takes the longer cycle.
 
-    reads: now, rods_out. writes: items (a new item), rod 1 commands; line.feeder_cycle.
+    reads: now, rods_out, items (their empty feeds), feeder_misses. writes: items (a new
+    item), rod 1 commands; line.feeder_cycle.
     """
 
     params = (
@@ -34,12 +48,25 @@ class FeedItem(Leaf):
         self.hold_s = self.hold if self.hold is not None else timings.feed_hold
         self.back_s = self.back if self.back is not None else timings.feed_back
         ctx.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
+        self.configured = self.hold_s, self.back_s
+        self.empty = 0  # the empty feeds this leaf has answered
+        self.misses = 0  # the feeder misses whose cycle the line model has been told
 
     def initialise(self) -> None:
+        if self.bb.items.empty_feeds > self.empty:
+            self.empty = self.bb.items.empty_feeds
+            self._lengthen()
+        if self.bb.feeder_misses > self.misses:  # the longer cycle is the feeder's from now
+            self.misses = self.bb.feeder_misses
+            self.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
         self.pulled_at: float | None = None
-        self.ctx.record.write("item_fed", self.bb.now, item=self.item.id)
+        # Issue 15: the least feed interval the spacing rule allowed at this feed (the
+        # feeder cycle or the safe spacing; none while learning), for bench/line.py.
+        spacing = self.bb.line.safe_spacing()
+        least = None if spacing is None else round(max(spacing, self.bb.line.feeder_cycle), 4)
+        self.ctx.record.write("item_fed", self.bb.now, item=self.item.id, least_interval=least)
 
     def update(self) -> Status:
         if self.pulled_at is None:
@@ -54,6 +81,17 @@ class FeedItem(Leaf):
     def terminate(self, new_status: Status) -> None:
         if new_status == Status.INVALID and self.bb.rods_out[1]:
             self.bb.command(protocol.pull(1))
+
+    def _lengthen(self) -> None:
+        """Answer an empty feed: a longer hold and back, within the bound."""
+        hold, back = (min(now * FEED_STRETCH, configured * FEED_STRETCH_MAX)
+                      for now, configured in zip((self.hold_s, self.back_s), self.configured,
+                                                 strict=True))  # fmt: skip
+        at_limit = (hold, back) == (self.hold_s, self.back_s)
+        self.hold_s, self.back_s = hold, back
+        self.ctx.record.write("feeder_cycle_lengthened", self.bb.now, hold=round(hold, 4),
+                              back=round(back, 4), empty_feeds=self.empty,
+                              feeder_misses=self.bb.feeder_misses, at_limit=at_limit)  # fmt: skip
 
 
 @register
