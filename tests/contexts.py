@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import py_trees
+
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard
+from bt_sorter.blackboard import Blackboard, Item, Received
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.topology import Topology
+from bt_sorter.trees import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 
 
@@ -61,3 +64,27 @@ def running_context(
     context.bb.command(protocol.BELT_RUN)
     context.bb.take_outbox()
     return context
+
+
+def tree_from_text(ctx: Context, tmp_path: Path, text: str) -> py_trees.behaviour.Behaviour:
+    """The tree ``text`` (YAML) built for ``ctx``, through the real loader and a real file."""
+    path = tmp_path / "tree.yaml"
+    path.write_text(text)
+    return load_tree(path, ctx)
+
+
+def step(
+    ctx: Context, root: py_trees.behaviour.Behaviour, t: float, *edges: tuple[int, bool]
+) -> list[protocol.Command]:
+    """Advance to line time ``t`` with these gate edges received at ``t``; the commands sent."""
+    ctx.bb.ingest([Received(t, protocol.GateEdge(gate, blocked)) for gate, blocked in edges])
+    ctx.bb.now = t
+    root.tick_once()
+    return ctx.bb.take_outbox()
+
+
+def fed(ctx: Context, t: float, rod: int | None, label: str = "ripe") -> Item:
+    """An item fed at ``t`` whose label is decided: ``rod`` (None: no rod, bin 1)."""
+    item = ctx.bb.items.feed(t)
+    item.label, item.rod, item.decided, item.seen = label, rod, True, True
+    return item

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import py_trees
 import pytest
-from contexts import measured_line, running_context
+from contexts import fed, measured_line, running_context, step, tree_from_text
 from peer import wait_until
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import ConnectionChanged, Item, Outcome, Received
+from bt_sorter.blackboard import ConnectionChanged, Outcome
 from bt_sorter.sim.render import render_picture
-from bt_sorter.trees import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 from bt_sorter.vision.http_backend import HttpClassifier
 
@@ -35,26 +34,7 @@ def ctx(tmp_path: Path) -> Context:
     return running_context(tmp_path, measured_line())  # the built-in line's times
 
 
-def tree(ctx: Context, tmp_path: Path, text: str) -> py_trees.behaviour.Behaviour:
-    path = tmp_path / "tree.yaml"
-    path.write_text(text)
-    return load_tree(path, ctx)
-
-
-def step(
-    ctx: Context, root: py_trees.behaviour.Behaviour, t: float, *edges: tuple[int, bool]
-) -> list[protocol.Command]:
-    """Advance to line time ``t`` with these gate edges received at ``t``; the commands sent."""
-    ctx.bb.ingest([Received(t, protocol.GateEdge(gate, blocked)) for gate, blocked in edges])
-    ctx.bb.now = t
-    root.tick_once()
-    return ctx.bb.take_outbox()
-
-
-def fed(ctx: Context, t: float, rod: int | None, label: str = "ripe") -> Item:
-    item = ctx.bb.items.feed(t)
-    item.label, item.rod, item.decided, item.seen = label, rod, True, True
-    return item
+tree = tree_from_text
 
 
 TRACK_AND_RODS = """

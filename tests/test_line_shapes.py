@@ -13,14 +13,14 @@ from pathlib import Path
 
 import py_trees
 import pytest
-from contexts import measured_line, measured_shape, running_context
+from contexts import fed as fed_item
+from contexts import measured_line, measured_shape, running_context, step, tree_from_text
 
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Item, Outcome, Received
 from bt_sorter.linemodel import LineModel
 from bt_sorter.topology import Topology
-from bt_sorter.trees import load_tree
 from bt_sorter.web.state import stations
 from bt_sorter.yamlio import SpecError
 
@@ -55,25 +55,11 @@ def shaped(tmp_path: Path, topology: Topology) -> Context:
 
 
 def tree(ctx: Context, tmp_path: Path, text: str = RODS_TREE) -> py_trees.behaviour.Behaviour:
-    path = tmp_path / "tree.yaml"
-    path.write_text(text)
-    return load_tree(path, ctx)
+    return tree_from_text(ctx, tmp_path, text)
 
 
 def fed(ctx: Context, t: float, rod: int | None) -> Item:
-    item = ctx.bb.items.feed(t)
-    item.label, item.rod, item.decided, item.seen = "ripe" if rod else "unknown", rod, True, True
-    return item
-
-
-def step(
-    ctx: Context, root: py_trees.behaviour.Behaviour, t: float, *edges: tuple[int, bool]
-) -> list[protocol.Command]:
-    """Advance to line time ``t`` with these gate edges received at ``t``; the commands sent."""
-    ctx.bb.ingest([Received(t, protocol.GateEdge(gate, blocked)) for gate, blocked in edges])
-    ctx.bb.now = t
-    root.tick_once()
-    return ctx.bb.take_outbox()
+    return fed_item(ctx, t, rod, "ripe" if rod else "unknown")
 
 
 def through_gates(
