@@ -193,6 +193,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "bad_inputs": ctx.bb.bad_inputs,
         "dropped": dict(ctx.bb.dropped),
         "unmatched_edges": ctx.bb.unmatched_edges,
+        "repeated_edges": ctx.bb.repeated_edges,
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
         "measured_line": ctx.bb.line.report(),

@@ -19,9 +19,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bt_sorter import protocol
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel import SHORTEST_PASSAGE_S, LineModel
 from bt_sorter.topology import FS, Topology
 from bt_sorter.vision.classifier import Prediction
+
+# A gate message repeating the gate's state this soon (line s) after its last change is
+# the same message again: no item passes a gate in under SHORTEST_PASSAGE_S.
+REPEAT_S = SHORTEST_PASSAGE_S / 2
 
 
 class Outcome(enum.StrEnum):
@@ -209,6 +213,7 @@ class Blackboard:
     last_empty_feed: int = 0  # the id of the newest feed called empty
     last_label: str | None = None
     unmatched_edges: int = 0
+    repeated_edges: int = 0  # gate messages that repeated the gate's state at once
     # Edges of gates the topology does not have (gate -> count): the line may have more
     # gates than config declares; then ``shape_doubt`` says why nothing is pushed (bin 1).
     undeclared_gates: dict[int, int] = field(default_factory=dict)
@@ -248,6 +253,8 @@ class Blackboard:
                 self.bad_inputs += 1
                 self.undeclared_gates[event.gate] = self.undeclared_gates.get(event.gate, 0) + 1
                 bad.append(protocol.BadInput(f"this line has no gate {event.gate}"))
+            elif isinstance(event, protocol.GateEdge) and self._repeats(event, ev.t):
+                self.repeated_edges += 1  # the same message again (a duplicate): no edge
             elif isinstance(event, protocol.GateEdge):
                 self.gates[event.gate] = event.blocked
                 self.gate_changed_at[event.gate] = ev.t
@@ -259,6 +266,13 @@ class Blackboard:
                 self.bad_inputs += 1
                 bad.append(event)
         return bad
+
+    def _repeats(self, event: protocol.GateEdge, t: float) -> bool:
+        """Whether ``event`` repeats the gate's state within :data:`REPEAT_S` of its last
+        change: a duplicated message, not an edge. A state repeated later is kept: its
+        opposite edge was lost (an item's blocked edge dropped, then its clear edge)."""
+        repeated = self.gates[event.gate] == event.blocked
+        return repeated and t - self.gate_changed_at[event.gate] < REPEAT_S
 
     def _resync(self, t: float) -> None:
         """Back online: what happened while offline is unknown, not evidence of a fault.

@@ -133,7 +133,10 @@ class Matcher:
             if not item.seen and self._later_feed_fits(item, edge):
                 continue  # issue 15: an empty feed, it seems: the edge is a later item's
             if item.entered < gate - 1:  # not even seen going into the gate upstream
-                return None
+                if not self._alone_and_due(item, edge):
+                    return None
+                for upstream in range(item.cleared + 1, gate):  # their messages were lost
+                    self._left_unseen(item, upstream, blocked_seen=item.entered == upstream)
             leave = linemodel.clear(gate)
             if since_feed(self.ctx, item, edge.t) > self.model.deadline(leave, item.anchor):
                 if self.model.predict(leave, item.anchor) is None:
@@ -207,6 +210,19 @@ class Matcher:
         then the order of events is all there is, and no window is applied."""
         last = self.bb.topology.last_gate
         return all(i is item or i.cleared >= last for i in self.bb.items)
+
+    def _alone_and_due(self, item: Item, edge: Edge) -> bool:
+        """Whether ``item``, unseen at the gates upstream of this edge's, makes it anyway:
+        it is alone on the belt (no other item can) and the edge falls within its
+        measured window for it (a stray does not). Without this, an item whose upstream
+        messages were all lost would leave every later edge unmatched, and the quiet
+        belt would read as a stalled one."""
+        name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
+        if not self._alone(item) or self.model.predict(name, item.anchor) is None:
+            return False
+        at = since_feed(self.ctx, item, edge.t)
+        earliest = self.model.window(name, item.anchor)[0]
+        return earliest <= at <= self.model.deadline(name, item.anchor)
 
     def _fits(self, item: Item, edge: Edge, strict: bool = False) -> bool:
         """False when the edge comes before the item's window for it (a stray), unless the

@@ -137,7 +137,23 @@ def test_duplicate_clear_edge_does_not_push_the_next_item(ctx: Context, tmp_path
     step(ctx, root, 4.9, (1, True))
     assert step(ctx, root, 5.5, (1, False), (1, False)) == [protocol.push(2)]
     assert behind.outcome is None and behind.cleared == 0
-    assert ctx.bb.unmatched_edges == 1
+    assert ctx.bb.repeated_edges == 1 and ctx.bb.unmatched_edges == 0  # the same message again
+
+
+def test_a_repeated_clear_edge_is_not_the_next_items_at_the_gate_downstream(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    ahead = fed(ctx, 0.0, rod=None)  # clears gate 2 at 8.5
+    behind = fed(ctx, 3.1, rod=3)  # cleared gate 1 at 8.6; due at gate 2 at 11.6
+    for t, edge in [(4.9, (1, True)), (5.5, (1, False)), (7.9, (2, True)), (8.0, (1, True))]:
+        step(ctx, root, t, edge)
+    assert step(ctx, root, 8.6, (1, False)) == []
+    assert step(ctx, root, 8.62, (2, False), (2, False)) == []  # ahead's clear edge, twice
+    assert ahead.cleared == 2 and behind.cleared == 1 and ctx.bb.repeated_edges == 1
+    step(ctx, root, 11.0, (2, True))
+    assert step(ctx, root, 11.6, (2, False)) == [protocol.push(3)]
+    assert behind.outcome is Outcome.SORTED
 
 
 def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
@@ -205,6 +221,18 @@ def test_one_lost_clear_edge_does_not_stop_the_line(ctx: Context, tmp_path: Path
     edges = {4.9: (1, True), 7.4: (1, True), 8.0: (1, False), 7.9: (2, True), 8.5: (2, False)}
     sent = run_until(ctx, root, 12.0, edges)  # the first item's clear edge at 5.5 is lost
     assert sent == [] and ctx.bb.alarms == []
+
+
+def test_a_lone_item_whose_gate_1_messages_were_lost_is_followed_downstream(
+    ctx: Context, tmp_path: Path
+) -> None:
+    root = tree(ctx, tmp_path, HEALTH)
+    item = fed(ctx, 0.0, rod=None)  # both its gate 1 edges (4.9, 5.5) are lost
+    edges = {7.9: (2, True), 8.5: (2, False), 10.9: (3, True), 11.5: (3, False)}
+    sent = run_until(ctx, root, 30.0, edges)
+    assert sent == [] and ctx.bb.alarms == []  # the belt moves: not a stalled belt
+    assert ctx.bb.unmatched_edges == 0
+    assert item.outcome is not None and item.cleared == 3
 
 
 def test_stalled_belt_runs_the_abort_branch(ctx: Context, tmp_path: Path) -> None:
