@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -58,12 +61,15 @@ class Chromium:
         exe = find_chromium()
         if exe is None:
             raise BrowserError("chromium is not installed (apt-get install chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="bt_sorter_chromium_")
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="bt_sorter_chromium_", ignore_cleanup_errors=True
+        )
         profile = Path(self._profile.name)
         self._proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers (renderer, zygote) go with it on close
         )
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count(1)
@@ -177,6 +183,10 @@ class Chromium:
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait(10)
+            # Chromium's helper processes outlive the browser for a moment and keep writing
+            # to the profile: end the whole group, then remove the profile.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
             self._profile.cleanup()
 
     def __enter__(self) -> Chromium:
