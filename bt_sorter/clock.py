@@ -3,6 +3,12 @@
 ``--speed X`` makes the line run X times faster than real time. Every configured
 duration is in line seconds; a program compares them against :meth:`LineClock.now`
 and sleeps with :meth:`LineClock.wall`, so every duration divides by X.
+
+The clock is also the runner's only source of wall time (:meth:`LineClock.monotonic`,
+:meth:`LineClock.sleep`): the deterministic simulation (:mod:`bt_sorter.harness`) hands
+the runner a clock whose time is virtual and whose sleep runs the simulated line, the
+network and the classifier up to the next deadline, so the real runner loop ticks the
+real tree with no wall time passing.
 """
 
 from __future__ import annotations
@@ -21,8 +27,17 @@ class LineClock:
 
     def now(self) -> float:
         """Line seconds since start."""
-        return (time.monotonic() - self._origin) * self.speed
+        return (self.monotonic() - self._origin) * self.speed
 
     def wall(self, line_seconds: float) -> float:
         """The wall-clock seconds that ``line_seconds`` of line time take."""
         return line_seconds / self.speed
+
+    def monotonic(self) -> float:
+        """Wall seconds from an arbitrary origin (``time.monotonic``)."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` of wall time pass."""
+        if seconds > 0:
+            time.sleep(seconds)

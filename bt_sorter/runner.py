@@ -203,19 +203,20 @@ class Runner:
 
     def _loop(self) -> int:
         bb = self.ctx.bb
-        next_deadline = time.monotonic()
+        clock = self.ctx.clock
+        next_deadline = clock.monotonic()
         while True:
-            now = time.monotonic()
+            now = clock.monotonic()
             if now < next_deadline:
-                time.sleep(next_deadline - now)
+                clock.sleep(next_deadline - now)
             if self._stop_requested is not None:
                 self.stop_reason = self._stop_requested
                 log.info("stop_requested", reason=self.stop_reason, tick=bb.tick)
                 return self._stop_code
-            start = time.monotonic()
+            start = clock.monotonic()
             self._lateness.append(start - next_deadline)
             self._tick()
-            end = time.monotonic()
+            end = clock.monotonic()
             self._account(start, end)
             # Issue 15: how late this tick's commands went out after it was due, in line
             # time: the line model's margin for what happens between an event and its effect.
@@ -257,14 +258,14 @@ class Runner:
             self.adapter.publish(command)
         self.trace.after_tick(commands)
         self.view.update()
-        if bb.connected and time.monotonic() - self._status_at >= STATUS_EVERY:
+        if bb.connected and self.ctx.clock.monotonic() - self._status_at >= STATUS_EVERY:
             self._publish_line_status("running")
         if self.web is not None:
             self.web.update()
 
     def _publish_line_status(self, state: str) -> None:
         """The line's retained status: what an operator of the plant sees for this line."""
-        self._status_at = time.monotonic()
+        self._status_at = self.ctx.clock.monotonic()
         bb = self.ctx.bb
         done = bb.items.done  # append-only: count only what resolved since the last status
         self._outcomes.update(str(item.outcome) for item in done[self._outcomes_counted :])
@@ -338,7 +339,7 @@ class Runner:
             self.trace.commands([protocol.ALL_PULL])
             if discarded:
                 log.warning("commands_discarded", commands=[str(c) for c in discarded])
-            time.sleep(clock.wall(self.ctx.config.timings.stop_wait))
+            clock.sleep(clock.wall(self.ctx.config.timings.stop_wait))
             sent_stop = self.adapter.publish(protocol.BELT_STOP)
             bb.now = clock.now()
             bb.command(protocol.BELT_STOP)

@@ -53,6 +53,7 @@ from py_trees.common import OneShotPolicy, ParallelPolicy, Status
 
 import bt_sorter.behaviours  # noqa: F401  (registers the leaves)
 from bt_sorter.behaviours.base import REGISTRY, Context, Param, describe
+from bt_sorter.blackboard import Blackboard
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, load_text
 
 MAX_DEPTH = 64  # nodes nested deeper than this are a mistake (or a recursive alias)
@@ -154,8 +155,35 @@ def _timeout(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Be
     seconds = v["seconds"]
     if not math.isfinite(seconds) or seconds <= 0:
         raise _Bad(f"seconds must be a positive number, got {seconds}", "seconds")
-    # py_trees' Timeout counts wall time; the file speaks line time.
-    return py_trees.decorators.Timeout(name, child, duration=ctx.clock.wall(seconds))
+    return LineTimeout(name, child, seconds, ctx.bb)
+
+
+class LineTimeout(py_trees.decorators.Timeout):
+    """py_trees' Timeout, counted in line time (``bb.now``, stamped by the runner each
+    tick) instead of wall time: the file speaks line seconds, and a run on a virtual
+    clock (the deterministic simulation) times out exactly where a real one would."""
+
+    def __init__(self, name: str, child: Behaviour, seconds: float, bb: Blackboard) -> None:
+        super().__init__(name, child, duration=seconds)
+        self.bb = bb
+
+    def initialise(self) -> None:
+        self.finish_time = self.bb.now + self.duration
+        self.feedback_message = ""
+
+    def update(self) -> Status:
+        running = self.decorated.status == Status.RUNNING
+        if running and self.bb.now > self.finish_time:
+            self.feedback_message = "timed out"
+            self.decorated.stop(Status.INVALID)
+            return Status.FAILURE
+        remaining = self.finish_time - self.bb.now
+        self.feedback_message = (
+            f"line time still ticking ... [remaining: {remaining:.2f} s]"
+            if running
+            else "child finished before timeout triggered"
+        )
+        return self.decorated.status
 
 
 def _one_shot(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:

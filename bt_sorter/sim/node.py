@@ -3,47 +3,34 @@
 :class:`SimNode` connects a paho client (callback API v2, QoS 0), subscribes to the
 command topic, and once the broker has acknowledged the subscription starts line time
 and prints one ready line on stdout (``{"event": "sim_ready", ...}``). The main thread
-then steps :class:`bt_sorter.sim.line.Line` at about 200 Hz (sleeping to a deadline):
-each command is applied at the line time it arrived, and each line event is published
-at its own line time through the fault injector. The run ends by itself (see
-:meth:`SimNode.end_reason`) or on :meth:`SimNode.request_stop`; then the ledger and the
-summary are written.
+then steps the line (:class:`bt_sorter.sim.core.SimCore`: physics, wire faults,
+pictures, ledger) at about 200 Hz (sleeping to a deadline): each command is applied at
+the line time it arrived, and each line event is published at its own line time through
+the fault injector. The run ends by itself (see :meth:`SimCore.end_reason`) or on
+:meth:`SimNode.request_stop`; then the ledger and the summary are written.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import queue
 import resource
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, FaultConfig, LineGeometry, config_error
+from bt_sorter.config import Config, FaultConfig, LineGeometry
 from bt_sorter.log import get_logger
-from bt_sorter.sim import render
-from bt_sorter.sim.faults import FLICKER_OFFSETS, FaultInjector
-from bt_sorter.sim.line import (
-    GateChanged,
-    Item,
-    ItemResolved,
-    Line,
-    LineEvent,
-    PictureDue,
-    draw_labels,
-)
-from bt_sorter.sim.summary import summarise
+from bt_sorter.sim.core import SimCore, check_mix
 from bt_sorter.topology import FS, Topology
+
+__all__ = ["STEP_HZ", "SimNode", "SimOptions", "check_mix"]
 
 log = get_logger("bt_sorter.sim")
 
@@ -71,63 +58,28 @@ class SimOptions:
     topics: protocol.Topics = protocol.FS_TOPICS  # the line's topics (broker.topics)
 
 
-def check_mix(config: Config) -> None:
-    """Every label the stack may hold (a positive weight in ``sim.mix``) must be one the
-    renderer draws; otherwise a :class:`SpecError` naming the config's file and line."""
-    mix = config.sim.mix
-    unknown = sorted(label for label, weight in mix.items() if weight > 0)
-    unknown = [label for label in unknown if label not in render.ALL_LABELS]
-    if unknown:
-        raise config_error(
-            config,
-            f"sim.mix: the simulator cannot draw {', '.join(unknown)} (it draws "
-            f"{', '.join(render.ALL_LABELS)}); give it weight 0 or leave it out",
-            "sim",
-            "mix",
-            unknown[0],
-        )
-
-
-@dataclass(order=True)
-class _Outgoing:
-    due: float
-    seq: int
-    kind: str = field(compare=False)  # "gate" | "picture"
-    payload: bytes = field(compare=False)
-
-
 class SimNode:
     """A simulated line on an MQTT broker."""
 
     def __init__(self, config: Config, options: SimOptions) -> None:
         self.config = config
         self.options = options
-        check_mix(config)
-        labels = draw_labels(options.items, options.seed, config.sim.mix)
-        self.classes = tuple(config.sim.mix)  # the renderer's label set: overripe if mixed in
-        faults = options.faults
-        self.line = Line(
-            options.geometry,
-            labels,
+        self.core = SimCore(
+            config,
+            items=options.items,
+            seed=options.seed,
+            faults=options.faults,
+            geometry=options.geometry,
             topology=options.topology,
-            stuck_item=faults.stuck_item,
-            stall_at=faults.stall_belt_at,
-            drift_at=faults.belt_drift_at,
-            drift_factor=faults.belt_drift_factor,
+            send=self._publish,
+            linger=options.linger,
+            silence_timeout=options.silence_timeout,
         )
-        self.injector = FaultInjector(faults, options.seed)
-        self.picture_rng = np.random.default_rng(np.random.SeedSequence([options.seed, 1]))
+        self.line = self.core.line
         self.clock = LineClock(options.speed)
         self.commands: queue.Queue[tuple[float, protocol.Command]] = queue.Queue()
-        self.stats: Counter[str] = Counter()
-        self.outbox: list[_Outgoing] = []
-        self._seq = itertools.count()
         self._stop = threading.Event()
         self._subscribed = threading.Event()
-        self._last_command = 0.0
-        self._picture_faults: dict[int, str] = {}
-        self._jpegs: dict[int, bytes] = {}  # item id -> its picture, rendered ahead
-        self._ledger: IO[str] | None = None
         self._started = (time.monotonic(), time.process_time())
         self.client = self._make_client()
 
@@ -164,17 +116,12 @@ class SimNode:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         at = self.clock.now()
-        command = protocol.parse_command(message.payload)
-        if isinstance(command, protocol.BadInput):
-            self.stats["bad_commands"] += 1
-            log.warning("command_rejected", reason=command.reason, excerpt=command.excerpt)
-            return
-        if command.rod and command.rod not in self.line.rods:
-            self.stats["bad_commands"] += 1
-            rods = self.options.topology.all_rods
-            log.warning("command_rejected", reason=f"this line has no rod {command.rod}", rods=rods)
-            return
-        self.commands.put((at, command))
+        command = self.core.parse(message.payload)
+        if command is not None:
+            self.commands.put((at, command))
+
+    def _publish(self, due: float, payload: bytes) -> None:
+        self.client.publish(self.options.topics.feedback, payload, qos=0)
 
     def connect(self) -> None:
         """Connect and subscribe; line time starts when the broker accepted the connection."""
@@ -194,7 +141,9 @@ class SimNode:
 
     def run(self) -> dict[str, Any]:
         """Step the line until it ends; write ledger and summary; the summary."""
-        self._open_ledger()
+        if self.options.ledger is not None:
+            self.options.ledger.parent.mkdir(parents=True, exist_ok=True)
+            self.core.ledger = self.options.ledger.open("w", encoding="utf-8")
         self._started = (time.monotonic(), time.process_time())
         period = 1.0 / STEP_HZ
         deadline = time.monotonic()
@@ -203,7 +152,7 @@ class SimNode:
             while not self._stop.is_set():
                 now = self.clock.now()
                 self._step(now)
-                ended = self.end_reason(now)
+                ended = self.core.end_reason(now)
                 if ended:
                     reason = ended
                     break
@@ -214,8 +163,8 @@ class SimNode:
             self._stop.set()
             self.client.disconnect()
             self.client.loop_stop()
-            if self._ledger is not None:
-                self._ledger.close()
+            if self.core.ledger is not None:
+                self.core.ledger.close()
 
     def _step(self, now: float) -> None:
         while True:
@@ -223,109 +172,12 @@ class SimNode:
                 at, command = self.commands.get_nowait()
             except queue.Empty:
                 break
-            at = max(at, self.line.time)
-            self._last_command = at
-            self.stats["commands"] += 1
-            self._handle(self.line.apply(command, at))
-        self._handle(self.line.advance(max(now, self.line.time)))
-        self._render_ahead()
-        self._send_due(self.line.time)
-
-    def end_reason(self, now: float) -> str | None:
-        """Why the run ends now, or None: all items through, or the controller went silent."""
-        line = self.line
-        if line.done and not self.outbox:
-            since = line.last_end_time if line.last_end_time is not None else 0.0
-            if not line.belt_running:
-                return "line_empty_and_belt_stopped"
-            if now - since >= self.options.linger:
-                return "line_empty_and_lingered"
-        if now - self._last_command >= self.options.silence_timeout:
-            return "controller_silent"
-        return None
-
-    # ------------------------------------------------------------------ events
-    def _handle(self, events: list[LineEvent]) -> None:
-        for event in events:
-            if isinstance(event, GateChanged):
-                self._queue(event.time, "gate", protocol.encode_gate(event.gate, event.blocked))
-                if event.blocked and self.injector.flicker():
-                    off, on = FLICKER_OFFSETS
-                    self._queue(event.time + off, "gate", protocol.encode_gate(event.gate, False))
-                    self._queue(event.time + on, "gate", protocol.encode_gate(event.gate, True))
-            elif isinstance(event, PictureDue):
-                self._picture(event)
-            elif isinstance(event, ItemResolved):
-                item = self.line.items[event.item - 1]
-                log.info(
-                    "item_resolved", item=item.id, label=item.label, bin=item.bin, why=item.why
-                )
-                self._write_ledger(item)
-
-    def _render_ahead(self) -> None:
-        """Render each item's picture once it is on the belt, so that it goes out when due
-        (rendering takes milliseconds: at speed 10 that is a tenth of a line second)."""
-        for item in self.line.belt:
-            if item.id not in self._jpegs and item.camera_time is None:
-                size = self.config.sim.picture_size
-                self._jpegs[item.id] = render.render_picture(
-                    self.picture_rng, item.label, size, labels=self.classes
-                )
-
-    def _picture(self, event: PictureDue) -> None:
-        jpeg = self._jpegs.pop(event.item, None)
-        if jpeg is None:  # photographed in the step it was fed
-            size = self.config.sim.picture_size
-            jpeg = render.render_picture(self.picture_rng, event.label, size, labels=self.classes)
-        sent = self.injector.picture(jpeg)
-        if sent is None:
-            self._picture_faults[event.item] = "missing"
-            self.line.items[event.item - 1].picture_time = None
-            return
-        if sent is not jpeg:
-            self._picture_faults[event.item] = "corrupt"
-        self._queue(event.time, "picture", protocol.encode_picture(sent))
-
-    def _queue(self, due: float, kind: str, payload: bytes) -> None:
-        heapq.heappush(self.outbox, _Outgoing(due, next(self._seq), kind, payload))
-
-    def _send_due(self, now: float) -> None:
-        while self.outbox and self.outbox[0].due <= now:
-            message = heapq.heappop(self.outbox)
-            self.stats[f"{message.kind}s_generated"] += 1
-            for payload in self.injector.deliver(message.payload):
-                self.client.publish(self.options.topics.feedback, payload, qos=0)
-                self.stats["messages_sent"] += 1
-
-    # ------------------------------------------------------------------ records
-    def _open_ledger(self) -> None:
-        if self.options.ledger is not None:
-            self.options.ledger.parent.mkdir(parents=True, exist_ok=True)
-            self._ledger = self.options.ledger.open("w", encoding="utf-8")
-
-    def _write_ledger(self, item: Item) -> None:
-        if self._ledger is None:
-            return
-        record = item.record()
-        record["picture_fault"] = self._picture_faults.get(item.id)
-        self._ledger.write(json.dumps(record) + "\n")
-        self._ledger.flush()
+            self.core.apply(command, at)
+        self.core.step(now)
 
     def _finish(self, reason: str) -> dict[str, Any]:
-        at = self.line.time
-        for item in self.line.finish(at):
-            self._write_ledger(item)
-        summary = summarise(
-            self.line,
-            self.config.sorting.routes,
-            stats=self.stats,
-            faults=self._fault_counts(),
-            ended_because=reason,
-            speed=self.options.speed,
-            seed=self.options.seed,
-        )
+        summary = self.core.finish(reason, self.options.speed)
         summary["process"] = self._process_cost()
-        log.info("simulator_ended", reason=reason, line_time=round(at, 3))
         if self.options.summary is not None:
             self.options.summary.parent.mkdir(parents=True, exist_ok=True)
             self.options.summary.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
@@ -342,23 +194,3 @@ class SimNode:
             "cpu_percent_of_one_core": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
             "peak_rss_mib": round(peak_kib / 1024, 1),
         }
-
-    def _fault_counts(self) -> dict[str, int]:
-        counts = {
-            name: 0
-            for name in (
-                "dropped",
-                "duplicated",
-                "malformed",
-                "corrupt_pictures",
-                "missing_pictures",
-                "flickers",
-            )
-        }
-        counts.update(self.injector.counts)
-        counts["stuck_items"] = sum(1 for item in self.line.items if item.stuck)
-        stall = self.options.faults.stall_belt_at
-        counts["belt_stalls"] = int(stall is not None and self.line.time >= stall)
-        drift = self.options.faults.belt_drift_at
-        counts["belt_drifts"] = int(drift is not None and self.line.time >= drift)
-        return counts
