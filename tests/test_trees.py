@@ -13,7 +13,6 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from peer import wait_until
 from py_trees.common import Status
 
 from bt_sorter.behaviours.base import REGISTRY, Context, Leaf, Param
