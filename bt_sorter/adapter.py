@@ -314,15 +314,22 @@ class MqttAdapter:
         if msg.topic != self.topics.feedback:
             return
         self.messages += 1
-        t = self.clock.now()
-        for event in protocol.parse_feedback(msg.payload, self.limits.payload_bytes):
-            self._events.put(Received(t, self._admit(event)))
+        queue_feedback(self._events, msg.payload, self.clock.now(), self.limits)
 
-    def _admit(self, event: protocol.Feedback) -> protocol.Feedback:
-        """A picture whose header breaks the limits becomes bad input, here and undecoded."""
-        if isinstance(event, protocol.Picture):
-            try:
-                check_picture(event.data, self.limits)
-            except BadPictureError as exc:
-                return protocol.BadInput(f"picture refused: {exc}")
-        return event
+
+def queue_feedback(events: EventQueue, payload: bytes, t: float, limits: Limits) -> None:
+    """Parse one feedback payload that arrived at line time ``t`` and queue its events
+    (the adapter's side of every transport: paho's thread, or the deterministic
+    simulation's network)."""
+    for event in protocol.parse_feedback(payload, limits.payload_bytes):
+        events.put(Received(t, admit(event, limits)))
+
+
+def admit(event: protocol.Feedback, limits: Limits) -> protocol.Feedback:
+    """A picture whose header breaks the limits becomes bad input, here and undecoded."""
+    if isinstance(event, protocol.Picture):
+        try:
+            check_picture(event.data, limits)
+        except BadPictureError as exc:
+            return protocol.BadInput(f"picture refused: {exc}")
+    return event

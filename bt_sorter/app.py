@@ -100,8 +100,15 @@ def with_topic_prefix(config: Config, prefix: str) -> Config:
     )
 
 
-def make_context(config: Config, speed: float, record: Path | None, label: str | None) -> Context:
-    """A fresh blackboard and record for one run (no classifiers yet)."""
+def make_context(
+    config: Config,
+    speed: float,
+    record: Path | None,
+    label: str | None,
+    clock: LineClock | None = None,
+) -> Context:
+    """A fresh blackboard and record for one run (no classifiers yet); ``clock`` is a wall
+    clock at ``speed`` unless given (the deterministic simulation gives a virtual one)."""
     timings = config.timings
     model = LineModel(
         config.line,
@@ -114,7 +121,7 @@ def make_context(config: Config, speed: float, record: Path | None, label: str |
     return Context(
         bb=Blackboard(line=model),
         config=config,
-        clock=LineClock(speed),
+        clock=clock or LineClock(speed),
         record=Record(record),
         options={"label": label},
     )

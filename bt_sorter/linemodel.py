@@ -35,6 +35,7 @@ windows, the watchdogs' deadlines, the push delay, the feed spacing and the limi
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import statistics
 from collections import deque
@@ -153,14 +154,25 @@ class Odometer:
 
 @dataclass
 class Estimate:
-    """A sliding window of samples of one quantity: median, spread, count."""
+    """A sliding window of samples of one quantity: median, spread, count.
+
+    Median and spread are computed once per new sample (they are read every tick)."""
 
     samples: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     total: int = 0  # samples ever taken
+    _median: float | None = field(default=None, repr=False, compare=False)
+    _spread: float = field(default=0.0, repr=False, compare=False)
 
     def add(self, value: float) -> None:
         self.samples.append(value)
         self.total += 1
+        mid = statistics.median(self.samples)
+        self._median = mid
+        self._spread = (
+            MAD_TO_SIGMA * statistics.median(abs(x - mid) for x in self.samples)
+            if len(self.samples) >= 2
+            else 0.0
+        )
 
     @property
     def n(self) -> int:
@@ -168,14 +180,11 @@ class Estimate:
 
     @property
     def median(self) -> float | None:
-        return statistics.median(self.samples) if self.samples else None
+        return self._median
 
     @property
     def spread(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        mid = statistics.median(self.samples)
-        return MAD_TO_SIGMA * statistics.median(abs(x - mid) for x in self.samples)
+        return self._spread
 
     def report(self) -> dict[str, Any]:
         median = self.median
@@ -239,6 +248,7 @@ class LineModel:
         # line time) and the controller's decision delay either way (see :attr:`margin`).
         self.tick, self.speed = tick, speed
         self._delays: deque[float] = deque(maxlen=DELAY_WINDOW)  # line s, from the runner
+        self._ranked: list[float] = []  # the same delays, sorted
         self.decision_delay = tick  # until the runner has measured one
         self._feeder_cycles: list[float] = []  # feed command → rod 1 back, per feeding leaf
         self._rod_outs: list[float] = []  # push → rod back, per rod leaf of the tree
@@ -264,8 +274,12 @@ class LineModel:
         read its inbox) plus the :data:`DELAY_QUANTILE` of the measured tick delays
         (issue 15); one tick period before the first measurement.
         """
-        self._delays.append(max(0.0, seconds))
-        ranked = sorted(self._delays)
+        if len(self._delays) == self._delays.maxlen:
+            del self._ranked[bisect.bisect_left(self._ranked, self._delays[0])]
+        delay = max(0.0, seconds)
+        self._delays.append(delay)
+        bisect.insort(self._ranked, delay)
+        ranked = self._ranked
         self.decision_delay = self.tick + ranked[int(DELAY_QUANTILE * (len(ranked) - 1))]
 
     @property

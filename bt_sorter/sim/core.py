@@ -41,7 +41,7 @@ from bt_sorter.topology import FS, Topology
 log = get_logger("bt_sorter.sim")
 
 Send = Callable[[float, bytes], None]  # (line time due, payload on the feedback topic)
-Render = Callable[[np.random.Generator, str], bytes]  # (rng, label) -> the picture's bytes
+Render = Callable[[np.random.Generator, int, str], bytes]  # (rng, item id, label) -> bytes
 
 
 def check_mix(config: Config) -> None:
@@ -175,7 +175,7 @@ class SimCore:
                 )
                 self._write_ledger(item)
 
-    def _render_default(self, rng: np.random.Generator, label: str) -> bytes:
+    def _render_default(self, rng: np.random.Generator, item: int, label: str) -> bytes:
         return render.render_picture(rng, label, self.config.sim.picture_size, labels=self.classes)
 
     def _render_ahead(self) -> None:
@@ -183,12 +183,12 @@ class SimCore:
         (rendering takes milliseconds: at speed 10 that is a tenth of a line second)."""
         for item in self.line.belt:
             if item.id not in self._jpegs and item.camera_time is None:
-                self._jpegs[item.id] = self._render(self.picture_rng, item.label)
+                self._jpegs[item.id] = self._render(self.picture_rng, item.id, item.label)
 
     def _picture(self, event: PictureDue) -> None:
         jpeg = self._jpegs.pop(event.item, None)
         if jpeg is None:  # photographed in the step it was fed
-            jpeg = self._render(self.picture_rng, event.label)
+            jpeg = self._render(self.picture_rng, event.item, event.label)
         sent = self.injector.picture(jpeg)
         if sent is None:
             self._picture_faults[event.item] = "missing"
