@@ -223,7 +223,8 @@ def draw_faults(
 def draw(seed: int, tree: str | None = None, classifier: str = "oracle") -> Scenario:
     """The scenario of ``seed`` (``tree``: this tree instead of a drawn one)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 100]))
-    tree = tree or TREES[int(rng.integers(len(TREES)))]
+    drawn = TREES[int(rng.integers(len(TREES)))]  # drawn always: the rest is the same with --tree
+    tree = tree or drawn
     topology = draw_topology(rng)
     outside = rng.random() < OUTSIDE_SHARE
     for _ in range(500):
