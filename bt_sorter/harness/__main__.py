@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--classifier", choices=("oracle", "model"), default="oracle",
         help="oracle: the true label with injected errors; model: the shipped ResNet")  # fmt: skip
     add("--jobs", type=int, default=1, help="processes (default 1; scenarios are independent)")
-    add("--record", type=Path, help="one scenario: keep its --record file here")
+    add("--record", type=Path, help="one scenario: write its --record file here (anew)")
     add("--ledger", type=Path, help="one scenario: keep the simulator's ledger here")
     add("--verbose", action="store_true", help="a line per scenario, not only failures")
     return parser
@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     if args.record or args.ledger:
+        if args.record is not None:
+            args.record.unlink(missing_ok=True)  # the record appends: this run's alone
         scenario = draw(args.seed, args.tree, args.classifier)
         result = run_scenario(scenario, record=args.record, ledger=args.ledger)
         print(_line(result, 0.0))

@@ -101,20 +101,30 @@ class Result:
         return f"python -m bt_sorter.harness --scenarios 1 --seed {sc.seed} --tree {sc.tree}{extra}"
 
 
-def write_config(scenario: Scenario, directory: Path) -> Path:
+def write_config(scenario: Scenario, directory: Path, data: dict[str, Any] | None = None) -> Path:
+    """The controller's config file of ``scenario`` (``data``: another one, on its line)."""
     path = directory / f"scenario_{scenario.seed}.yaml"
     header = f"# bt_sorter.harness scenario {scenario.seed}: {scenario.describe()}\n"
-    path.write_text(header + yaml.safe_dump(scenario.config_data(), sort_keys=False), "utf-8")
+    data = scenario.config_data() if data is None else data
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False), "utf-8")
     return path
 
 
 def run_scenario(
-    scenario: Scenario, *, record: Path | None = None, ledger: Path | None = None
+    scenario: Scenario,
+    *,
+    record: Path | None = None,
+    ledger: Path | None = None,
+    config_data: dict[str, Any] | None = None,
 ) -> Result:
-    """One virtual run of ``scenario``; ``record``/``ledger`` keep the files (else temporary)."""
+    """One virtual run of ``scenario``; ``record``/``ledger`` keep the files (else temporary).
+    ``config_data``: the controller gets this config instead of the scenario's (the line,
+    the network and the judge stay the scenario's)."""
     with tempfile.TemporaryDirectory(prefix="bt_sorter_harness_") as tmp:
         workdir = Path(tmp)
-        config = load_config(write_config(scenario, workdir))
+        config = load_config(write_config(scenario, workdir, config_data))
+        # the record names the config: the scenario's, not its temporary file's
+        config = config.replace(source=f"<harness scenario {scenario.seed}>")
         record_path = record or workdir / "record.jsonl"
         world = World(
             speed=scenario.speed,
