@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_run_cli import ROOT, RUN_PY, SORT_TREE
 
-from bt_sorter.broker import default_kind, mosquitto_path
+from bt_sorter.broker import BrokerProcess, default_kind, mosquitto_path, stop_process
 from bt_sorter.portable import child_kwargs, stop_signal, stop_signal_names
 
 BLOCKER = ROOT / "tests" / "windowslike"
@@ -185,6 +185,38 @@ def test_the_builtin_line_sorts_every_item_into_its_own_bin_without_the_posix_on
     truth = json.loads(summary.read_text())["line"]
     assert (truth["correct"], truth["missorted"], truth["lost"]) == (4, 0, 0), tail
     assert truth["process"]["peak_rss_mib"] > 0  # from psutil: resource was not there
+
+
+def test_run_py_with_broker_drives_an_external_line_without_the_posix_only_modules(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The FS scene's way: the line (here the simulator, blocked too) is already on a broker."""
+    log, summary = tmp_path / "blocked.jsonl", tmp_path / "sim.json"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "bt_sorter.sim", "run", "--broker", broker.address, "--items",
+         "3", "--seed", "1", "--speed", "2", "--summary", str(summary)],
+        cwd=ROOT, env=blocked_env(log), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        ready = sim.stdout.readline()  # the simulator's ready line, once subscribed
+        assert '"sim_ready"' in ready, sim.stderr.read() if sim.stderr else ""
+        done = subprocess.run(
+            [sys.executable, RUN_PY, "--tree", SORT_TREE, "--broker", broker.address,
+             "--speed", "2", "--max-items", "3", "--viz", "none"],
+            cwd=ROOT, env=blocked_env(log), capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        sim.wait(120)
+    finally:
+        stop_process(sim, 10.0)
+    started = [" ".join(json.loads(line)["argv"][1:3]) for line in log.read_text().splitlines()]
+    assert sorted(started) == ["-m bt_sorter.sim", f"{RUN_PY} --tree"], started
+    truth = json.loads(summary.read_text())
+    assert (truth["correct"], truth["missorted"], truth["lost"]) == (3, 0, 0), truth
+    # seed 1: one item of each label, each in its own bin
+    assert truth["label_by_bin"] == {"ripe": {"2": 1}, "half_ripe": {"3": 1}, "raw": {"4": 1}}
 
 
 # -- the Windows branches, called with platform="win32" -------------------------------------
