@@ -29,6 +29,7 @@ from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, find_data, load_config
 from bt_sorter.linemodel import LineModel
+from bt_sorter.portable import WINDOWS, stop_signals
 from bt_sorter.record import Record
 from bt_sorter.routes import check_classes, classes_of
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
@@ -296,11 +297,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """run.py. Ctrl-C or SIGTERM before the runner starts (loading, starting the line) ends
-    the run with exit 130 and nothing moved; from then on the runner stops the line safely."""
+    """run.py. Ctrl-C or SIGTERM (Windows: Ctrl-Break too) before the runner starts (loading,
+    starting the line) ends the run with exit 130 and nothing moved; from then on the runner
+    stops the line safely."""
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a parent may have ignored it
+    for sig in stop_signals():  # SIGINT too: a parent may have ignored it
         signal.signal(sig, _interrupt)
     try:
         return _main(args)
@@ -422,7 +424,9 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
         runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items, web=web)
         code = runner.run()
         truth = None
-        if sim is not None:
+        if sim is not None and code == EXIT_INTERRUPTED and sys.platform == WINDOWS:
+            truth = sim.stop()  # its own process group: the console's Ctrl-C did not reach it
+        elif sim is not None:
             try:
                 truth = sim.wait(timeout=60.0 / speed + 30.0)
             except Exception as exc:  # the run's result stands without the simulator's account

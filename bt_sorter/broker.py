@@ -1,7 +1,8 @@
 """Start a local MQTT broker in its own process: Debian's mosquitto, else amqtt.
 
 The built-in line (``run.py`` without ``--broker``) and the tests need a broker on
-loopback. :func:`start_broker` prefers a ``mosquitto`` binary on PATH and falls back
+loopback. :func:`start_broker` prefers a ``mosquitto`` binary (on PATH; on Windows also
+where its installer puts it, ``%ProgramFiles%\\mosquitto\\mosquitto.exe``) and falls back
 to amqtt (pure Python, installed by pip) run as ``python -m bt_sorter.broker``, in a
 process of its own so it never competes with the controller's interpreter.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -20,9 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from bt_sorter.portable import WINDOWS, child_kwargs, stop_signal, stop_signals
 
 BrokerKind = Literal["mosquitto", "amqtt"]
 
@@ -44,15 +49,53 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def mosquitto_path() -> str | None:
-    """The mosquitto binary, from PATH or Debian's /usr/sbin."""
-    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+def mosquitto_path(
+    platform: str = sys.platform, environ: Mapping[str, str] = os.environ
+) -> str | None:
+    """The mosquitto binary: from PATH, else where the platform's package puts it.
+
+    POSIX: Debian's /usr/sbin. Windows: the installer's ``%ProgramFiles%\\mosquitto``
+    (and the 32-bit ``%ProgramFiles(x86)%``), which it does not add to PATH.
+    """
+    found = shutil.which("mosquitto", path=environ.get("PATH"))
+    if found or platform != WINDOWS:
+        return found or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+    for folder in ("ProgramFiles", "ProgramFiles(x86)"):
+        if environ.get(folder):
+            exe = Path(environ[folder], "mosquitto", "mosquitto.exe")
+            if exe.is_file():
+                return str(exe)
+    return None
 
 
-def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
-    """SIGTERM ``process`` and wait ``timeout`` s for it; SIGKILL it if it does not go."""
+def default_kind(
+    platform: str = sys.platform, environ: Mapping[str, str] = os.environ
+) -> BrokerKind:
+    """mosquitto when :func:`mosquitto_path` finds it, else amqtt."""
+    return "mosquitto" if mosquitto_path(platform, environ) else "amqtt"
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    timeout: float,
+    *,
+    own_group: bool = False,
+    platform: str = sys.platform,
+) -> None:
+    """Ask ``process`` to stop, wait ``timeout`` s for it; kill it if it does not go.
+
+    POSIX: SIGTERM. Windows delivers no SIGTERM between processes: a child started with
+    :func:`bt_sorter.portable.child_kwargs` (``own_group``) gets ``CTRL_BREAK_EVENT``, which
+    its SIGBREAK handler takes as a stop; any other is terminated at once (TerminateProcess).
+    """
     if process.poll() is None:
-        process.terminate()
+        if platform == WINDOWS and not own_group:
+            process.terminate()
+        else:
+            try:
+                process.send_signal(stop_signal(platform))
+            except OSError:  # Windows: no console to send the event through
+                process.terminate()
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -80,7 +123,7 @@ class BrokerProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the broker and wait for it; kill it if it does not go."""
-        stop_process(self.process, timeout)
+        stop_process(self.process, timeout, own_group=True)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -105,8 +148,7 @@ def start_broker(
     mosquitto_passwd file) turns anonymous access off; mosquitto only.
     """
     port = port or free_port(host)
-    if kind is None:
-        kind = "mosquitto" if mosquitto_path() else "amqtt"
+    kind = kind or default_kind()
     tmp = tempfile.TemporaryDirectory(prefix=f"bt_sorter_{kind}_")
     workdir = Path(tmp.name)
     log = (workdir / "broker.log").open("wb")
@@ -130,7 +172,9 @@ def start_broker(
             tmp.cleanup()
             raise ValueError("password files are supported with mosquitto only")
         cmd = [sys.executable, "-m", "bt_sorter.broker", "--host", host, "--port", str(port)]
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    process = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, **child_kwargs()
+    )
     log.close()
     broker = BrokerProcess(kind, host, port, process, workdir, tmp)
     if not wait_for_port(host, port, timeout=20.0) or not broker.alive():
@@ -151,8 +195,11 @@ async def _serve_amqtt(host: str, port: int) -> None:
     await broker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in stop_signals():
+        if sys.platform == WINDOWS:  # the Windows event loops have no add_signal_handler
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        else:
+            loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await broker.shutdown()
 

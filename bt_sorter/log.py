@@ -7,6 +7,7 @@ Event names are past tense snake case with facts as keys:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import Any, TextIO
@@ -14,6 +15,12 @@ from typing import Any, TextIO
 import structlog
 
 _configured = False
+
+
+def _colours_available(platform: str = sys.platform) -> bool:
+    """structlog colours a Windows console through colorama (tqdm's dependency there) and
+    refuses ``colors=True`` without it: plain text then, never a crash at start-up."""
+    return platform != "win32" or importlib.util.find_spec("colorama") is not None
 
 
 def configure(level: str = "info", json: bool | None = None, stream: TextIO | None = None) -> None:
@@ -25,7 +32,7 @@ def configure(level: str = "info", json: bool | None = None, stream: TextIO | No
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty() and _colours_available())
     )
     structlog.configure(
         processors=[

@@ -39,6 +39,7 @@ from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Event
 from bt_sorter.log import get_logger
+from bt_sorter.portable import stop_signals
 from bt_sorter.trace import Trace
 from bt_sorter.view import LiveView, Viz
 
@@ -168,7 +169,7 @@ class Runner:
         """Tick until a stop condition, stop the line safely, return the exit code."""
         previous: dict[int, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stop_signals():  # Windows: SIGBREAK (Ctrl-Break) too
                 previous[sig] = signal.signal(sig, self._on_signal)
         code = EXIT_ERROR
         # A busy adapter thread (a flood on bb) holds the GIL for up to the switch interval

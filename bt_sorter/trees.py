@@ -231,7 +231,7 @@ def _plain(cls: type[py_trees.decorators.Decorator]) -> Callable[..., Behaviour]
 
 
 _CONVERTERS: tuple[tuple[str, type[py_trees.decorators.Decorator], str], ...] = (
-    ("inverter", py_trees.decorators.Inverter, "SUCCESS ↔ FAILURE, RUNNING stays"),
+    ("inverter", py_trees.decorators.Inverter, "SUCCESS <-> FAILURE, RUNNING stays"),
     ("success_is_failure", py_trees.decorators.SuccessIsFailure, "SUCCESS becomes FAILURE"),
     ("failure_is_success", py_trees.decorators.FailureIsSuccess, "FAILURE becomes SUCCESS"),
     ("failure_is_running", py_trees.decorators.FailureIsRunning, "FAILURE becomes RUNNING"),

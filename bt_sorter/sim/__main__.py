@@ -23,6 +23,7 @@ from typing import Any
 
 from bt_sorter import log as logmod
 from bt_sorter.config import Config, FaultConfig, load_config, load_line
+from bt_sorter.portable import stop_signals
 from bt_sorter.yamlio import SpecError
 
 # CLI flag -> FaultConfig field, with the value type
@@ -172,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for problem in course_rule_problems(options.geometry, topology=options.topology):
         log.warning("line_breaks_course_rule", problem=problem)
     node = SimNode(config, options)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():  # Windows: SIGBREAK too, the parent's CTRL_BREAK_EVENT
         signal.signal(sig, lambda *_: node.request_stop())
     node.connect()
     ready = {"event": "sim_ready", "broker": f"{options.host}:{options.port}", "pid": os.getpid()}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import queue
-import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -185,12 +184,13 @@ class SimNode:
 
     def _process_cost(self) -> dict[str, float]:
         """CPU and memory this process used while the line ran (for bench/sim.py)."""
+        from bt_sorter.portable import peak_rss_mib  # resource is POSIX only
+
         wall0, cpu0 = self._started
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         return {
             "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3),
             "cpu_percent_of_one_core": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
-            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
         }

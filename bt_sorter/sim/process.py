@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bt_sorter.broker import stop_process
+from bt_sorter.portable import child_kwargs
 
 READY_EVENT = "sim_ready"
 
@@ -71,8 +72,9 @@ class SimProcess:
         return self._summary(code)
 
     def stop(self, timeout: float = 10.0) -> dict[str, Any] | None:
-        """SIGTERM (the simulator writes ledger and summary), kill if it hangs; the summary."""
-        stop_process(self.process, timeout)
+        """Ask it to stop (SIGTERM; Windows: CTRL_BREAK_EVENT): it writes ledger and summary.
+        Kill it if it hangs. The summary, or None without one."""
+        stop_process(self.process, timeout, own_group=True)
         try:
             return self._summary(self.process.returncode)
         except SimulatorError:
@@ -134,7 +136,7 @@ def start_simulator(
     log_path = summary.with_name(summary.name + ".log")
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, bufsize=1
+            cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, bufsize=1, **child_kwargs()
         )
     sim = SimProcess(process, summary, log_path)
     sim.wait_ready(ready_timeout)

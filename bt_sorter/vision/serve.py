@@ -44,6 +44,7 @@ from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
 from bt_sorter.log import configure, get_logger
+from bt_sorter.portable import stop_signals
 from bt_sorter.vision.batcher import MicroBatcher
 from bt_sorter.vision.classifier import BadPictureError, ClassifyError, Prediction
 from bt_sorter.vision.device import DEVICE_CHOICES
@@ -339,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("service_started", host=host, port=port, model=str(model), max_body=args.max_body,
              device=server.service.health["device"], max_batch=args.max_batch)  # fmt: skip
     print(f"serving {server.url}", flush=True)
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop())
+    for sig in stop_signals():  # Ctrl-C as before: KeyboardInterrupt below
+        if sig != signal.SIGINT:
+            signal.signal(sig, lambda signum, frame: server.request_stop())
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import queue
-import resource
 import signal
 import socket
 import subprocess
@@ -50,6 +49,7 @@ from bt_sorter import log as logs
 from bt_sorter import protocol
 from bt_sorter.broker import stop_process
 from bt_sorter.config import ClassifierConfig
+from bt_sorter.portable import peak_rss_mib
 from bt_sorter.vision.classifier import BadPictureError, Classifier, ClassifyError, Prediction
 from bt_sorter.vision.mqtt_backend import CONNECT_TIMEOUT, connect_v5, mqtt5_refusal
 from bt_sorter.vision.preprocess import decode_picture
@@ -156,7 +156,7 @@ class Worker:
             "counts": dict(self.counts),
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "cpu_percent_of_one_core": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
         }
 
     # -- batching ---------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from bt_sorter.portable import child_kwargs
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -69,7 +71,7 @@ class Chromium:
             [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its helpers (renderer, zygote) go with it on close
+            **child_kwargs(posix_session=True),  # its helpers go with it on close (POSIX)
         )
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count(1)
@@ -185,8 +187,9 @@ class Chromium:
                     self._proc.wait(10)
             # Chromium's helper processes outlive the browser for a moment and keep writing
             # to the profile: end the whole group, then remove the profile.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+            if hasattr(os, "killpg"):  # POSIX only; the profile cleanup ignores errors anyway
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
             self._profile.cleanup()
 
     def __enter__(self) -> Chromium:
