@@ -104,6 +104,7 @@ class Item:
     missed: int = 0  # its expected events that did not come since its latest one
     clean: bool = True  # no stray edge near it: its times may teach the line model
     seen: bool = False  # a picture or an edge has shown it is really on the belt
+    stretched: bool = False  # fed with a feeder stroke lengthened after an empty feed
     pushed_at: float | None = None
     uncertain: bool = False  # its position stopped being knowable
     outcome: Outcome | None = None
@@ -208,6 +209,8 @@ class Blackboard:
     fault: str = ""  # the last fault a condition reported (for the alarm)
     stack_empty: bool = False
     empty_feeds_in_a_row: int = 0  # feeds in a row that put nothing on the belt
+    # ... of them, those fed with a lengthened stroke: only these can show an empty stack
+    stretched_empty_in_a_row: int = 0
     # Issue 15: empty feeds that a later feed's item showed were the feeder's, not the stack's
     feeder_misses: int = 0
     last_empty_feed: int = 0  # the id of the newest feed called empty

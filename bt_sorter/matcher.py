@@ -311,4 +311,5 @@ class Matcher:
         if not item.seen and empty and item.id > self.bb.last_empty_feed:
             note_feeder_missed(self.ctx, empty, item)
         item.seen, self.bb.last_evidence_at, self.bb.empty_feeds_in_a_row = True, t, 0
+        self.bb.stretched_empty_in_a_row = 0
         self.bb.missed_since_evidence = 0

@@ -164,14 +164,32 @@ def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
         "root:\n  selector: until empty\n  children:\n"
         "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
     )  # fmt: skip
-    ctx.bb.items.feed(0.0)
-    ctx.bb.items.feed(2.5)
+    ctx.bb.items.feed(0.0).stretched = True  # fed with a lengthened feeder stroke
+    ctx.bb.items.feed(2.5).stretched = True
     step(ctx, root, 1.0)
     assert root.status == Status.RUNNING
     step(ctx, root, 20.0)  # both estimates are far past gate 1: nothing was there
     assert len(ctx.bb.items) == 0 and ctx.bb.items.done == []
     step(ctx, root, 20.1)
     assert ctx.bb.stack_empty and root.status == Status.SUCCESS
+
+
+def test_feeds_with_the_configured_stroke_that_show_nothing_do_not_end_the_stack(
+    ctx: Context, tmp_path: Path
+) -> None:
+    # Two feeds out before the first is known empty (a pipelined tree): both may be the
+    # feeder's misses; only feeds made with the lengthened stroke judge the stack.
+    root = tree(
+        ctx, tmp_path,
+        "root:\n  selector: until empty\n  children:\n"
+        "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
+    )  # fmt: skip
+    ctx.bb.items.feed(0.0)
+    ctx.bb.items.feed(2.5)
+    step(ctx, root, 20.0)
+    step(ctx, root, 20.1)
+    assert ctx.bb.empty_feeds_in_a_row == 2 and not ctx.bb.stack_empty
+    assert root.status == Status.RUNNING
 
 
 HEALTH = """
@@ -371,7 +389,8 @@ def test_letting_an_item_ride_ends_when_its_feed_turns_out_empty(
     ctx.bb.items.feed(0.0).decided = True  # labelled unknown: nothing was seen of it
     step(ctx, root, 1.0)
     assert root.status == Status.RUNNING
-    step(ctx, root, 8.0)  # far past gate 1 and never seen: forgotten as an empty feed
+    step(ctx, root, 8.0)
+    step(ctx, root, 15.0)  # far past gate 1 and never seen: forgotten as an empty feed
     assert ctx.bb.items.empty_feeds == 1
     assert root.status == Status.SUCCESS
 

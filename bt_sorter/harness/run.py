@@ -198,7 +198,8 @@ def _classifiers(scenario: Scenario, config: Any, world: World) -> dict[str, Ora
         out["primary"] = OracleClassifier("oracle", world, labels, scenario.vision, rng)
     if scenario.fallback == "hsv":
         rng = np.random.default_rng(np.random.SeedSequence([seed, 21]))
-        out["fallback"] = OracleClassifier("fallback-oracle", world, labels, scenario.vision, rng)
+        vision = scenario.fallback_vision or scenario.vision
+        out["fallback"] = OracleClassifier("hsv", world, labels, vision, rng)
     return out
 
 
