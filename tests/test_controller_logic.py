@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from bt_sorter import log as logs
-from bt_sorter.config import FaultConfig, LineGeometry
+from bt_sorter.config import FaultConfig, LineConfig, LineGeometry
 from bt_sorter.harness.run import Result, run_scenario
 from bt_sorter.harness.scenario import Scenario, draw
 from bt_sorter.harness.world import VisionModel
+from bt_sorter.linemodel import prior_times
 from bt_sorter.topology import FS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,7 +248,14 @@ def test_a_wrong_configured_line_is_reported_and_overruled(tmp_path: Path) -> No
     result, _ = run(scenario, tmp_path, {"line": {k: list(v) if isinstance(v, tuple) else v
                                                   for k, v in told.items()}})  # fmt: skip
     assert result.failures == [] and in_own_bins(result) == 10
-    assert result.summary["measured_line"]["geometry_mismatches"]
+    measured = result.summary["measured_line"]
+    mismatched = {m["quantity"]: m for m in measured["geometry_mismatches"]}
+    assert {"picture", "gate1.blocked", "gate1.clear"} <= set(mismatched), measured
+    truth = prior_times(LineConfig(**told))  # what the config said ...
+    line = prior_times(LineConfig(**dataclasses.asdict(geometry)))  # ... and the line
+    gate1 = mismatched["gate1.blocked"]
+    assert gate1["configured"] == pytest.approx(truth["gate1.blocked"])
+    assert gate1["measured"] == pytest.approx(line["gate1.blocked"], rel=0.05)
 
 
 def test_the_pipelined_tree_follows_a_belt_that_slows_by_20_percent(tmp_path: Path) -> None:
@@ -255,7 +263,9 @@ def test_the_pipelined_tree_follows_a_belt_that_slows_by_20_percent(tmp_path: Pa
                                  belt_drift_factor=0.8)  # fmt: skip
     result, _ = run(builtin(PIPELINED, items=20, faults=faults), tmp_path)
     assert result.failures == [] and in_own_bins(result) == 20
-    assert result.line_seconds > 40.0  # the drift happened mid-run
+    assert result.summary["line"]["faults"]["belt_drifts"] == 1  # it happened mid-run
+    passage = result.summary["measured_line"]["quantities"]["gate1.passage"]["median"]
+    assert passage == pytest.approx(0.06 / (0.1 * 0.8), rel=0.05)  # the slowed belt's
 
 
 def test_fast_timings_whose_feeds_come_up_empty_lose_and_missort_nothing(tmp_path: Path) -> None:
