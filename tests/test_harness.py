@@ -22,7 +22,14 @@ import pytest
 from bt_sorter import log as logs
 from bt_sorter.harness.__main__ import report, run_batch, table
 from bt_sorter.harness.run import run_scenario
-from bt_sorter.harness.scenario import TREES, Scenario, draw
+from bt_sorter.harness.scenario import (
+    HARNESS_FAULTS,
+    PHYSICAL_FAULTS,
+    TREES,
+    WIRE_FAULTS,
+    Scenario,
+    draw,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINED, SEQUENTIAL = "trees/sort_pipelined.yaml", "trees/sort.yaml"
@@ -110,14 +117,30 @@ def test_regression(name: str) -> None:
     assert result.failures == [], f"{name}: {result.failures}\n{result.reproducer()}"
 
 
-def test_seeded_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
-    """The CI batch: both trees drawn, two processes. Prints the table."""
-    seeds = range(BATCH_SEED, BATCH_SEED + BATCH)
-    results = [result for result, _ in run_batch(seeds, None, "oracle", jobs=2)]
+CHUNKS = 10  # the batch in parts, so that the suite's processes share it
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_seeded_scenarios(chunk: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CI batch (both trees drawn), a tenth of it per test. Prints the part's table:
+    ``python -m bt_sorter.harness --scenarios 300 --seed 1000`` prints the whole one."""
+    size = BATCH // CHUNKS
+    seeds = range(BATCH_SEED + chunk * size, BATCH_SEED + (chunk + 1) * size)
+    results = [result for result, _ in run_batch(seeds, None, "oracle", jobs=1)]
     failed = [r for r in results if r.failures]
     lines = [f"{r.scenario.describe()}: {r.failures}\n  {r.reproducer()}" for r in failed]
     with capsys.disabled():
-        print(f"\n{table(results)}\n{report(results, 1.0, 1.0, 2).splitlines()[0]}")
-    assert sum(r.items for r in results) >= 6000
-    assert {r.scenario.tree for r in results} == set(TREES)
+        print(f"\n{table(results)}\n{report(results, 1.0, 1.0, 1).splitlines()[0]}")
+    assert sum(r.items for r in results) >= 6000 // CHUNKS
     assert lines == [], "\n".join(lines)
+
+
+def test_the_batch_draws_both_trees_every_fault_kind_and_many_shapes() -> None:
+    scenarios = [draw(seed) for seed in range(BATCH_SEED, BATCH_SEED + BATCH)]
+    assert {s.tree for s in scenarios} == set(TREES)
+    kinds = {k for s in scenarios for k in s.fault_kinds}
+    assert kinds == set(WIRE_FAULTS + PHYSICAL_FAULTS + HARNESS_FAULTS)
+    assert sum(s.healthy for s in scenarios) >= BATCH // 5
+    assert sum(bool(s.rule_problems) for s in scenarios) >= BATCH // 20
+    assert {s.topology.gates for s in scenarios} == set(range(2, 9))
+    assert sum(s.items for s in scenarios) >= 6000
