@@ -87,8 +87,9 @@ class Matcher:
         (its blocked edge lost, a duplicate, a flicker) proves nothing; unmeasured, there
         is no window: nothing is proved.
         """
-        if not edge.blocked:
+        if not edge.blocked or not self.bb.items.pushed:
             return None
+        self._forget_pushed(edge.t)
         name = linemodel.blocked(edge.gate)
         for item in self.bb.items.pushed:
             if item.push_gate + 1 != edge.gate or self.model.predict(name, item.anchor) is None:
@@ -108,12 +109,13 @@ class Matcher:
             return item
         return None
 
-    def forget_pushed(self) -> None:
-        """Stop watching pushed items whose window at the gate downstream has passed."""
+    def _forget_pushed(self, t: float) -> None:
+        """Stop watching pushed items whose window at the gate downstream has passed by
+        ``t`` (here, not every tick: the watch is bounded, and edges are few)."""
         pushed = self.bb.items.pushed
         for item in list(pushed):
             leave = linemodel.clear(item.push_gate + 1)
-            if since_feed(self.ctx, item, self.bb.now) > self.model.deadline(leave, item.anchor):
+            if since_feed(self.ctx, item, t) > self.model.deadline(leave, item.anchor):
                 pushed.remove(item)
 
     # -- matching ----------------------------------------------------------------------

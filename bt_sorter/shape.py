@@ -57,6 +57,8 @@ class ShapeWatch:
     def check(self) -> None:
         for edge in self.bb.undeclared_edges:
             self._edge(edge)
+        if not self.pending and not self.bb.shape_doubt:
+            return  # the usual tick: nothing to judge
         longest = self._passage_bounds()[1]
         for gate, at in list(self.pending.items()):
             if self.model.odometer.between(at, self.bb.now) > longest:

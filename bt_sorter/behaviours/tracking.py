@@ -45,7 +45,6 @@ class TrackItems(Leaf):
             self.matcher.edge(edge)
         while self.bb.pictures:
             self.matcher.picture(*self.bb.pictures.popleft())
-        self.matcher.forget_pushed()
         self.watchdogs.check()
         self.shape.check()
         return Status.RUNNING
