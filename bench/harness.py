@@ -20,13 +20,13 @@ import time
 from bt_sorter import log as logs
 from bt_sorter.harness.__main__ import report, run_batch
 from bt_sorter.harness.run import run_scenario
-from bt_sorter.harness.scenario import draw
+from bt_sorter.harness.scenario import Scenario, draw
 from bt_sorter.topology import FS
 
 PIPELINED = "trees/sort_pipelined.yaml"
 
 
-def healthy_fs(seed: int, items: int):  # noqa: ANN201 (a Scenario)
+def healthy_fs(seed: int, items: int) -> Scenario:
     while True:
         scenario = draw(seed, PIPELINED)
         if scenario.healthy and scenario.topology == FS and len(scenario.routes) == 3:
