@@ -41,6 +41,11 @@ REGRESSIONS = {
     # A corrupt picture made the feed "empty" as soon as the picture's deadline passed;
     # the next feed took the item's gate edges and pushed a ripe item into bin 3.
     "empty_feed_called_before_gate_1_on_a_broken_picture": (121, PIPELINED),
+    # The spacing kept the item behind off the push for the item ahead, not the other
+    # way round: a raw item riding on to bin 1 was still in rod 2's window (wide, gates
+    # far apart) when the ripe item behind cleared gate 3, and was swept with it.
+    "item_ahead_still_in_the_window_of_the_push_for_the_item_behind": (100141, PIPELINED),
+    "item_ahead_still_in_the_window_under_corrupt_pictures": (100129, PIPELINED),
 }
 
 
