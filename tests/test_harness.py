@@ -12,6 +12,7 @@ simulator's line core in virtual time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -149,3 +150,13 @@ def test_the_batch_draws_both_trees_every_fault_kind_and_many_shapes() -> None:
     assert sum(bool(s.rule_problems) for s in scenarios) >= BATCH // 20
     assert {s.topology.gates for s in scenarios} == set(range(2, 9))
     assert sum(s.items for s in scenarios) >= 6000
+
+
+def test_the_shipped_model_on_rendered_pictures_sorts_a_healthy_line() -> None:
+    """Some scenarios run the real ResNet on each rendered picture (``--classifier model``)."""
+    scenario = dataclasses.replace(healthy(1, PIPELINED), classifier="model", items=15)
+    result = run_scenario(scenario)
+    assert result.failures == []
+    rods = sum(v for k, v in result.bins.items() if k.isdigit() and k != "1")
+    assert rods + result.bins["1"] == 15 and rods >= 13  # the model is right on its renders
+    assert result.vision_errors == 0
