@@ -415,16 +415,25 @@ class LineModel:
         """Samples of a quantity, plus :data:`PRIOR_WEIGHT` for a confirmed prior."""
         return self.estimates[name].n + (PRIOR_WEIGHT if name in self.confirmed else 0)
 
-    def measured(self, items: int) -> bool:
-        """True once the picture and gate 1 have ``items`` samples, every other gate one.
+    def measured(self, items: int, through: int | None = None) -> bool:
+        """True once the picture and gate 1 have ``items`` samples, every later gate up to
+        ``through`` (the last gate by default) one.
 
         Items taken by the first rod never reach the gates after it, so those need only one
         sample: the passage is the same at every gate, and the matcher keeps order there.
+        ``through``: the last gate an item must pass to be sorted (the gate of the last rod
+        some label routes to, :meth:`bt_sorter.topology.Topology.reach`). Past it only items
+        bound for bin 1 ride, and no push depends on their edges: a line whose routes send
+        nothing to bin 1 never shows those gates an item, and waiting for them would feed
+        one item at a time for ever (issue 20, seed 1000). Their events keep the bounds no
+        line in the target range can trip until an item shows them.
         """
         first = (PICTURE, blocked(1), clear(1))
         if any(self.support(name) < items for name in first):
             return False
-        return all(self.support(n) >= 1 for n in self.chain[len(first) :])
+        last = self.topology.last_gate if through is None else through
+        rest = [q for g in self.topology.gate_numbers[1:last] for q in (blocked(g), clear(g))]
+        return all(self.support(n) >= 1 for n in rest)
 
     # -- predictions -----------------------------------------------------------------
 

@@ -6,11 +6,12 @@ about the line (no ``line:``) unless a test gives it a prior.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import py_trees
 import pytest
-from contexts import running_context
+from contexts import running_context, tree_from_text
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context
@@ -106,6 +107,27 @@ def test_a_confirmed_prior_shortens_learning() -> None:
     model.learn(LINE)
     assert model.measured(items=3)  # one item confirmed the prior everywhere
     assert not LineModel().measured(items=3) and model.mismatches == []
+
+
+def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Path) -> None:
+    # Issue 20, seed 1000: on a line whose labels all go to rods at gates 1 and 2, no item
+    # ever reaches gate 3; waiting for its edges fed one item at a time for ever.
+    model = LineModel()
+    for _ in range(3):
+        model.learn({n: v for n, v in LINE.items() if not n.startswith("gate3")})
+    assert not model.measured(items=3)  # gate 3 counts on a line that routes to its rod
+    assert model.measured(items=3, through=2)
+    assert not model.measured(items=3, through=3)
+    assert not LineModel().measured(items=3, through=1)  # the picture and gate 1 always
+    # The leaf asks for the gates up to the last rod some label routes to.
+    ctx = running_context(tmp_path, model, measured=False)
+    root = tree_from_text(ctx, tmp_path, "root:\n  LineMeasured: measured\n")
+    for routes, status in (({"ripe": 2, "half_ripe": 3}, Status.SUCCESS),
+                           ({"raw": 4}, Status.FAILURE)):  # fmt: skip
+        sorting = dataclasses.replace(ctx.config.sorting, routes=routes)
+        ctx.config = ctx.config.replace(sorting=sorting)
+        root.tick_once()
+        assert root.status == status
 
 
 def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
