@@ -72,8 +72,8 @@ DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 # Issue 15: an item whose times fall outside the model's own windows is not learned (its
 # events may be another item's: a feed that put nothing on the belt); SHIFT_ITEMS such
-# items in a row that agree with each other (within SHIFT_AGREE of their median pace) are
-# a line that changed, and are learned.
+# items in a row that agree with each other (within SHIFT_AGREE of their median pace), each
+# within the windows once stretched by its pace, are a line that changed, and are learned.
 SHIFT_ITEMS = 3
 SHIFT_AGREE = 0.1
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
@@ -312,8 +312,9 @@ class LineModel:
         An item with a time outside the model's window for it (:meth:`outliers`) is not
         learned: :attr:`last_outliers` says which and :attr:`items_rejected` counts it
         (issue 15: one wrong sample in a short window moves the medians and the spacing).
-        :data:`SHIFT_ITEMS` rejected items in a row whose paces agree are a line that
-        changed (a belt slower by more than the windows allow): they are all learned.
+        :data:`SHIFT_ITEMS` rejected items in a row whose paces agree, and whose times all
+        fit the windows once stretched by that pace, are a line that changed (a belt
+        slower by more than the windows allow): they are all learned.
         """
         outliers = self.outliers(observed)
         self.last_outliers = outliers
@@ -326,6 +327,12 @@ class LineModel:
         trusted = self.items_learned >= SHIFT_ITEMS  # else the first items may be the odd ones
         if pace is None or (trusted and not low <= pace <= high):
             self._rejected.clear()  # no belt changes that much: not a drift
+            return []
+        if trusted and not self._paced(observed, pace):
+            # Issue 20 (seed 1225): a belt that changed speed stretches every time alike;
+            # one time off on its own (the next item's picture, taken item after item)
+            # is not the line changing, and learning it would make the shift look right.
+            self._rejected.clear()
             return []
         self._rejected.append(observed)
         paces = [self._pace(o) or 0.0 for o in self._rejected]
@@ -351,6 +358,19 @@ class LineModel:
                 out[name] = {"value": round(value, 4), "low": round(low, 4),
                              "high": round(high, 4)}  # fmt: skip
         return out
+
+    def _paced(self, observed: dict[str, float], pace: float) -> bool:
+        """Whether ``observed`` falls within the model's windows once every prediction is
+        stretched by ``pace`` (the item's own): what a belt that changed speed shows."""
+        for name, value in observed.items():
+            expected = self.expected(name)
+            if expected is None or self.estimates[name].n == 0:
+                continue
+            predicted = expected * pace
+            tolerance = SPREAD_K * self.spread(name) + REL_TOL * predicted + self.margin
+            if abs(value - predicted) > tolerance:
+                return False
+        return True
 
     def _pace(self, observed: dict[str, float]) -> float | None:
         """An item's times over the model's medians (the median of the ratios)."""

@@ -331,3 +331,40 @@ def test_a_late_picture_stays_with_its_item_though_the_next_feed_is_nearer(
     run(ctx, tmp_path, 6.0, events)
     assert first.picture_at == 2.9 and second.picture_at == 3.5
     assert ctx.bb.items.empty_feeds == 0 and second.outcome is Outcome.SORTED
+
+
+def test_a_picture_past_the_deadline_of_an_item_in_gate_1_is_the_next_items(
+    tmp_path: Path,
+) -> None:
+    # Issue 20, seed 1225: an item's picture was corrupt (dropped); the next item's came
+    # while it was in gate 1, past its own picture's deadline, and it took it; the next
+    # item took the one after, and so on: every item carried its follower's label.
+    long = {**LINE, **{f"gate{k}.clear": LINE[f"gate{k}.blocked"] + 1.0 for k in (1, 2, 3)}}
+    long |= {f"gate{k}.passage": 1.0 for k in (1, 2, 3)}  # in gate 1 from 3.0 to 4.0
+    model = LineModel(None, tick=0.02)
+    for _ in range(3):
+        model.learn(long)
+    ctx = running_context(tmp_path, model, measured=False)
+    first, second, third = fed(ctx, 0.0, rod=None), fed(ctx, 1.6, rod=None), fed(ctx, 3.2, 2)
+    for item in (first, second, third):
+        item.decided = False  # labels still to come
+    # The first item's picture (2.0) is lost; the second's comes at 3.6 (first in gate 1,
+    # 3.6 s after its feed: past its deadline, 3.38 s), the third's at 5.2 (second in gate 1).
+    events = {3.6: "picture", 5.2: "picture", **passage(3.0, 1, 1.0), **passage(4.6, 1, 1.0)}
+    run(ctx, tmp_path, 5.5, events)
+    assert first.picture is None
+    assert second.picture_at == 3.6 and third.picture_at == 5.2
+
+
+def test_one_time_off_on_its_own_is_not_a_line_that_changed() -> None:
+    # Issue 20, seed 1225: pictures taken one item late, item after item, agreed with each
+    # other (the gates' times were right, so their paces did too) and were learned as a
+    # line that changed: the shift then fit the windows, and nothing doubted it.
+    model = LineModel()
+    for _ in range(linemodel.WINDOW):
+        model.learn(LINE)
+    late_picture = {**LINE, "picture": LINE["picture"] + 2.0}
+    for _ in range(2 * linemodel.SHIFT_ITEMS):
+        model.learn(late_picture)
+        assert set(model.last_outliers) == {"picture"}
+    assert model.expected("picture") == pytest.approx(LINE["picture"])
