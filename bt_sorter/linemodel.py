@@ -39,6 +39,7 @@ import bisect
 import itertools
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,8 @@ DELAY_QUANTILE = 0.99
 PACE_LIMITS = (0.5, 2.0)  # an item's pace outside these is an outlier, not a drift
 # Issue 15: an item whose times fall outside the model's own windows is not learned (its
 # events may be another item's: a feed that put nothing on the belt); SHIFT_ITEMS such
-# items in a row that agree with each other (within SHIFT_AGREE of their median pace) are
-# a line that changed, and are learned.
+# items in a row that agree with each other (within SHIFT_AGREE of their median pace), each
+# within the windows once stretched by its pace, are a line that changed, and are learned.
 SHIFT_ITEMS = 3
 SHIFT_AGREE = 0.1
 RUN_OUT_FACTOR = 1.5  # the belt end lies at most this many gate spacings past gate 3
@@ -235,8 +236,13 @@ class LineModel:
         feeder_cycle: float = 2.5,
         rod_out: float = 2.0,
         topology: Topology = FS,
+        routed: Iterable[int] | None = None,
     ) -> None:
         self.topology = topology
+        # The gates whose rods fire: those some label routes to (config sorting.routes);
+        # an unrouted rod never pushes, so it sets no spacing. Every rod's by default.
+        rods = topology.rods if routed is None else [r for r in routed if r in topology.rods]
+        self.push_gates = sorted({topology.rods[rod] for rod in rods})
         self.chain, self.quantities = chain(topology), quantities(topology)
         self.odometer = Odometer()
         self.estimates = {name: Estimate() for name in self.quantities}
@@ -312,8 +318,9 @@ class LineModel:
         An item with a time outside the model's window for it (:meth:`outliers`) is not
         learned: :attr:`last_outliers` says which and :attr:`items_rejected` counts it
         (issue 15: one wrong sample in a short window moves the medians and the spacing).
-        :data:`SHIFT_ITEMS` rejected items in a row whose paces agree are a line that
-        changed (a belt slower by more than the windows allow): they are all learned.
+        :data:`SHIFT_ITEMS` rejected items in a row whose paces agree, and whose times all
+        fit the windows once stretched by that pace, are a line that changed (a belt
+        slower by more than the windows allow): they are all learned.
         """
         outliers = self.outliers(observed)
         self.last_outliers = outliers
@@ -326,6 +333,12 @@ class LineModel:
         trusted = self.items_learned >= SHIFT_ITEMS  # else the first items may be the odd ones
         if pace is None or (trusted and not low <= pace <= high):
             self._rejected.clear()  # no belt changes that much: not a drift
+            return []
+        if trusted and not self._paced(observed, pace):
+            # Issue 20 (seed 1225): a belt that changed speed stretches every time alike;
+            # one time off on its own (the next item's picture, taken item after item)
+            # is not the line changing, and learning it would make the shift look right.
+            self._rejected.clear()
             return []
         self._rejected.append(observed)
         paces = [self._pace(o) or 0.0 for o in self._rejected]
@@ -351,6 +364,19 @@ class LineModel:
                 out[name] = {"value": round(value, 4), "low": round(low, 4),
                              "high": round(high, 4)}  # fmt: skip
         return out
+
+    def _paced(self, observed: dict[str, float], pace: float) -> bool:
+        """Whether ``observed`` falls within the model's windows once every prediction is
+        stretched by ``pace`` (the item's own): what a belt that changed speed shows."""
+        for name, value in observed.items():
+            expected = self.expected(name)
+            if expected is None or self.estimates[name].n == 0:
+                continue
+            predicted = expected * pace
+            tolerance = SPREAD_K * self.spread(name) + REL_TOL * predicted + self.margin
+            if abs(value - predicted) > tolerance:
+                return False
+        return True
 
     def _pace(self, observed: dict[str, float]) -> float | None:
         """An item's times over the model's medians (the median of the ratios)."""
@@ -415,16 +441,25 @@ class LineModel:
         """Samples of a quantity, plus :data:`PRIOR_WEIGHT` for a confirmed prior."""
         return self.estimates[name].n + (PRIOR_WEIGHT if name in self.confirmed else 0)
 
-    def measured(self, items: int) -> bool:
-        """True once the picture and gate 1 have ``items`` samples, every other gate one.
+    def measured(self, items: int, through: int | None = None) -> bool:
+        """True once the picture and gate 1 have ``items`` samples, every later gate up to
+        ``through`` (the last gate by default) one.
 
         Items taken by the first rod never reach the gates after it, so those need only one
         sample: the passage is the same at every gate, and the matcher keeps order there.
+        ``through``: the last gate an item must pass to be sorted (the gate of the last rod
+        some label routes to, :meth:`bt_sorter.topology.Topology.reach`). Past it only items
+        bound for bin 1 ride, and no push depends on their edges: a line whose routes send
+        nothing to bin 1 never shows those gates an item, and waiting for them would feed
+        one item at a time for ever (issue 20, seed 1000). Their events keep the bounds no
+        line in the target range can trip until an item shows them.
         """
         first = (PICTURE, blocked(1), clear(1))
         if any(self.support(name) < items for name in first):
             return False
-        return all(self.support(n) >= 1 for n in self.chain[len(first) :])
+        last = self.topology.last_gate if through is None else through
+        rest = [q for g in self.topology.gate_numbers[1:last] for q in (blocked(g), clear(g))]
+        return all(self.support(n) >= 1 for n in rest)
 
     # -- predictions -----------------------------------------------------------------
 
@@ -521,13 +556,13 @@ class LineModel:
         ahead, as late as :meth:`max_push_delay` after it, and is back ``rod_out`` later;
         the item behind must not reach gate g (the sweep window lies downstream of it)
         before then: passage at gate g + the latest push + rod out, plus the spreads and
-        the command margin, over every gate that fires a rod (a gate that only tracks
-        fires none). And the other way round: the item ahead must have left the window
-        before the push for this one (:meth:`leaves_window`). None while a passage is
-        unknown. See docs/line-model.md.
+        the command margin, over every gate that fires a rod some label routes to (a gate
+        that only tracks fires none, nor does an unrouted rod's). And the other way round:
+        the item ahead must have left the window before the push for this one
+        (:meth:`leaves_window`). None while a passage is unknown. See docs/line-model.md.
         """
         needs, aheads = [], []
-        for gate in sorted(self.topology.rods.values()):
+        for gate in self.push_gates:
             time = self.passage_time(gate)
             ahead = self.leaves_window(gate)
             if time is None or ahead is None:
@@ -536,6 +571,8 @@ class LineModel:
             stretched = time * max(1.0, self.pace)
             needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
             aheads.append(ahead)
+        if not needs:
+            return 0.0  # no rod fires: nothing to space but the feeder's own cycle
         behind = max(needs) + self.rod_out  # the item behind stays off a push for this one
         return max(behind, max(aheads)) + self.command_margin
 

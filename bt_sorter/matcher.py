@@ -335,7 +335,7 @@ class Matcher:
                 break  # too early even for the oldest: a duplicate or a stray
             if at > latest and item.entered == 0:
                 continue  # this one's picture went missing; the item behind may fit
-            if self._picture_is_later(item, waiting[index + 1 :], t):
+            if self._picture_is_later(item, waiting[index + 1 :], t, overdue=at > latest):
                 continue
             item.picture, item.picture_at = data, t
             if item.anchor is None:
@@ -347,11 +347,18 @@ class Matcher:
         self.ctx.record.write("picture_unmatched", t, bytes=len(data))
         return None
 
-    def _picture_is_later(self, item: Item, waiting: list[Item], t: float) -> bool:
+    def _picture_is_later(
+        self, item: Item, waiting: list[Item], t: float, overdue: bool = False
+    ) -> bool:
         """Issue 15: whether ``item``, not seen yet, leaves the picture at ``t`` to the
-        next item waiting for one (not at gate 1 yet), which it fits better."""
+        next item waiting for one (not at gate 1 yet), which it fits better.
+
+        Issue 20 (seed 1225): so does an item seen at gate 1 whose own picture went
+        missing (a corrupt one), when the picture is past its deadline (``overdue``):
+        taken, it was the next item's, that item took the one after it, and every later
+        item carried its follower's label into a wrong bin."""
         later = waiting[0] if waiting else None
-        if later is None or item.seen or later.entered > 0:
+        if later is None or (item.seen and not overdue) or later.entered > 0:
             return False
         if not self._nearer(linemodel.PICTURE, t, later, item):
             return False

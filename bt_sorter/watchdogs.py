@@ -45,6 +45,36 @@ if TYPE_CHECKING:
 STUCK_AFTER_MISSED = 2  # an item's clear edge and the event after it, both overdue
 
 
+def blockage_doubt(ctx: Context, item: Item) -> str | None:
+    """Why pushing ``item``'s rod now may sweep another item too, or None.
+
+    The rod's window lies past its gate g, before gate g+1. When gate g+1 still reads
+    blocked after an item's clear edge there went missing, that item may be stuck in it,
+    and an item that left gate g after it and has not shown at gate g+1 may be held
+    behind it, in the window (issue 20, seed 1201: rod 2 pushed for the item behind and
+    swept the held one into bin 2). One lost clear message looks the same until the next
+    event; then the watchdogs tell (stuck: the alarm). Until then the rod is not pushed.
+    """
+    bb = ctx.bb
+    gate = item.push_gate
+    after = gate + 1
+    if after > bb.topology.last_gate or not bb.gates.get(after):
+        return None
+    stuck = next((i for i in bb.items
+                  if after in i.blocked_at and after not in i.cleared_at and i.cleared >= after),
+                 None)  # fmt: skip
+    if stuck is None:
+        return None
+    held = next((i for i in bb.items
+                 if i is not item and i.seen and i.cleared >= gate
+                 and max(i.evidence, default=0) <= gate),
+                None)  # fmt: skip
+    if held is None:
+        return None
+    return (f"gate {after} stays blocked after item {stuck.id}'s clear edge went missing: "
+            f"item {held.id} may be held in rod {item.rod}'s window")  # fmt: skip
+
+
 class Watchdogs:
     """Checks every item in flight against its deadlines."""
 
@@ -132,11 +162,18 @@ class Watchdogs:
         from being called stuck there (``items_bunched`` in the record). A stuck item
         still raises the alarm: the followers' deadlines pass too, and the last of
         them is then held back from the gate by what is (``now``: belt s since
-        ``item``'s feed, for the record)."""
+        ``item``'s feed, for the record).
+
+        Only a follower that is on the belt (seen) and was never seen apart from ``item``
+        can be bunched with it: items ride at one speed, so a gap seen between them at a
+        gate upstream (``item`` cleared it, then the follower blocked it) is there at
+        ``gate`` too, unless ``item`` is held (issue 20, seed 1201: a stuck item was
+        excused by the item held behind it, and that one by a feed that put nothing on the
+        belt; no alarm, and the run ended "stack empty" with gate 2 blocked)."""
         behind = itertools.dropwhile(lambda i: i is not item, self.bb.items)
         next(behind, None)
         for follower in behind:
-            if follower.cleared >= gate:
+            if follower.cleared >= gate or not follower.seen or self._apart(item, follower):
                 continue
             at = since_feed(self.ctx, follower, self.bb.now)
             opened = at >= self.model.window(linemodel.blocked(gate))[0]
@@ -146,6 +183,18 @@ class Watchdogs:
                     self.ctx.record.write("items_bunched", self.bb.now, gate=gate, item=item.id,
                                           behind=follower.id, since_feed=round(now, 4))  # fmt: skip
                 return True
+        return False
+
+    def _apart(self, item: Item, follower: Item) -> bool:
+        """Whether a gate saw a gap between ``item`` and ``follower``: ``item`` cleared it
+        and the follower blocked it later by more than the events' margin (a flicker's
+        clear and blocked edges come closer than that)."""
+        for gate, cleared_at in item.cleared_at.items():
+            blocked_at = follower.blocked_at.get(gate)
+            if blocked_at is not None:
+                gap = self.model.odometer.between(cleared_at, blocked_at)
+                if gap > self.model.margin:
+                    return True
         return False
 
     def _ran_out(self, item: Item, now: float) -> None:

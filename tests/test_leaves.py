@@ -232,6 +232,43 @@ def test_item_stuck_in_a_gate_runs_the_abort_branch(ctx: Context, tmp_path: Path
     assert ctx.bb.alarms and "gate 1" in ctx.bb.alarms[0] and "stuck" in ctx.bb.alarms[0]
 
 
+def test_an_item_held_behind_a_stuck_one_does_not_excuse_it(ctx: Context, tmp_path: Path) -> None:
+    # Issue 20, seed 1201: the item held behind a stuck one was taken for one bunched with
+    # it (the gate's block "may be the next item's"), and that one for a feed behind it that
+    # put nothing on the belt; both rode on "past the belt end", and the run ended, exit 0.
+    root = tree(ctx, tmp_path, HEALTH)
+    fed(ctx, 0.0, rod=None)  # sticks in gate 2 (blocked at 7.9)
+    fed(ctx, 2.5, rod=None)  # apart from it at gate 1 (7.4 to 8.0), then held behind it
+    ctx.bb.items.feed(5.0)  # a feed that put nothing on the belt
+    edges = {4.9: (1, True), 5.5: (1, False), 7.4: (1, True), 7.9: (2, True), 8.0: (1, False)}
+    sent = run_until(ctx, root, 14.0, edges)  # its gate 3 edge overdue at 12.9
+    assert sent == [protocol.ALL_PULL, protocol.BELT_STOP]
+    assert ctx.bb.alarms and "gate 2" in ctx.bb.alarms[0] and "item 1" in ctx.bb.alarms[0]
+
+
+@pytest.mark.parametrize("stuck", [True, False])
+def test_no_rod_pushes_while_an_item_may_be_held_in_its_window(
+    ctx: Context, tmp_path: Path, stuck: bool
+) -> None:
+    # Issue 20, seed 1201: gate 2 stayed blocked after the first item's clear edge there
+    # went missing; the item behind it, held in rod 2's window, was swept into bin 2 with
+    # the rod-2 item that cleared gate 1 next.
+    root = tree(ctx, tmp_path, TRACK_AND_RODS)
+    fed(ctx, 0.0, rod=None)  # in gate 2 from 7.9; its clear edge at 8.5 never comes if stuck
+    fed(ctx, 2.5, rod=None)  # gate 1 from 7.4 to 8.0, then (if stuck) held behind it
+    third = fed(ctx, 5.0, rod=2)  # gate 1 from 9.9 to 10.5: rod 2 fires on its clear edge
+    edges = {4.9: (1, True), 5.5: (1, False), 7.4: (1, True), 7.9: (2, True), 8.0: (1, False),
+             9.9: (1, True), 10.5: (1, False)}  # fmt: skip
+    if not stuck:
+        edges[8.5] = (2, False)
+    sent = run_until(ctx, root, 10.5, edges)
+    if stuck:
+        assert protocol.push(2) not in sent and third.outcome is None
+        assert third.uncertain and "item 2 may be held in rod 2's window" in third.reject_reason
+    else:
+        assert protocol.push(2) in sent and third.outcome is Outcome.SORTED
+
+
 def test_one_lost_clear_edge_does_not_stop_the_line(ctx: Context, tmp_path: Path) -> None:
     root = tree(ctx, tmp_path, HEALTH)
     fed(ctx, 0.0, rod=None)

@@ -6,11 +6,12 @@ about the line (no ``line:``) unless a test gives it a prior.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import py_trees
 import pytest
-from contexts import running_context
+from contexts import running_context, tree_from_text
 
 from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context
@@ -107,6 +108,27 @@ def test_a_confirmed_prior_shortens_learning() -> None:
     model.learn(LINE)
     assert model.measured(items=3)  # one item confirmed the prior everywhere
     assert not LineModel().measured(items=3) and model.mismatches == []
+
+
+def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Path) -> None:
+    # Issue 20, seed 1000: on a line whose labels all go to rods at gates 1 and 2, no item
+    # ever reaches gate 3; waiting for its edges fed one item at a time for ever.
+    model = LineModel()
+    for _ in range(3):
+        model.learn({n: v for n, v in LINE.items() if not n.startswith("gate3")})
+    assert not model.measured(items=3)  # gate 3 counts on a line that routes to its rod
+    assert model.measured(items=3, through=2)
+    assert not model.measured(items=3, through=3)
+    assert not LineModel().measured(items=3, through=1)  # the picture and gate 1 always
+    # The leaf asks for the gates up to the last rod some label routes to.
+    ctx = running_context(tmp_path, model, measured=False)
+    root = tree_from_text(ctx, tmp_path, "root:\n  LineMeasured: measured\n")
+    for routes, status in (({"ripe": 2, "half_ripe": 3}, Status.SUCCESS),
+                           ({"raw": 4}, Status.FAILURE)):  # fmt: skip
+        sorting = dataclasses.replace(ctx.config.sorting, routes=routes)
+        ctx.config = ctx.config.replace(sorting=sorting)
+        root.tick_once()
+        assert root.status == status
 
 
 def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
@@ -331,3 +353,40 @@ def test_the_item_ahead_has_left_a_rods_window_before_the_push_for_the_item_behi
     assert spacing is not None
     assert spacing >= times["gate4.clear"] - times["gate3.clear"]  # 6 s: off rod 2's window
     assert spacing >= model.run_out([])  # past the belt end: off rod 3's
+
+
+def test_a_picture_past_the_deadline_of_an_item_in_gate_1_is_the_next_items(
+    tmp_path: Path,
+) -> None:
+    # Issue 20, seed 1225: an item's picture was corrupt (dropped); the next item's came
+    # while it was in gate 1, past its own picture's deadline, and it took it; the next
+    # item took the one after, and so on: every item carried its follower's label.
+    long = {**LINE, **{f"gate{k}.clear": LINE[f"gate{k}.blocked"] + 1.0 for k in (1, 2, 3)}}
+    long |= {f"gate{k}.passage": 1.0 for k in (1, 2, 3)}  # in gate 1 from 3.0 to 4.0
+    model = LineModel(None, tick=0.02)
+    for _ in range(3):
+        model.learn(long)
+    ctx = running_context(tmp_path, model, measured=False)
+    first, second, third = fed(ctx, 0.0, rod=None), fed(ctx, 1.6, rod=None), fed(ctx, 3.2, 2)
+    for item in (first, second, third):
+        item.decided = False  # labels still to come
+    # The first item's picture (2.0) is lost; the second's comes at 3.6 (first in gate 1,
+    # 3.6 s after its feed: past its deadline, 3.38 s), the third's at 5.2 (second in gate 1).
+    events = {3.6: "picture", 5.2: "picture", **passage(3.0, 1, 1.0), **passage(4.6, 1, 1.0)}
+    run(ctx, tmp_path, 5.5, events)
+    assert first.picture is None
+    assert second.picture_at == 3.6 and third.picture_at == 5.2
+
+
+def test_one_time_off_on_its_own_is_not_a_line_that_changed() -> None:
+    # Issue 20, seed 1225: pictures taken one item late, item after item, agreed with each
+    # other (the gates' times were right, so their paces did too) and were learned as a
+    # line that changed: the shift then fit the windows, and nothing doubted it.
+    model = LineModel()
+    for _ in range(linemodel.WINDOW):
+        model.learn(LINE)
+    late_picture = {**LINE, "picture": LINE["picture"] + 2.0}
+    for _ in range(2 * linemodel.SHIFT_ITEMS):
+        model.learn(late_picture)
+        assert set(model.last_outliers) == {"picture"}
+    assert model.expected("picture") == pytest.approx(LINE["picture"])

@@ -8,6 +8,7 @@ from bt_sorter import linemodel, protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import Item, Outcome
 from bt_sorter.items import identity_doubt, resolve_item
+from bt_sorter.watchdogs import blockage_doubt
 
 Status = py_trees.common.Status
 
@@ -91,6 +92,11 @@ class PushRod(Leaf):
             return Status.FAILURE
         if self.bb.shape_doubt:  # issue 20: its rod's gate may not be the one config says
             item.uncertain, item.reject_reason = True, self.bb.shape_doubt
+            return Status.FAILURE
+        if (doubt := blockage_doubt(self.ctx, item)) is not None:  # issue 20
+            item.uncertain, item.reject_reason = True, f"not pushed: {doubt}"
+            self.ctx.record.write("push_withheld", self.bb.now, rod=item.rod, item=item.id,
+                                  reason=doubt)  # fmt: skip
             return Status.FAILURE
         self.bb.command(protocol.push(item.rod))
         item.pushed_at = self.bb.now
