@@ -47,6 +47,10 @@ REGRESSIONS = {
     # far apart) when the ripe item behind cleared gate 3, and was swept with it.
     "item_ahead_still_in_the_window_of_the_push_for_the_item_behind": (100141, PIPELINED),
     "item_ahead_still_in_the_window_under_corrupt_pictures": (100129, PIPELINED),
+    # Gates closer than an item's length: its head blocked the next gate before rod 2 had
+    # swept it; that blocked edge was taken for a missed push, the item "back on the
+    # belt" was then overdue at gate 3, and a false stalled-belt alarm stopped the line.
+    "a_head_at_the_next_gate_before_the_sweep_is_no_missed_push": (1130, PIPELINED),
     # Issue 20: no label routed to the rods past gate 7 of 8 (nor to bin 1), so no item
     # reached gate 8; LineMeasured waited for its edges and the tree fed one item at a
     # time for ever (18 % of the measured limit). Seed 1097: the same on 5 gates, rod 5
