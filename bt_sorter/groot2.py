@@ -257,7 +257,7 @@ def board(ctx: Context) -> dict[str, Any]:
     times = {name: model.expected(name) for name in model.quantities}
     return {
         "tick": bb.tick,
-        "line_time": round(bb.now, 3),
+        "line_time": round(bb.now, 4),  # as the record writes it
         "connected": bb.connected,
         "belt_running": bb.belt_running,
         "items_in_flight": items,
