@@ -333,9 +333,10 @@ class Groot2Server:
                              f"no authentication: set {ALLOW_ENV} to the client addresses "
                              "allowed (docs/groot.md)")  # fmt: skip
         self.host, self.port, self.tree, self.allow = host, port, tree, allow
-        self.uuid = bytearray(secrets.token_bytes(16))  # as BT.CPP's CreateRandomUUID
-        self.uuid[6] = (self.uuid[6] & 0x4F) | 0x40
-        self.uuid[8] = (self.uuid[8] & 0xBF) | 0x80
+        uuid = bytearray(secrets.token_bytes(16))  # as BT.CPP's CreateRandomUUID
+        uuid[6] = (uuid[6] & 0x4F) | 0x40
+        uuid[8] = (uuid[8] & 0xBF) | 0x80
+        self.uuid = bytes(uuid)
         self.xml = tree.xml.encode("utf-8")
         idle = [IDLE] * (max(tree.mirror, default=-1) + 1)
         self._latest: tuple[bytes, dict[str, Any]] = (status_buffer(tree, idle), {})
@@ -379,6 +380,7 @@ class Groot2Server:
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
             socket.setsockopt(zmq.SNDTIMEO, 1000)  # as BT.CPP's
+            socket.setsockopt(zmq.RCVTIMEO, 100)  # to see a stop (BT.CPP's: 100 ms too)
             if self.allow:
                 from zmq.auth.thread import ThreadAuthenticator
 
@@ -404,10 +406,8 @@ class Groot2Server:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                if not socket.poll(100, zmq.POLLIN):
-                    continue
                 try:
-                    frames = socket.recv_multipart(zmq.NOBLOCK)
+                    frames = socket.recv_multipart()
                 except zmq.Again:
                     continue
                 reply = self.answer(frames)
@@ -436,7 +436,7 @@ class Groot2Server:
         if protocol != PROTOCOL_ID:
             return error_reply(f"protocol {protocol} not supported (this server speaks "
                                f"{PROTOCOL_ID})")  # fmt: skip
-        header = HEADER.pack(PROTOCOL_ID, kind, request_id) + bytes(self.uuid)
+        header = HEADER.pack(PROTOCOL_ID, kind, request_id) + self.uuid
         if kind == FULLTREE:
             return [header, self.xml]
         if kind == STATUS:
