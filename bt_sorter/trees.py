@@ -15,7 +15,9 @@ A tree file is data (safe YAML, no code)::
 Each node mapping has exactly one kind key: a composite, a decorator (py_trees.decorators),
 a leaf from :data:`REGISTRY`, ``include``, or (in a ``children:`` list) ``for_each_rod``.
 Composites and decorators declare their parameters with :class:`Param`, like leaves, so
-validation and ``run.py --help`` are uniform. Every problem is a :class:`SpecError`
+validation and ``run.py --help`` are uniform. Node names are unique within a tree file
+(each rod's branch of a ``for_each_rod`` too: give its names ``{rod}``): BehaviorTree.CPP
+and Groot2 key a node by its path in the tree. Every problem is a :class:`SpecError`
 naming file, line and node.
 
 A tree serves whatever line config declares (``topology:``, :mod:`bt_sorter.topology`)

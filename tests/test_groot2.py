@@ -153,15 +153,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
         answered = time.monotonic()
         while run.poll() is None:
             try:
-                first = poll_states(client)
-                board = client.fetch_blackboard([MAIN])
-                second = poll_states(client)
+                before = (client.fetch_blackboard([MAIN]) or {}).get(MAIN)
+                statuses = poll_states(client)
+                after = (client.fetch_blackboard([MAIN]) or {}).get(MAIN)
             except ConnectionError_:
                 break  # the run ended between two requests
             answered = time.monotonic()
-            main = (board or {}).get(MAIN)
-            if first == second and main:  # no change between: the board's tick is theirs
-                samples.append(Sample(main["line_time"], main["tick"], first, main))
+            # statuses and board are published together: one tick on both sides of the
+            # statuses means no publish came between, so they are that tick's
+            if before and after and before["tick"] == after["tick"]:
+                samples.append(Sample(before["line_time"], before["tick"], statuses, before))
             time.sleep(0.05)
         stop.set()
         for thread in others:
@@ -215,7 +216,9 @@ def test_btview_statuses_agree_with_the_record_at_the_same_line_time(live: LiveR
     for sample in live.samples:
         recorded = fold(events, sample.line_time)
         for uid, status in sample.statuses.items():
-            assert status == RECORD_STATUS[recorded[ids[uid]]], (sample.line_time, uid)
+            near = [e for e in events if e["event"] == "node_status" and e["node"] == ids[uid]
+                    and abs(e["t"] - sample.line_time) < 0.5]  # fmt: skip
+            assert status == RECORD_STATUS[recorded[ids[uid]]], (sample, uid, near)
         assert set(sample.statuses) == set(ids)
         seen.add(tuple(sorted(sample.statuses.items())))
     assert len(seen) >= 5  # the tree moved while it was watched
