@@ -47,7 +47,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -606,21 +606,21 @@ REPLAY_CODE = {"R": RUNNING, "S": SUCCESS, "F": FAILURE, "-": IDLE}
 
 
 class GrootReplay:
-    """Takes a replay's snapshots (as the page does) into the Groot2 server."""
+    """Takes a replay's snapshots (as the page does) into the Groot2 server; a node idle
+    after having run shows its last status as BT.CPP does, from the record's transitions
+    (``session.last_run``: a replay jumps over many at a time)."""
 
-    def __init__(self, server: Groot2Server, ctx_of: Callable[[], Context]) -> None:
-        self.server, self.ctx_of = server, ctx_of
-        self.last = [IDLE] * len(server.tree.mirror)
+    def __init__(self, server: Groot2Server, session: Any) -> None:
+        self.server, self.session = server, session
 
     def publish(self, snapshot: dict[str, Any]) -> None:
         codes = []
-        for i, char in enumerate(snapshot["status"]):
+        for char, ran in zip(snapshot["status"], self.session.last_run, strict=True):
             code = REPLAY_CODE.get(char, IDLE)
-            if code != IDLE:
-                self.last[i] = code
-            codes.append(code if code != IDLE else IDLE_FROM + self.last[i] if self.last[i]
-                         else IDLE)  # fmt: skip
-        self.server.publish(status_buffer(self.server.tree, codes), board(self.ctx_of()))
+            if code == IDLE and ran:
+                code = IDLE_FROM + CODE_OF_NAME[ran]
+            codes.append(code)
+        self.server.publish(status_buffer(self.server.tree, codes), board(self.session.ctx))
 
 
 class Publishers:

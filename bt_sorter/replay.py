@@ -113,6 +113,7 @@ class Session:
     def _reset(self) -> None:
         self.ctx = _context(self.header)
         self.status = ["-"] * len(self.tree)
+        self.last_run = [""] * len(self.tree)  # each node's last status other than INVALID
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)
         self.items: dict[int, Item] = {}
         self.chart = Throughput()
@@ -169,6 +170,9 @@ class Session:
         if kind == "node_status":
             if 0 <= e.get("node", -1) < len(self.status):
                 self.status[e["node"]] = STATUS_CHAR.get(e.get("new"), "-")
+                ran = e.get("new") if e.get("new") != "INVALID" else e.get("old")
+                if ran in ("RUNNING", "SUCCESS", "FAILURE"):
+                    self.last_run[e["node"]] = ran
         elif kind == "edge":
             bb.gates[e["gate"]] = bool(e["blocked"])
         elif kind == "command":
@@ -304,6 +308,23 @@ def account(session: Session) -> dict[str, Any]:
     }
 
 
+def groot_tree(session: Session, tree: Path | None, record: Path) -> Any:
+    """What Groot2 is served: the run's tree file as the live line served it (built on the
+    record's line, checked node for node against the record), else the record's shape."""
+    from bt_sorter.groot2 import GrootError, monitor_tree, record_tree
+    from bt_sorter.trees import load_tree
+    from bt_sorter.web.state import walk
+
+    if tree is None:
+        return record_tree(session.tree, record.stem)
+    ctx = _context(session.header)
+    root = load_tree(tree, ctx)
+    names = [node.name for node, _, _ in walk(root)]
+    if names != [node["name"] for node in session.tree]:
+        raise GrootError(f"--tree {tree}: not the tree this record ran")
+    return monitor_tree(tree, root, ctx.bb.topology)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bt_sorter.replay",
@@ -315,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paused", action="store_true", help="start paused at the beginning")
     parser.add_argument("--groot", metavar="[HOST:]PORT", help="serve the replay to Groot2 / "
                         "btview (its monitor protocol, docs/groot.md)")  # fmt: skip
+    parser.add_argument("--tree", type=Path, help="--groot: the tree file the run used, to "
+                        "serve the very XML the live line served (checked against the "
+                        "record); without it, the record's tree shape (no ports)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         session = Session(read_record(args.record))
@@ -324,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.web and not args.groot:
         print(json.dumps(account(session), indent=2))
         return 0
-    from bt_sorter.groot2 import Groot2Server, GrootError, GrootReplay, Publishers, record_tree
+    from bt_sorter.groot2 import Groot2Server, GrootError, GrootReplay, Publishers
     from bt_sorter.web.server import WebError, WebServer, parse_address
+    from bt_sorter.yamlio import SpecError
 
     hello = {"mode": "replay", "title": str(args.record), "tree": session.tree}
     with contextlib.ExitStack() as stack:
@@ -338,17 +363,17 @@ def main(argv: list[str] | None = None) -> int:
                 from bt_sorter.groot2 import parse_address as groot_address
 
                 host, port = groot_address(args.groot)
-                groot = Groot2Server(host, port, record_tree(session.tree, args.record.stem))
+                groot = Groot2Server(host, port, groot_tree(session, args.tree, args.record))
                 groot.start()
                 stack.callback(groot.stop)
-            feed = GrootReplay(groot, lambda: session.ctx) if groot is not None else None
+            feed = GrootReplay(groot, session) if groot is not None else None
             player = Player(session, Publishers(server, feed), speed=args.speed)
             player.playing = not args.paused
             if server is not None:
                 server.on_command = player.command
                 server.start()
                 stack.callback(server.stop)
-        except (WebError, GrootError) as exc:
+        except (WebError, GrootError, SpecError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         where = [f"page {server.url}"] if server is not None else []

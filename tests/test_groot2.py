@@ -418,3 +418,53 @@ def test_off_loopback_needs_an_allow_list_and_the_list_is_enforced() -> None:
         assert request(open_.port, header("T"))[1].startswith(b"<root")
     finally:
         open_.stop()
+
+
+def test_replay_given_the_tree_file_serves_the_live_lines_xml(live: LiveRun) -> None:
+    port = free_port()
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "bt_sorter.replay", str(live.record), "--groot", str(port),
+         "--tree", TREE, "--speed", "1000"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = None
+    try:
+        client, tree = attach(port)
+
+        def shape(t: TreeModel) -> list[tuple[Any, ...]]:
+            return [(n.uid, n.registration, n.name, n.path, n.ports) for n in tree_nodes(t)]
+
+        assert shape(tree) == shape(live.tree)
+        events = read_events(live.record)
+        ids = record_of(tree_nodes(tree))
+        end = fold(events, float("inf"))
+        deadline = time.monotonic() + 30
+        while True:  # at 1000x the replay reaches its end within a second or two
+            board = (client.fetch_blackboard([MAIN]) or {}).get(MAIN, {})
+            if board.get("counts", {}).get("resolved") == live.summary["resolved"]:
+                break
+            assert time.monotonic() < deadline, board
+            time.sleep(0.2)
+        statuses = client.poll()
+        assert statuses is not None and len(statuses.statuses) == len(ids)
+        for uid, state in statuses.statuses.items():
+            assert state.status == RECORD_STATUS[end[ids[uid]]]
+            assert (
+                state.previous is not None
+                or end[ids[uid]] != "INVALID"
+                or all(e["node"] != ids[uid] for e in events if e["event"] == "node_status")
+            )  # idle after having run: BT.CPP's 10 + its last status
+    finally:
+        if client is not None:
+            client.close()
+        replay.terminate()
+        replay.wait(10)
+
+
+def test_replay_refuses_a_tree_file_the_record_did_not_run(live: LiveRun) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bt_sorter.replay", str(live.record), "--groot", "0",
+         "--tree", "trees/sort.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "not the tree this record ran" in result.stderr
