@@ -39,7 +39,7 @@ root:
         repeat: rod {rod}
         num_success: -1
         child:
-          failure_is_success: rides on
+          failure_is_success: rod {rod} rides on
           child:
             sequence: rod {rod} cycle
             children:
