@@ -122,13 +122,79 @@ class Item:
         return self.topology.gate_of(self.rod) if self.rod else self.topology.last_gate
 
 
+# Issue 22: a resolved item leaves the blackboard; only the newest few are kept whole.
+RECENT = 16  # resolved items kept whole (newest): the page, the neighbour checks
+PICTURES_KEPT = 8  # of those, the newest keep their pictures (the page's thumbnails)
+TIMES_KEPT = 4096  # resolve times kept for the throughput chart (it takes them at 10 Hz)
+
+
+class Resolved:
+    """The resolved items of a run, in bounded memory: exact counts for the whole run (per
+    outcome, per bin, per reason), the newest :data:`RECENT` items themselves, and the
+    latest resolve times.
+
+    Nothing refers to an older resolved item: the matcher and the leaves work on the
+    items in flight, and the neighbour checks (:func:`bt_sorter.items.identity_doubt`, a
+    picture offered again) look at the last eight. Only the newest :data:`PICTURES_KEPT`
+    keep their picture (the page shows them); the record has every picture already.
+    ``len()`` is the number resolved in all.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.bins: collections.Counter[int] = collections.Counter()  # bin -> items (not lost)
+        self.reasons: collections.Counter[str] = collections.Counter()  # not sorted: why
+        self.first_fed_at: float | None = None  # the earliest feed of a resolved item
+        self._recent: collections.deque[Item] = collections.deque(maxlen=RECENT)
+        self.times: collections.deque[float] = collections.deque(maxlen=TIMES_KEPT)
+
+    def add(self, item: Item) -> None:
+        """Count ``item`` (its outcome set) and keep it among the newest."""
+        outcome = item.outcome
+        self.total += 1
+        self.outcomes[str(outcome)] += 1
+        if (bin_ := bin_of(item)) is not None:
+            self.bins[bin_] += 1
+        if outcome is not Outcome.SORTED:
+            self.reasons[item.outcome_reason] += 1
+        if self.first_fed_at is None or item.fed_at < self.first_fed_at:
+            self.first_fed_at = item.fed_at
+        self.times.append(item.resolved_at if item.resolved_at is not None else 0.0)
+        item.failed_picture = None  # no classifier will try it again
+        self._recent.append(item)
+        if len(self._recent) > PICTURES_KEPT:
+            self._recent[-PICTURES_KEPT - 1].picture = None  # off the page
+
+    def recent(self, n: int = RECENT) -> list[Item]:
+        """The newest ``n`` (at most :data:`RECENT`) resolved items, oldest first."""
+        if n <= 0:
+            return []
+        return list(self._recent)[-n:]
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+
+def bin_of(item: Item) -> int | None:
+    """The bin a resolved item went to: its rod's when sorted, bin 1 when rejected, None
+    when lost (the controller cannot say)."""
+    if item.outcome is Outcome.SORTED:
+        return item.rod
+    return None if item.outcome is Outcome.LOST else 1
+
+
 class ItemFifo:
-    """Items in flight, oldest first; resolved items leave it and are kept in ``done``."""
+    """Items in flight, oldest first; resolved items leave it for ``done``
+    (:class:`Resolved`: counts and the newest few)."""
 
     def __init__(self, topology: Topology = FS) -> None:
         self.topology = topology
         self._items: collections.deque[Item] = collections.deque()
-        self.done: list[Item] = []
+        self.done = Resolved()
         self.empty_feeds = 0  # feeds that put nothing on the belt, in all
         self._next_id = 1
 
@@ -141,7 +207,7 @@ class ItemFifo:
     def resolve(self, item: Item, outcome: Outcome, reason: str, t: float) -> None:
         item.outcome, item.outcome_reason, item.resolved_at = outcome, reason, t
         self._items.remove(item)
-        self.done.append(item)
+        self.done.add(item)
 
     def discard(self, item: Item) -> None:
         """Forget a feed that never put an item on the belt (nothing was ever seen)."""
