@@ -125,7 +125,7 @@ class Item:
 # Issue 22: a resolved item leaves the blackboard; only the newest few are kept whole.
 RECENT = 16  # resolved items kept whole (newest): the page, the neighbour checks
 PICTURES_KEPT = 8  # of those, the newest keep their pictures (the page's thumbnails)
-TIMES_KEPT = 4096  # resolve times kept for the throughput chart (it takes them at 10 Hz)
+TIMES_KEPT = 1024  # resolve times kept for the throughput chart (it takes them at 10 Hz)
 
 
 class Resolved:
