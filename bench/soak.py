@@ -15,6 +15,13 @@ memory at the end within 5 MB of the value at item 300 (3,000 items), tick perio
 snapshot cost within 10 %.
 
     nice -n 10 python bench/soak.py --items 3000 --speed 10
+
+``--worker-burst N`` soaks a classifier worker instead: one worker process (the shipped
+model, its default queue bound) on mosquitto, N requests published at once (rendered
+pictures), and it prints how many were answered, refused as busy, or got nothing, with
+the worker's resident memory before, at its peak during the burst, and after.
+
+    nice -n 10 python bench/soak.py --worker-burst 10000
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bt_sorter import protocol  # noqa: E402
-from bt_sorter.broker import free_port  # noqa: E402
+from bt_sorter.broker import free_port, start_broker  # noqa: E402
 from bt_sorter.record import record_files  # noqa: E402
 from bt_sorter.web.headless import Chromium, find_chromium  # noqa: E402
 
@@ -110,6 +117,50 @@ def median(samples: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def worker_burst(count: int, args: list[str]) -> int:
+    """A burst of ``count`` requests at one worker: answers, refusals, its memory."""
+    import numpy as np
+
+    from bt_sorter.sim.render import LABELS, render_picture
+    from bt_sorter.vision.worker import burst, start_worker
+
+    rng = np.random.default_rng(22)
+    pictures = [render_picture(rng, label, 256) for label in LABELS for _ in range(4)]
+    with start_broker(kind="mosquitto") as broker, tempfile.TemporaryDirectory() as logs:
+        worker = start_worker(broker.address, "soak", Path(logs), *args)
+        process = psutil.Process(worker.pid)
+        before = process.memory_info().rss
+        peak, stop = [before], threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.05):
+                peak.append(process.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        try:
+            answers = burst(broker.host, broker.port, pictures, count, timeout=600)
+        finally:
+            took = time.monotonic() - started
+            stop.set()
+            sampler.join()
+            after = process.memory_info().rss
+            summary = worker.stop()
+    answered = sum(1 for a in answers.values() if a.get("code") == 0)
+    busy = sum(1 for a in answers.values() if a.get("code") == 1 and "busy" in a["error"])
+    other = len(answers) - answered - busy
+    print(f"command: bench/soak.py --worker-burst {count} {' '.join(args)}")
+    print(f"{count} requests at once, {took:.1f} s: {answered} answered, {busy} refused busy, "
+          f"{other} refused otherwise, {count - len(answers)} without a reply")  # fmt: skip
+    print(
+        f"worker resident memory: {before / 1e6:.1f} MB before, {max(peak) / 1e6:.1f} MB "
+        f"at its peak (+{(max(peak) - before) / 1e6:.1f} MB), {after / 1e6:.1f} MB after"
+    )
+    print(f"worker's own counts: {summary['counts'] if summary else 'none (it died)'}")
+    return 0 if len(answers) == count else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=3000)
@@ -122,7 +173,13 @@ def main() -> int:
     parser.add_argument("--record-max-bytes", type=int, default=16_000_000)
     parser.add_argument("--record-keep", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="keep the record and logs here")
+    parser.add_argument("--worker-burst", type=int, metavar="N",
+                        help="soak one classifier worker with N requests at once")  # fmt: skip
+    parser.add_argument("--worker-arg", action="append", default=[],
+                        help="extra worker argument, e.g. --worker-arg=--max-queue=16")  # fmt: skip
     args = parser.parse_args()
+    if args.worker_burst:
+        return worker_burst(args.worker_burst, args.worker_arg)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bt_sorter_soak_"))
     workdir.mkdir(parents=True, exist_ok=True)
     record, log = workdir / "run.jsonl", workdir / "controller.log"
