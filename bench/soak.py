@@ -9,8 +9,10 @@ page snapshot over the last second; its resident memory is read from /proc throu
 
 Printed at 10 % of the items and at 100 % (each figure the median over ``--window``
 statuses: the first ones past 10 %, the last ones before the end), and the ratio or the
-difference of the two: resident memory (MB), tick period p99 (ms), snapshot p99 (ms), the
-record's bytes (written in all; on disk), bytes per item in the record. Targets (issue 22):
+difference of the two: resident memory (MB; also from 50 %, once the controller's
+fixed-size buffers of tick periods are full), tick period p99 (ms), snapshot p99 (ms), the
+record's bytes on disk, bytes per item in the record. Every status sample is saved as
+``statuses.json`` in the work folder. Targets (issue 22):
 memory at the end within 5 MB of the value at item 300 (3,000 items), tick period p99 and
 snapshot cost within 10 %.
 
@@ -19,7 +21,9 @@ snapshot cost within 10 %.
 ``--worker-burst N`` soaks a classifier worker instead: one worker process (the shipped
 model, its default queue bound) on mosquitto, N requests published at once (rendered
 pictures), and it prints how many were answered, refused as busy, or got nothing, with
-the worker's resident memory before, at its peak during the burst, and after.
+the worker's resident memory before, at its peak during the burst, and after. The broker is
+told to hold the burst (``max_queued_messages``): with mosquitto's default of 1000 queued
+messages per client it drops the rest before they reach the worker (and logs it).
 
     nice -n 10 python bench/soak.py --worker-burst 10000
 """
@@ -126,7 +130,13 @@ def worker_burst(count: int, args: list[str]) -> int:
 
     rng = np.random.default_rng(22)
     pictures = [render_picture(rng, label, 256) for label in LABELS for _ in range(4)]
-    with start_broker(kind="mosquitto") as broker, tempfile.TemporaryDirectory() as logs:
+    # mosquitto drops what a client's queue cannot hold (max_queued_messages, 1000 by
+    # default): the broker's bound, not the worker's; here it holds the burst.
+    conf = f"max_queued_messages {count + 1000}\n"
+    with (
+        start_broker(kind="mosquitto", extra_conf=conf) as broker,
+        tempfile.TemporaryDirectory() as logs,
+    ):
         worker = start_worker(broker.address, "soak", Path(logs), *args)
         process = psutil.Process(worker.pid)
         before = process.memory_info().rss
@@ -140,7 +150,7 @@ def worker_burst(count: int, args: list[str]) -> int:
         sampler.start()
         started = time.monotonic()
         try:
-            answers = burst(broker.host, broker.port, pictures, count, timeout=600)
+            answers = burst(broker.host, broker.port, pictures, count, timeout=300)
         finally:
             took = time.monotonic() - started
             stop.set()
@@ -157,7 +167,10 @@ def worker_burst(count: int, args: list[str]) -> int:
         f"worker resident memory: {before / 1e6:.1f} MB before, {max(peak) / 1e6:.1f} MB "
         f"at its peak (+{(max(peak) - before) / 1e6:.1f} MB), {after / 1e6:.1f} MB after"
     )
-    print(f"worker's own counts: {summary['counts'] if summary else 'none (it died)'}")
+    print(
+        f"worker's own counts: {summary['counts'] if summary else 'none (it died)'}; "
+        f"peak RSS it saw itself {summary['peak_rss_mib'] if summary else '-'} MiB"
+    )
     return 0 if len(answers) == count else 1
 
 
@@ -240,8 +253,12 @@ def main() -> int:
     if at_mark is None or not late:
         print("too few statuses to compare")
         return 1
+    (workdir / "statuses.json").write_text(json.dumps(samples), encoding="utf-8")
+    half = next((s for s in samples if s["resolved"] >= args.items // 2), late[-1])
     rows = [
         ("resident memory (MB)", at_mark["rss_mb"], late[-1]["rss_mb"], "diff"),
+        (f"resident memory from item {half['resolved']} (MB)", half["rss_mb"],
+         late[-1]["rss_mb"], "diff"),
         ("tick period p99 (ms)", median(early, "tick_p99_ms"), median(late, "tick_p99_ms"),
          "ratio"),
         ("page snapshot p99 (ms)", median(early, "snapshot_p99_ms"),

@@ -21,8 +21,10 @@ reason; one without a usable response topic is logged and counted. Requests wait
 the worker are bounded (``--max-queue`` requests, ``--max-queue-bytes`` of pictures): one
 that finds the queue full is answered at once with code 1 and the reason (``worker ... busy``)
 and counted as ``refused_busy``, so a burst costs bounded memory and every request gets
-an answer or a refusal; the requester retries or falls back. Nothing a request carries
-ends the worker. While it runs, its presence is retained on
+an answer or a refusal; the requester retries or falls back. A busy refusal goes out at
+QoS 0: the worker does not hold thousands of them until the broker acknowledges each (one
+lost on a broken link is a timeout to its requester, as no answer at all would be).
+Nothing a request carries ends the worker. While it runs, its presence is retained on
 ``bt_sorter/workers/<id>`` (cleared by its will when it dies), for ``bt_sorter.plant status``.
 stdout: one ``{"event": "worker_ready", ...}`` line once subscribed, a summary at the end.
 """
@@ -249,11 +251,11 @@ class Worker:
         log.info("request_refused", reason=reason, reply_topic=request.reply_topic)
         self._reply(request, protocol.encode_classify_answer(None, error=reason, worker=self.id))
 
-    def _reply(self, request: Request, body: bytes) -> None:
+    def _reply(self, request: Request, body: bytes, qos: int = 1) -> None:
         props = Properties(PacketTypes.PUBLISH)
         if request.correlation is not None:
             props.CorrelationData = request.correlation
-        self._client.publish(request.reply_topic, body, qos=1, properties=props)
+        self._client.publish(request.reply_topic, body, qos=qos, properties=props)
 
     def _publish_presence(self) -> None:
         self._presence_at = time.monotonic()
@@ -333,7 +335,8 @@ class Worker:
             self._busy_logged_at = now
             log.warning("requests_refused_busy", refused=self.counts["refused_busy"],
                         waiting=waiting, bytes=size)  # fmt: skip
-        self._reply(request, protocol.encode_classify_answer(None, error=reason, worker=self.id))
+        body = protocol.encode_classify_answer(None, error=reason, worker=self.id)
+        self._reply(request, body, qos=0)
 
 
 class WorkerProcess:
