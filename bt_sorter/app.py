@@ -15,7 +15,6 @@ import json
 import signal
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -25,7 +24,7 @@ import yaml
 
 from bt_sorter import log as logs
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Blackboard, Outcome
+from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, find_data, load_config
 from bt_sorter.linemodel import LineModel
@@ -68,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-items", type=int, help="stop once this many items are resolved")
     add("--summary", type=Path, help="write the end-of-run summary as JSON here")
     add("--record", type=Path, help="append-only JSON-lines record of every decision")
+    add("--record-max-bytes", type=int, metavar="N", help="rotate the record once its file "
+        "holds N bytes: it becomes RECORD.1, .2, ... (the replay reads the set)")  # fmt: skip
+    add("--record-rotate-seconds", type=float, metavar="S", help="rotate the record every S "
+        "wall seconds")  # fmt: skip
+    add("--record-keep", type=int, metavar="K", help="keep only the newest K rotated record "
+        "files (default: all)")  # fmt: skip
     add("--ledger", type=Path, help="built-in line: the simulator's per-item ledger")
     add("--check", action="store_true", help="validate tree and config, load the classifiers "
         "(model included), print the tree, exit")  # fmt: skip
@@ -110,9 +115,11 @@ def make_context(
     record: Path | None,
     label: str | None,
     clock: LineClock | None = None,
+    rotation: dict[str, Any] | None = None,
 ) -> Context:
     """A fresh blackboard and record for one run (no classifiers yet); ``clock`` is a wall
-    clock at ``speed`` unless given (the deterministic simulation gives a virtual one)."""
+    clock at ``speed`` unless given (the deterministic simulation gives a virtual one);
+    ``rotation`` is :class:`Record`'s max_bytes, rotate_seconds and keep."""
     timings = config.timings
     model = LineModel(
         config.line,
@@ -127,7 +134,7 @@ def make_context(
         bb=Blackboard(line=model),
         config=config,
         clock=clock or LineClock(speed),
-        record=Record(record),
+        record=Record(record, **(rotation or {})),
         options={"label": label},
     )
 
@@ -182,14 +189,7 @@ def builtin_line(
 
 def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dict[str, Any]:
     """The controller's account of the run, plus the simulator's truth when there is one."""
-    done = ctx.bb.items.done
-    outcomes = Counter(str(item.outcome) for item in done)
-    bins = Counter(
-        str(item.rod if item.outcome is Outcome.SORTED else 1)
-        for item in done
-        if item.outcome is not Outcome.LOST
-    )
-    reasons = Counter(item.outcome_reason for item in done if item.outcome is not Outcome.SORTED)
+    done = ctx.bb.items.done  # counts kept as items resolved (issue 22)
     summary: dict[str, Any] = {
         "stop_reason": runner.stop_reason,
         "exit_code": runner.exit_code,
@@ -197,9 +197,9 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "fed": ctx.bb.items.fed,
         "resolved": len(done),
         "in_flight_at_stop": [item.id for item in ctx.bb.items],
-        "outcomes": dict(outcomes),
-        "bins": dict(sorted(bins.items())),
-        "reasons": dict(reasons),
+        "outcomes": dict(done.outcomes),
+        "bins": dict(sorted((str(b), n) for b, n in done.bins.items())),
+        "reasons": dict(done.reasons),
         "empty_feeds": ctx.bb.items.empty_feeds,
         "feeder_misses": ctx.bb.feeder_misses,  # issue 15: empty feeds with items behind
         "bad_inputs": ctx.bb.bad_inputs,
@@ -359,7 +359,15 @@ def _main(args: argparse.Namespace) -> int:
         if args.topic_prefix is not None:
             config = with_topic_prefix(config, args.topic_prefix)
         speed = args.speed or (1.0 if external else config.sim.speed)
-        ctx = make_context(config, speed, args.record, args.label)
+        rotation = {"max_bytes": args.record_max_bytes, "keep": args.record_keep,
+                    "rotate_seconds": args.record_rotate_seconds}  # fmt: skip
+        if args.record is None and any(v is not None for v in rotation.values()):
+            raise SpecError("--record-max-bytes/--record-rotate-seconds/--record-keep "
+                            "need --record FILE")  # fmt: skip
+        try:
+            ctx = make_context(config, speed, args.record, args.label, rotation=rotation)
+        except ValueError as exc:
+            raise SpecError(f"--record: {exc}") from None
         root = load_tree(find_data(args.tree), ctx)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)

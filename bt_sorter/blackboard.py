@@ -125,8 +125,96 @@ class Item:
         return self.topology.gate_of(self.rod) if self.rod else self.topology.last_gate
 
 
+# Issue 22: a resolved item leaves the blackboard; only the newest few are kept whole.
+RECENT = 16  # resolved items kept whole (newest): the page, the neighbour checks
+PICTURES_KEPT = 8  # of those, the newest keep their pictures (the page's thumbnails)
+TIMES_KEPT = 1024  # resolve times kept for the throughput chart (it takes them at 10 Hz)
+
+
+class Resolved:
+    """The resolved items of a run, in bounded memory: exact counts for the whole run (per
+    outcome, per bin, per reason), the newest :data:`RECENT` items themselves, and the
+    latest resolve times.
+
+    Nothing refers to an older resolved item: the matcher and the leaves work on the
+    items in flight, and the neighbour checks (:func:`bt_sorter.items.identity_doubt`, a
+    picture offered again) look at the last eight. Only the newest :data:`PICTURES_KEPT`
+    keep their picture (the page shows them); the record has every picture already.
+    ``len()`` is the number resolved in all.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.bins: collections.Counter[int] = collections.Counter()  # bin -> items (not lost)
+        self.reasons: collections.Counter[str] = collections.Counter()  # not sorted: why
+        self.first_fed_at: float | None = None  # the earliest feed of a resolved item
+        self._recent: collections.deque[Item] = collections.deque(maxlen=RECENT)
+        self.times: collections.deque[float] = collections.deque(maxlen=TIMES_KEPT)
+
+    def add(self, item: Item) -> None:
+        """Count ``item`` (its outcome set) and keep it among the newest."""
+        outcome = item.outcome
+        self.total += 1
+        self.outcomes[str(outcome)] += 1
+        if (bin_ := bin_of(item)) is not None:
+            self.bins[bin_] += 1
+        if outcome is not Outcome.SORTED:
+            self.reasons[item.outcome_reason] += 1
+        if self.first_fed_at is None or item.fed_at < self.first_fed_at:
+            self.first_fed_at = item.fed_at
+        self.times.append(item.resolved_at if item.resolved_at is not None else 0.0)
+        item.failed_picture = None  # no classifier will try it again
+        self._recent.append(item)
+        if len(self._recent) > PICTURES_KEPT:
+            self._recent[-PICTURES_KEPT - 1].picture = None  # off the page
+
+    def remove(self, item: Item) -> None:
+        """Take back a resolved item (a push that turned out to have missed, issue 20): off
+        the counts, the newest and the chart, as if it had not been resolved."""
+        self.total -= 1
+        self.outcomes[str(item.outcome)] -= 1
+        if (bin_ := bin_of(item)) is not None:
+            self.bins[bin_] -= 1
+        if item.outcome is not Outcome.SORTED:
+            self.reasons[item.outcome_reason] -= 1
+        if item in self._recent:
+            self._recent.remove(item)
+        if item.resolved_at is not None and item.resolved_at in self.times:
+            self.times.remove(item.resolved_at)
+        self.outcomes, self.bins, self.reasons = +self.outcomes, +self.bins, +self.reasons
+
+    def find(self, item_id: int) -> Item | None:
+        """The resolved item ``item_id`` if it is among the newest kept, else None."""
+        return next((i for i in self._recent if i.id == item_id), None)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._recent
+
+    def recent(self, n: int = RECENT) -> list[Item]:
+        """The newest ``n`` (at most :data:`RECENT`) resolved items, oldest first."""
+        if n <= 0:
+            return []
+        return list(self._recent)[-n:]
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+
+def bin_of(item: Item) -> int | None:
+    """The bin a resolved item went to: its rod's when sorted, bin 1 when rejected, None
+    when lost (the controller cannot say)."""
+    if item.outcome is Outcome.SORTED:
+        return item.rod
+    return None if item.outcome is Outcome.LOST else 1
+
+
 class ItemFifo:
-    """Items in flight, oldest first; resolved items leave it and are kept in ``done``.
+    """Items in flight, oldest first; resolved items leave it for ``done``
+    (:class:`Resolved`: counts and the newest few).
 
     Items pushed at a gate before the last are also kept ``pushed`` for a while (the
     newest :data:`PUSHED_WATCHED`): until their window at the gate downstream has passed,
@@ -136,7 +224,7 @@ class ItemFifo:
     def __init__(self, topology: Topology = FS) -> None:
         self.topology = topology
         self._items: collections.deque[Item] = collections.deque()
-        self.done: list[Item] = []
+        self.done = Resolved()
         self.pushed: collections.deque[Item] = collections.deque(maxlen=PUSHED_WATCHED)
         self.empty_feeds = 0  # feeds that put nothing on the belt, in all
         self._next_id = 1
@@ -150,14 +238,14 @@ class ItemFifo:
     def resolve(self, item: Item, outcome: Outcome, reason: str, t: float) -> None:
         item.outcome, item.outcome_reason, item.resolved_at = outcome, reason, t
         self._items.remove(item)
-        self.done.append(item)
+        self.done.add(item)
         if outcome is Outcome.SORTED and item.push_gate < self.topology.last_gate:
             self.pushed.append(item)
 
     def reopen(self, item: Item) -> None:
         """Issue 20: a pushed item showed on the belt after its push (at the gate
         downstream, or at a gate config lacks): the push missed, it is still on the
-        belt. Back in flight, in feed order, its outcome open again."""
+        belt. Back in flight, in feed order, its outcome open again (and off the counts)."""
         self.done.remove(item)
         if item in self.pushed:
             self.pushed.remove(item)

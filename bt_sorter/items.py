@@ -141,7 +141,7 @@ def identity_doubt(ctx: Context, item: Item) -> str | None:
     the same item: it is not pushed (bin 1, with this reason).
     """
     model = ctx.bb.line
-    feeds = [i.fed_at for i in (*ctx.bb.items.done[-8:], *ctx.bb.items) if i is not item]
+    feeds = [i.fed_at for i in (*ctx.bb.items.done.recent(8), *ctx.bb.items) if i is not item]
     gaps = [abs(model.odometer.between(min(f, item.fed_at), max(f, item.fed_at))) for f in feeds]
     if not gaps:
         return None  # alone on the belt: every event is its own

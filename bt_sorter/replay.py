@@ -34,7 +34,7 @@ from bt_sorter.blackboard import Blackboard, Item, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import Config, LineConfig, LineGeometry, SortingConfig
 from bt_sorter.linemodel import LineModel
-from bt_sorter.record import Record
+from bt_sorter.record import Record, record_files
 from bt_sorter.topology import Topology
 from bt_sorter.vision.classifier import Prediction
 from bt_sorter.web.state import Throughput, counts, snapshot
@@ -50,10 +50,31 @@ class RecordError(ValueError):
 
 
 def read_record(path: str | Path) -> list[dict[str, Any]]:
-    """The record's events in file order; a torn last line (a crash) is left out."""
+    """The record's events in file order; a torn last line (a crash) is left out.
+
+    A rotated record (``run.py --record-max-bytes``/``--record-rotate-seconds``) is read
+    as its whole set, oldest file first (:func:`bt_sorter.record.record_files`); the
+    ``session_started`` line each later file repeats is dropped when an earlier file has
+    given it (the oldest file kept gives it when the first ones are gone).
+    """
+    files = record_files(path)
+    if not files:
+        raise RecordError(f"{path}: cannot read: no such file (nor rotated {Path(path).name}.N)")
+    events: list[dict[str, Any]] = []
+    for file in files:
+        for event in _read_file(file):
+            if event["event"] == "session_started" and event.get("continued") and events:
+                continue
+            events.append(event)
+    if not any(e["event"] == "session_started" for e in events):
+        raise RecordError(f"{path}: no session_started line (recorded before replay existed?)")
+    return events
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: cannot read: {exc}") from None
     for number, line in enumerate(lines, 1):
@@ -66,8 +87,6 @@ def read_record(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(event, dict) and isinstance(event.get("event"), str):
             event["t"] = float(event.get("t", 0.0))
             events.append(event)
-    if not any(e["event"] == "session_started" for e in events):
-        raise RecordError(f"{path}: no session_started line (recorded before replay existed?)")
     return events
 
 
@@ -166,7 +185,10 @@ class Session:
     def _apply(self, e: dict[str, Any]) -> None:
         bb, kind, t = self.ctx.bb, e["event"], e["t"]
         bb.now = max(bb.now, t)
-        item = self.items.get(e["item"]) if isinstance(e.get("item"), int) else None
+        number = e.get("item")
+        item = None
+        if isinstance(number, int):  # in flight, or among the newest resolved (a push missed)
+            item = self.items.get(number) or bb.items.done.find(number)
         if kind == "node_status":
             if 0 <= e.get("node", -1) < len(self.status):
                 self.status[e["node"]] = STATUS_CHAR.get(e.get("new"), "-")
@@ -210,6 +232,8 @@ class Session:
             if e.get("outcome") == Outcome.SORTED and e.get("bin"):
                 item.rod = e["bin"]
             bb.items.resolve(item, Outcome(e["outcome"]), e.get("reason", ""), t)
+            del self.items[item.id]  # issue 22: a resolved item is not looked up again
+            self.chart.update(self.ctx)  # the chart takes every resolve, however far a seek
         if kind == "alarm_raised":
             bb.alarms.append(e.get("reason", ""))
         if kind not in TRACE_ONLY:
@@ -332,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bt_sorter.replay",
         description="Play a recorded session (run.py --record) back in the live page.",
     )
-    parser.add_argument("record", type=Path, help="the JSON-lines record of a run")
+    parser.add_argument("record", type=Path, help="the JSON-lines record of a run (rotated: "
+                        "the name given to --record; its RECORD.N files are read too)")  # fmt: skip
     parser.add_argument("--web", metavar="[HOST:]PORT", help="serve the replay page here")
     parser.add_argument("--speed", type=float, default=1.0, help="line seconds per second")
     parser.add_argument("--paused", action="store_true", help="start paused at the beginning")

@@ -22,6 +22,7 @@ belt and closes the record.
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import statistics
@@ -268,15 +269,20 @@ class Runner:
         """The line's retained status: what an operator of the plant sees for this line."""
         self._status_at = self.ctx.clock.monotonic()
         bb = self.ctx.bb
-        done = bb.items.done  # append-only: count only what resolved since the last status
-        self._outcomes.update(str(item.outcome) for item in done[self._outcomes_counted :])
-        self._outcomes_counted = len(done)
+        done = bb.items.done  # counted as items resolve (issue 22): no recount per status
         if self._first_fed is None:
-            self._first_fed = min((item.fed_at for item in [*done, *bb.items]), default=None)
+            feeds = [item.fed_at for item in bb.items]
+            if done.first_fed_at is not None:
+                feeds.append(done.first_fed_at)
+            self._first_fed = min(feeds, default=None)
         span = bb.now - self._first_fed if self._first_fed is not None else 0.0
         rate = round(60.0 * len(done) / span, 2) if span > 0 and done else None
         counts = {"fed": bb.items.fed, "resolved": len(done), "in_flight": len(bb.items)}
-        counts.update({k: self._outcomes.get(k, 0) for k in ("sorted", "rejected", "lost")})
+        counts.update({k: done.outcomes.get(k, 0) for k in ("sorted", "rejected", "lost")})
+        # What the tick thread costs lately (issue 22: bench/soak.py reads them here): the
+        # tick period's p99 over about the last status interval, and a page snapshot's.
+        recent = sorted(itertools.islice(reversed(self._periods), int(STATUS_EVERY / self.period)))
+        snapshots = sorted(itertools.islice(reversed(getattr(self.web, "costs", ())), 20))
         payload = protocol.encode_line_status(
             state,
             line=self.ctx.config.broker.topics.line_name(),
@@ -286,6 +292,8 @@ class Runner:
             line_time=round(bb.now, 2),
             stop_reason=self.stop_reason,
             wall_time=round(time.time(), 3),
+            tick_period_p99_ms=round(_percentile(recent, 99) * 1000, 3) if recent else None,
+            snapshot_p99_ms=round(_percentile(snapshots, 99) * 1000, 3) if snapshots else None,
         )
         self.adapter.publish_line_status(payload)
 

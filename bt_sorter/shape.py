@@ -113,7 +113,7 @@ class ShapeWatch:
         last = self.bb.topology.last_gate
         run_out = self.model.run_out([])
         out = []
-        for item in (*self.bb.items.done[-RECENT:], *self.bb.items):
+        for item in (*self.bb.items.done.recent(RECENT), *self.bb.items):
             earliest = self.model.window(linemodel.blocked(last), item.anchor)[0]
             latest = self.model.deadline(linemodel.clear(last), item.anchor) + run_out
             if item.seen and earliest <= since_feed(self.ctx, item, t) <= latest:
@@ -152,7 +152,7 @@ class ShapeWatch:
         if not self.bb.shape_doubt:
             return
         last = self.bb.topology.last_gate
-        for item in self.bb.items.done[-RECENT:]:
+        for item in self.bb.items.done.recent(RECENT):
             if item.id <= self.last_run_id or item.outcome is not Outcome.REJECTED:
                 continue
             left = item.cleared_at.get(last)

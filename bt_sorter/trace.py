@@ -113,11 +113,14 @@ class Trace:
         for edge in bb.edges:
             record.trace("edge", edge.t, gate=edge.gate, blocked=edge.blocked)
         self.commands(commands)
+        in_flight: set[int] = set()
         for item in bb.items:
+            in_flight.add(item.id)
             if item.picture is not None and item.id not in self._pictured:
                 self._pictured.add(item.id)
                 data = base64.b64encode(item.picture).decode("ascii")
                 record.trace("picture", item.picture_at or bb.now, item=item.id, jpeg=data)
+        self._pictured &= in_flight  # issue 22: a resolved item's id is not kept
 
     def commands(self, commands: Iterable[protocol.Command]) -> None:
         """Commands published (also the safe stop's), and any status the stop changed."""

@@ -178,6 +178,9 @@ class Watchdogs:
             at = since_feed(self.ctx, follower, self.bb.now)
             opened = at >= self.model.window(linemodel.blocked(gate))[0]
             if opened and at <= self.model.deadline(linemodel.clear(gate), follower.anchor):
+                if len(self._bunched_noted) > 64:  # issue 22: forget the resolved items'
+                    ids = {i.id for i in self.bb.items}
+                    self._bunched_noted = {k for k in self._bunched_noted if k[0] in ids}
                 if (item.id, gate) not in self._bunched_noted:
                     self._bunched_noted.add((item.id, gate))
                     self.ctx.record.write("items_bunched", self.bb.now, gate=gate, item=item.id,

@@ -169,7 +169,7 @@ def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
     step(ctx, root, 1.0)
     assert root.status == Status.RUNNING
     step(ctx, root, 20.0)  # both estimates are far past gate 1: nothing was there
-    assert len(ctx.bb.items) == 0 and ctx.bb.items.done == []
+    assert len(ctx.bb.items) == 0 and len(ctx.bb.items.done) == 0
     step(ctx, root, 20.1)
     assert ctx.bb.stack_empty and root.status == Status.SUCCESS
 
@@ -530,7 +530,7 @@ def test_a_pushed_item_seen_at_the_next_gate_is_a_missed_push_not_the_next_items
     assert missed.cleared_at == {1: 5.5, 2: 8.5, 3: 11.5}  # its own edges, all of them
     assert ctx.bb.missed_pushes == 1 and ctx.bb.unmatched_edges == 0
     assert ctx.bb.alarms == [] and ctx.bb.fault == ""
-    bins = [i.rod if i.outcome is Outcome.SORTED else 1 for i in ctx.bb.items.done]
+    bins = [i.rod if i.outcome is Outcome.SORTED else 1 for i in ctx.bb.items.done.recent()]
     assert sorted(bins) == [1, 3]  # as the run summary counts them
     record = (tmp_path / "record.jsonl").read_text()
     assert record.count('"event": "push_missed"') == 1

@@ -209,7 +209,7 @@ def test_a_stray_message_of_an_undeclared_gate_is_noise_and_sorting_goes_on(
     strays = {1.0: [(4, False)], 6.0: [(4, True)], 14.0: [(4, True)], 16.5: [(4, False)],
               22.0: [(4, False)], 25.2: [(4, True)]}  # fmt: skip
     sent = drive(ctx, roots, feeds, merged(edges, strays), until=50.0)
-    done = {item.id: item for item in ctx.bb.items.done}
+    done = {item.id: item for item in ctx.bb.items.done.recent()}
     assert len(done) == 12 and not ctx.bb.items
     for n, (_, rod) in enumerate(feeds, start=1):
         item = done[n]
@@ -234,7 +234,7 @@ def test_one_stray_blocked_edge_while_items_pass_gate_3_changes_nothing(tmp_path
     gate 3 (where a real gate 4 would see it): noise once no clear edge follows."""
     ctx, roots, feeds, edges = fs_sorting(tmp_path, 8)
     drive(ctx, roots, feeds, merged(edges, {14.2: [(4, True)]}), until=40.0)
-    outcomes = [item.outcome for item in sorted(ctx.bb.items.done, key=lambda i: i.id)]
+    outcomes = [item.outcome for item in sorted(ctx.bb.items.done.recent(), key=lambda i: i.id)]
     assert outcomes == [Outcome.SORTED] * 3 + [Outcome.REJECTED] + [Outcome.SORTED] * 3 + [
         Outcome.REJECTED
     ]
@@ -257,7 +257,7 @@ def test_items_passing_an_undeclared_gate_stop_the_pushing_and_then_raise_the_al
     edges = merged(passes(0.0, range(1, 5)), passes(4.0, range(1, 5)), {3.0: [(4, True)]})
     sent = drive(ctx, roots, feeds, edges, until=14.4)
     assert sent == [protocol.push(4), protocol.pull(4)]  # ahead, on its clear edge of gate 3
-    ahead, behind = ctx.bb.items.done[0], ctx.bb.items.newest()
+    ahead, behind = ctx.bb.items.done.recent()[0], ctx.bb.items.newest()
     assert guard.status is py_trees.common.Status.RUNNING and not ctx.bb.shape_doubt
     assert ctx.bb.stray_gate_edges == 1  # the lone edge at 3.0: nothing is past gate 3
     sent = drive(ctx, roots, feeds, edges, start=14.5, until=14.5)  # ahead's passage of gate 4
@@ -291,7 +291,7 @@ def test_a_doubt_no_later_item_confirms_lapses_and_pushing_resumes(tmp_path: Pat
     edges = merged(passes(0.0, range(1, 4)), passes(2.5, range(1, 4)), passes(5.0, range(1, 4)),
                    passes(20.0, range(1, 4)), {12.0: [(4, True)], 12.6: [(4, False)]})  # fmt: skip
     sent = drive(ctx, roots, feeds, edges, until=40.0)
-    done = {item.id: item for item in ctx.bb.items.done}
+    done = {item.id: item for item in ctx.bb.items.done.recent()}
     assert done[2].outcome is Outcome.REJECTED and "more gates" in done[2].outcome_reason
     assert done[4].outcome is Outcome.SORTED and sent.count(protocol.push(4)) == 1
     assert len(records(tmp_path, "topology_doubt_lapsed")) == 1 and not ctx.bb.shape_doubt

@@ -34,7 +34,7 @@ from bt_sorter.sim import render
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.vision.mqtt_backend import MqttClassifier
-from bt_sorter.vision.worker import WorkerProcess, start_worker
+from bt_sorter.vision.worker import WorkerProcess, burst, start_worker
 from bt_sorter.yamlio import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +166,33 @@ def test_requests_that_arrive_together_are_classified_in_one_batch(
     summary = one_worker.stop()
     assert summary is not None and summary["counts"]["answered"] == len(labels)
     assert max(int(size) for size in summary["batch_sizes"]) > 1, summary["batch_sizes"]
+
+
+def test_a_full_worker_queue_refuses_at_once_with_a_busy_answer_and_counts_it(
+    broker: BrokerProcess, worker_dir: Path
+) -> None:
+    """Issue 22: a burst beyond the worker's queue gets a refusal for each request it cannot
+    hold (an answer, not silence), counted; the rest are classified right."""
+    worker = start_worker(broker.address, "small", worker_dir, "--max-queue", "4",
+                          "--max-batch", "1", "--window", "0")  # fmt: skip
+    rng = np.random.default_rng(9)
+    labels = ["ripe", "half_ripe", "raw"]
+    pictures = [render.render_picture(rng, label, 256) for label in labels]
+    try:
+        answers = burst(broker.host, broker.port, pictures, 300, timeout=120)
+    finally:
+        summary = worker.stop()
+    assert sorted(answers) == list(range(300))  # every request got one answer
+    busy = [n for n, a in answers.items() if a["code"] == 1]
+    classified = [n for n, a in answers.items() if a["code"] == 0]
+    assert busy and classified, (len(busy), len(classified))
+    assert all("busy" in answers[n]["error"] and "queue holds 4" in answers[n]["error"]
+               for n in busy)  # fmt: skip
+    assert all(answers[n]["results"][0]["label"] == labels[n % 3] for n in classified)
+    assert summary is not None
+    counts = summary["counts"]
+    assert counts["received"] == 300
+    assert counts["refused_busy"] == len(busy) and counts["answered"] == len(classified)
 
 
 def test_a_request_no_worker_answers_fails_after_the_reply_timeout(broker: BrokerProcess) -> None:

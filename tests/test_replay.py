@@ -16,6 +16,7 @@ import pytest
 from page import PAGE_FACTS, needs_browser, wait_http
 
 from bt_sorter.broker import free_port
+from bt_sorter.record import Record, record_files
 from bt_sorter.replay import Session, account, read_record
 from bt_sorter.web.headless import Chromium
 
@@ -190,3 +191,73 @@ def test_replay_jumps_to_an_alarm(tmp_path: Path) -> None:
     assert session.snapshot(False, 1.0)["alarms"] == []
     counts = account(session)["counts"]
     assert {k: v for k, v in counts["outcomes"].items() if v} == facts["outcomes"]
+
+
+# -- a rotated record (issue 22) ----------------------------------------------------------
+
+
+def _lines(files: list[Path]) -> list[dict]:
+    return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+
+def test_record_rotates_by_size_without_losing_or_tearing_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    record = Record(path, max_bytes=2000)
+    record.trace("session_started", 0.0, version=1, tree=[])
+    for n in range(500):
+        record.trace("edge", n * 0.01, gate=1 + n % 3, blocked=n % 2 == 0, n=n)
+    record.close()
+    files = record_files(path)
+    assert len(files) > 10 and files[-1] == path and files[0].name == "run.jsonl.1"
+    assert all(f.stat().st_size <= 2000 for f in files)
+    lines = _lines(files)
+    assert [e["n"] for e in lines if e["event"] == "edge"] == list(range(500))  # all, in order
+    headers = [e for e in lines if e["event"] == "session_started"]
+    assert [h.get("continued") for h in headers] == [None, *range(1, len(files))]
+    assert all(_lines([f])[0]["event"] == "session_started" for f in files)  # each replays alone
+    assert record.written == sum(f.stat().st_size for f in files)
+    events = read_record(path)  # the set, as one session: the repeated headers left out
+    assert [e["event"] for e in events].count("session_started") == 1
+    assert [e["n"] for e in events if e["event"] == "edge"] == list(range(500))
+
+
+def test_record_keeps_the_newest_files_and_rotates_by_time(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    record = Record(path, max_bytes=2000, keep=2)
+    record.trace("session_started", 0.0, version=1, tree=[])
+    for n in range(500):
+        record.trace("edge", n * 0.01, gate=1, blocked=n % 2 == 0, n=n)
+    record.close()
+    files = record_files(path)
+    assert len(files) == 3  # two rotated, the current one
+    kept = [e["n"] for e in _lines(files) if e["event"] == "edge"]
+    assert kept == list(range(kept[0], 500))  # a contiguous tail, nothing missing in it
+    events = read_record(path)  # the first file kept gives the header
+    assert events[0]["event"] == "session_started" and events[0]["continued"] > 1
+    timed = Record(tmp_path / "timed.jsonl", rotate_seconds=0.05)
+    timed.trace("edge", 0.0, gate=1, blocked=True)
+    time.sleep(0.1)
+    timed.trace("edge", 0.1, gate=1, blocked=False)
+    timed.close()
+    assert len(record_files(tmp_path / "timed.jsonl")) == 2
+    with pytest.raises(ValueError, match="max_bytes must be positive"):
+        Record(tmp_path / "bad.jsonl", max_bytes=0)
+
+
+def test_a_run_recorded_in_rotated_files_replays_to_its_final_counts(tmp_path: Path) -> None:
+    record, summary = record_run(tmp_path, "--record-max-bytes", "30000")
+    files = record_files(record)
+    assert len(files) >= 3, files
+    result = subprocess.run(
+        [sys.executable, "-m", "bt_sorter.replay", str(record)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["bins"] == summary["bins"] and counts["resolved"] == summary["resolved"]
+    assert counts["fed"] == summary["fed"] == 6
+    events = _lines(files)
+    fed = [e["item"] for e in events if e["event"] == "item_fed"]
+    empty = {e["item"] for e in events if e["event"] == "feed_empty"}  # the stack ran out
+    resolved = [e["item"] for e in events if e["event"] == "item_resolved"]
+    assert sorted(set(fed) - empty) == sorted(resolved) == list(range(1, 7))

@@ -374,3 +374,17 @@ def test_config_models_and_trees_are_found_in_the_working_folder_then_the_reposi
 
     assert here.returncode == 2
     assert "config/default.yaml:2:" in here.stderr and "tick_hzz" in here.stderr
+
+
+def test_record_rotation_options_need_a_record_and_positive_values(tmp_path: Path) -> None:
+    """Issue 22: a rotation option without --record, or a bound that is not positive, is
+    refused before anything starts (exit 2, saying which)."""
+    base = [sys.executable, RUN_PY, "--tree", "trees/sort.yaml", "--viz", "none"]
+    cases = [
+        (["--record-max-bytes", "100000"], "need --record FILE"),
+        (["--record", str(tmp_path / "r.jsonl"), "--record-keep", "0"], "keep must be positive"),
+    ]
+    for extra, why in cases:
+        result = subprocess.run([*base, *extra], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        assert result.returncode == 2 and why in result.stderr, result.stderr

@@ -271,3 +271,32 @@ def test_service_cli_binds_loopback_answers_and_stops_cleanly_on_sigterm() -> No
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+def test_service_cli_applies_its_configs_limits(tmp_path: Path) -> None:
+    """Issue 22: ``--config``'s ``limits:`` bound what the service decodes and reads."""
+    config = tmp_path / "small.yaml"
+    limits = "  picture_side: 200\n  picture_pixels: 40000\n  decode_pixels: 40000\n"
+    config.write_text(f"limits:\n{limits}  payload_bytes: 60000\n", encoding="utf-8")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(MODEL),
+         "--port", str(port), "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_for_port("127.0.0.1", port, timeout=30)
+        url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
+        big = render_picture(np.random.default_rng(108), "ripe", size=256)  # 256 px a side
+        answer = requests.post(url, data=big, timeout=30).json()
+        assert answer["code"] == 1 and "over the limit of 200" in answer["error"], answer
+        small = render_picture(np.random.default_rng(109), "ripe", size=128)
+        answer = requests.post(url, data=small, timeout=30).json()
+        assert answer["code"] == 0 and answer["results"][0]["label"] == "ripe", answer
+        refused = requests.post(url, data=b"\xff\xd8\xff" + b"x" * 60_000, timeout=30)
+        assert refused.status_code == 413 and "60000 bytes" in refused.json()["error"]
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+        assert health["limits"]["picture_side"] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -183,7 +183,7 @@ class Classify(Leaf):
         item.seen = bool(item.evidence)  # a picture that does not decode shows nothing
         if item.anchor is not None and item.anchor[0] == linemodel.PICTURE:
             item.anchor = None  # nor does it say where the item is
-        owners = [*self.bb.items, *self.bb.items.done[-8:]]
+        owners = [*self.bb.items, *self.bb.items.done.recent(8)]
         taken = {id(i.picture) for i in owners if i.picture is not None}
         again = [(t, data) for t, data in self.bb.recent_pictures
                  if t >= since and data is not bad and id(data) not in taken]  # fmt: skip

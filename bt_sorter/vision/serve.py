@@ -7,8 +7,11 @@
 ``POST /aisim_tf_pre``: the request body is the raw encoded picture; the answer is
 ``{"results": [{"label", "confidence"}], "code": 0, "error": ""}``, or code 1 with empty
 results and the reason when the body is empty or not a picture. A body over ``--max-body``
-is refused with HTTP 413 by waitress before it is read. ``GET /health`` says which model
-answers; ``GET /metrics`` gives requests, errors, latency and batch sizes in Prometheus text.
+is refused with HTTP 413 by waitress before it is read. ``--config``'s ``limits:`` apply
+(issue 22): a picture's side and pixels from its header before decoding, the pixels being
+decoded at once (``decode_pixels``), and ``payload_bytes`` as the default ``--max-body``.
+``GET /health`` says which model answers (and the limits); ``GET /metrics`` gives
+requests, errors, latency and batch sizes in Prometheus text.
 
 Each request is decoded and preprocessed on its own waitress thread (through
 :func:`bt_sorter.vision.preprocess.picture_to_input`, the project's one decoder); the forward
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -43,12 +47,13 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
+from bt_sorter.config import Limits
 from bt_sorter.log import configure, get_logger
 from bt_sorter.portable import stop_signals
 from bt_sorter.vision.batcher import MicroBatcher
 from bt_sorter.vision.classifier import BadPictureError, ClassifyError, Prediction
 from bt_sorter.vision.device import DEVICE_CHOICES
-from bt_sorter.vision.preprocess import picture_to_input
+from bt_sorter.vision.preprocess import DEFAULT_LIMITS, picture_to_input
 from bt_sorter.vision.torch_backend import TorchClassifier
 
 PREDICT_PATH = "/aisim_tf_pre"
@@ -125,13 +130,14 @@ class ClassifyService:
             "device": str(classifier.plan.device),
             "max_batch": max_batch,
             "max_wait_ms": max_wait * 1000.0,
+            "limits": dataclasses.asdict(classifier.limits),
             **(health or {}),
         }
 
     def classify(self, data: bytes) -> Prediction:
         """Label one encoded picture; BadPictureError for bytes that are not one."""
         with self.batcher.reserve() as slot:  # a batch forming now waits for this picture
-            inputs = picture_to_input(data, self.classifier.info.input_size)
+            inputs = picture_to_input(data, self.classifier.info.input_size, self.classifier.limits)
             future = slot.submit(inputs)
         return future.result(timeout=ANSWER_TIMEOUT)
 
@@ -291,12 +297,14 @@ def make_server(
     max_batch: int = DEFAULT_MAX_BATCH,
     max_wait: float = DEFAULT_MAX_WAIT,
     http_threads: int = DEFAULT_HTTP_THREADS,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ClassifyServer:
-    """A ready server for the checkpoint ``model`` (``serve_forever`` or ``start``).
+    """A ready server for the checkpoint ``model`` (``serve_forever`` or ``start``);
+    ``limits`` bound each picture and the decoding (config ``limits:``).
 
     Raises ClassifyError when the model does not load or the device is not there.
     """
-    classifier = TorchClassifier(model, threads, device)
+    classifier = TorchClassifier(model, threads, device, limits)
     service = ClassifyService(classifier, max_batch, max_wait, {"model": str(model)})
     return ClassifyServer(service, host, port, max_body, http_threads)
 
@@ -311,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="auto (CUDA if seen), cpu or cuda; default: config")  # fmt: skip
-    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help="bytes")
+    parser.add_argument("--max-body", type=int, default=None,
+                        help="bytes; default: config limits.payload_bytes")  # fmt: skip
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help="most pictures per forward pass")  # fmt: skip
     parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT * 1000,
@@ -322,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure(args.log_level)
-    classifier_config = load_config(args.config).classifier
+    config = load_config(args.config)
+    classifier_config = config.classifier
+    max_body = args.max_body if args.max_body is not None else config.limits.payload_bytes
     model = args.model
     if model is None:
         model = Path(classifier_config.model)
@@ -330,14 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or classifier_config.device
     try:
         server = make_server(
-            model, args.host, args.port, args.max_body, args.threads, device,
-            args.max_batch, args.max_wait_ms / 1000.0, args.http_threads,
+            model, args.host, args.port, max_body, args.threads, device,
+            args.max_batch, args.max_wait_ms / 1000.0, args.http_threads, config.limits,
         )  # fmt: skip
     except (ClassifyError, ValueError, OSError) as exc:
         log.error("service_failed_to_start", reason=str(exc))
         return 2
     host, port = server.address
-    log.info("service_started", host=host, port=port, model=str(model), max_body=args.max_body,
+    log.info("service_started", host=host, port=port, model=str(model), max_body=max_body,
              device=server.service.health["device"], max_batch=args.max_batch)  # fmt: skip
     print(f"serving {server.url}", flush=True)
     for sig in stop_signals():  # Ctrl-C as before: KeyboardInterrupt below

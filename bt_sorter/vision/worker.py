@@ -2,6 +2,7 @@
 
     python -m bt_sorter.vision.worker --broker HOST:PORT [--group classifiers]
         [--model models/resnet18_tomato.pth] [--threads 1] [--max-batch 8] [--window 0.005]
+        [--max-queue 64] [--max-queue-bytes 67108864]
 
 The worker takes requests from the MQTT 5 shared subscription
 ``$share/<group>/bt_sorter/classify/request``: the broker hands each request to one member
@@ -16,8 +17,14 @@ left of it) is dropped unanswered: its controller has retried or fallen back by 
 Requests that arrive together are classified together: after the first one the worker
 gathers whatever else comes within ``--window`` seconds (at most ``--max-batch``) and runs
 one forward pass. A bad request (not a picture, too large) gets a code-1 answer with the
-reason; one without a usable response topic is logged and counted. Nothing a request
-carries ends the worker. While it runs, its presence is retained on
+reason; one without a usable response topic is logged and counted. Requests waiting in
+the worker are bounded (``--max-queue`` requests, ``--max-queue-bytes`` of pictures): one
+that finds the queue full is answered at once with code 1 and the reason (``worker ... busy``)
+and counted as ``refused_busy``, so a burst costs bounded memory and every request gets
+an answer or a refusal; the requester retries or falls back. A busy refusal goes out at
+QoS 0: the worker does not hold thousands of them until the broker acknowledges each (one
+lost on a broken link is a timeout to its requester, as no answer at all would be).
+Nothing a request carries ends the worker. While it runs, its presence is retained on
 ``bt_sorter/workers/<id>`` (cleared by its will when it dies), for ``bt_sorter.plant status``.
 stdout: one ``{"event": "worker_ready", ...}`` line once subscribed, a summary at the end.
 """
@@ -56,6 +63,9 @@ from bt_sorter.vision.preprocess import decode_picture
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_PICTURE = 8 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 64  # requests waiting in the worker (8 batches of the default size)
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024  # picture bytes waiting in the worker
+BUSY_LOG_EVERY = 5.0  # wall s between two log lines about busy refusals
 PRESENCE_EVERY = 5.0  # wall s between two refreshes of the retained presence
 
 log = logs.get_logger("bt_sorter.vision.worker")
@@ -86,7 +96,11 @@ class Worker:
         max_batch: int = 8,
         window: float = 0.005,
         max_picture: int = DEFAULT_MAX_PICTURE,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     ) -> None:
+        if max_queue <= 0 or max_queue_bytes <= 0:
+            raise ValueError("the worker's queue must hold at least one request and one byte")
         self.classifier = classifier
         self.host, self.port = host, port
         self.group = group
@@ -95,9 +109,14 @@ class Worker:
         self.max_batch = max(1, max_batch)
         self.window = max(0.0, window)
         self.max_picture = max_picture
+        self.max_queue, self.max_queue_bytes = max_queue, max_queue_bytes
         self.counts: Counter[str] = Counter()
         self.batch_sizes: Counter[int] = Counter()
         self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._queue_lock = threading.Lock()
+        self._queued = 0  # requests in ``_requests`` (the stop marker not counted)
+        self._queued_bytes = 0
+        self._busy_logged_at = -1e9
         self._ready = threading.Event()
         self._refusal: str | None = None
         self._stop = False
@@ -180,6 +199,9 @@ class Worker:
                 self._stop = True
                 break
             batch.append(more)
+        with self._queue_lock:  # out of the queue: room for as many more
+            self._queued -= len(batch)
+            self._queued_bytes -= sum(len(r.picture) for r in batch)
         return batch
 
     def _answer_batch(self, batch: list[Request]) -> None:
@@ -229,11 +251,11 @@ class Worker:
         log.info("request_refused", reason=reason, reply_topic=request.reply_topic)
         self._reply(request, protocol.encode_classify_answer(None, error=reason, worker=self.id))
 
-    def _reply(self, request: Request, body: bytes) -> None:
+    def _reply(self, request: Request, body: bytes, qos: int = 1) -> None:
         props = Properties(PacketTypes.PUBLISH)
         if request.correlation is not None:
             props.CorrelationData = request.correlation
-        self._client.publish(request.reply_topic, body, qos=1, properties=props)
+        self._client.publish(request.reply_topic, body, qos=qos, properties=props)
 
     def _publish_presence(self) -> None:
         self._presence_at = time.monotonic()
@@ -289,7 +311,32 @@ class Worker:
         now = time.monotonic()
         expiry = getattr(msg.properties, "MessageExpiryInterval", None)
         expires = now + expiry if isinstance(expiry, int) else None
-        self._requests.put(Request(bytes(msg.payload), reply_topic, correlation, now, expires))
+        request = Request(bytes(msg.payload), reply_topic, correlation, now, expires)
+        with self._queue_lock:
+            waiting, size = self._queued, self._queued_bytes
+            too_big = waiting > 0 and size + len(request.picture) > self.max_queue_bytes
+            full = waiting >= self.max_queue or too_big
+            if not full:
+                self._queued, self._queued_bytes = waiting + 1, size + len(request.picture)
+        if full:
+            self._refuse_busy(request, waiting, size)
+        else:
+            self._requests.put(request)
+
+    def _refuse_busy(self, request: Request, waiting: int, size: int) -> None:
+        """The queue is full: answer at once (code 1, the reason) and count it."""
+        self.counts["refused_busy"] += 1
+        reason = (
+            f"worker {self.id} busy: {waiting} requests ({size} bytes) waiting, its queue "
+            f"holds {self.max_queue} ({self.max_queue_bytes} bytes): refused, not classified"
+        )
+        now = time.monotonic()
+        if now - self._busy_logged_at >= BUSY_LOG_EVERY:  # no flood of log lines in a burst
+            self._busy_logged_at = now
+            log.warning("requests_refused_busy", refused=self.counts["refused_busy"],
+                        waiting=waiting, bytes=size)  # fmt: skip
+        body = protocol.encode_classify_answer(None, error=reason, worker=self.id)
+        self._reply(request, body, qos=0)
 
 
 class WorkerProcess:
@@ -343,6 +390,50 @@ def start_worker(
     return WorkerProcess(process, worker_id, log_path)
 
 
+def burst(
+    host: str, port: int, pictures: Sequence[bytes], count: int, timeout: float = 120.0
+) -> dict[int, dict[str, Any]]:
+    """Publish ``count`` requests at once (the pictures in turn), each with its own
+    correlation data; the answers by request number (those that came within ``timeout``).
+
+    For the bench and the tests: what a burst of requests gets from the workers.
+    """
+    answers: dict[int, dict[str, Any]] = {}
+    done, subscribed = threading.Event(), threading.Event()
+    reply_topic = f"bt_sorter/burst/{os.getpid()}-{time.monotonic_ns()}"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bt_sorter-burst-{os.getpid()}",
+        protocol=mqtt.MQTTv5,
+    )  # fmt: skip
+    client.max_inflight_messages_set(100)
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        number = int(getattr(msg.properties, "CorrelationData", b"-1"))
+        answers[number] = json.loads(msg.payload)
+        if len(answers) >= count:
+            done.set()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        client.subscribe(reply_topic, qos=1)
+        if not subscribed.wait(10):
+            raise RuntimeError(f"broker {host}:{port} did not confirm the reply subscription")
+        for number in range(count):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = reply_topic
+            props.CorrelationData = str(number).encode()
+            picture = pictures[number % len(pictures)]
+            client.publish(protocol.CLASSIFY_REQUEST_TOPIC, picture, qos=1, properties=props)
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return dict(answers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bt_sorter.vision.worker",
@@ -358,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-batch", type=int, default=8, help="most pictures in one forward pass")
     add("--window", type=float, default=0.005, help="s to gather more requests after the first")
     add("--max-picture", type=int, default=DEFAULT_MAX_PICTURE, help="largest picture, bytes")
+    add("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+        help="requests waiting at most; more are refused at once with a busy answer")  # fmt: skip
+    add("--max-queue-bytes", type=int, default=DEFAULT_MAX_QUEUE_BYTES,
+        help="picture bytes waiting at most")  # fmt: skip
     add("--id", dest="worker_id", help="worker id (default HOST-PID)")
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
@@ -378,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = Worker(
             classifier, host, int(port), group=args.group, worker_id=args.worker_id,
             max_batch=args.max_batch, window=args.window, max_picture=args.max_picture,
+            max_queue=args.max_queue, max_queue_bytes=args.max_queue_bytes,
         )  # fmt: skip
         worker.connect()
     except (ClassifyError, ValueError) as exc:

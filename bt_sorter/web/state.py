@@ -14,9 +14,9 @@ comes from :func:`segment_seconds`, the one place to point at a learned line mod
 
 from __future__ import annotations
 
-import bisect
+import collections
 import itertools
-from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from py_trees.behaviour import Behaviour
@@ -24,7 +24,7 @@ from py_trees.common import Status
 
 from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context
-from bt_sorter.blackboard import Item, Outcome
+from bt_sorter.blackboard import Item, Outcome, bin_of
 from bt_sorter.trace import tree_shape, walk
 
 __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
@@ -133,23 +133,16 @@ def line_view(ctx: Context) -> dict[str, Any]:
 # --- the snapshot -------------------------------------------------------------------------
 
 
-def _bin(item: Item) -> int | None:
-    if item.outcome is Outcome.SORTED:
-        return item.rod
-    return None if item.outcome is Outcome.LOST else 1
-
-
 def counts(ctx: Context) -> dict[str, Any]:
-    """Fed, outcomes and bins of the resolved items."""
+    """Fed, outcomes and bins of the resolved items (counted as they resolved: the same
+    cost at item 100,000 as at item 100)."""
     done = ctx.bb.items.done
-    outcomes = Counter(str(i.outcome) for i in done)
-    bins = Counter(str(b) for b in map(_bin, done) if b is not None)
     return {
         "fed": ctx.bb.items.fed,
         "resolved": len(done),
         "in_flight": len(ctx.bb.items),
-        "outcomes": {o.value: outcomes.get(o.value, 0) for o in Outcome},
-        "bins": dict(sorted(bins.items())),
+        "outcomes": {o.value: done.outcomes.get(o.value, 0) for o in Outcome},
+        "bins": dict(sorted((str(b), n) for b, n in done.bins.items())),
     }
 
 
@@ -160,7 +153,7 @@ def thumbnails(ctx: Context) -> list[dict[str, Any]]:
     """
     bb = ctx.bb
     out: list[dict[str, Any]] = []
-    for item in [*reversed(list(bb.items)), *reversed(bb.items.done[-THUMBNAILS:])]:
+    for item in [*reversed(list(bb.items)), *reversed(bb.items.done.recent(THUMBNAILS))]:
         if item.picture is None:
             continue
         pred = item.prediction
@@ -171,7 +164,7 @@ def thumbnails(ctx: Context) -> list[dict[str, Any]]:
                 "confidence": round(pred.confidence, 3) if pred else None,
                 "rod": item.rod,
                 "outcome": str(item.outcome) if item.outcome else None,
-                "bin": _bin(item) if item.outcome else None,
+                "bin": bin_of(item) if item.outcome else None,
                 "picture": item.picture,
             }
         )
@@ -180,37 +173,45 @@ def thumbnails(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
-def items_per_minute(times: list[float], now: float) -> list[tuple[float, float]]:
-    """Items resolved in the line minute before each of evenly spaced times up to ``now``
-    (``times`` sorted), per minute."""
-    now = max(now, 1.0)
-    out = []
-    for k in range(THROUGHPUT_POINTS + 1):
-        t = now * k / THROUGHPUT_POINTS
-        n = bisect.bisect_right(times, t) - bisect.bisect_right(times, t - WINDOW)
-        out.append((round(t, 2), round(n * 60.0 / min(WINDOW, max(t, 1.0)), 2)))
-    return out
+def per_minute(times: Iterable[float], t: float) -> float:
+    """Items resolved in the line minute up to ``t`` (of ``times``), per minute."""
+    n = sum(1 for x in times if t - WINDOW < x <= t)
+    return round(n * 60.0 / min(WINDOW, max(t, 1.0)), 2)
 
 
 class Throughput:
-    """The items-per-minute chart, redrawn only when it would change: a new resolved item,
-    or line time moved on by one of its steps."""
+    """The items-per-minute chart over the whole run, in bounded memory (issue 22).
+
+    Points lie on a grid from line time 0 (``step`` apart), each the exact rate over
+    the line minute before it; when there are more than twice :data:`THROUGHPUT_POINTS`,
+    every other one goes and the step doubles, so the chart always spans the run with
+    THROUGHPUT_POINTS to twice as many points, plus one for now. It takes the resolve
+    times of the items resolved since its last update from ``done.times`` and keeps
+    only the last minute's.
+    """
 
     def __init__(self) -> None:
-        self.times: list[float] = []  # resolve times, sorted
+        self.times: collections.deque[float] = collections.deque()  # the last minute's
         self.seen = 0  # resolved items taken into ``times``
-        self.series: list[tuple[float, float]] = []
-        self._at = -1.0
+        self.step = 1.0  # line s between grid points
+        self.points: list[tuple[float, float]] = []  # (grid time, items/min), from 0
 
     def update(self, ctx: Context) -> list[tuple[float, float]]:
         done, now = ctx.bb.items.done, ctx.bb.now
-        new = done[self.seen :]
-        for item in new:
-            bisect.insort(self.times, item.resolved_at or 0.0)
+        new = min(len(done) - self.seen, len(done.times))
+        if new > 0:
+            self.times.extend(sorted(itertools.islice(reversed(done.times), new)))
         self.seen = len(done)
-        if new or now - self._at >= max(now, 1.0) / THROUGHPUT_POINTS:
-            self.series, self._at = items_per_minute(self.times, now), now
-        return self.series
+        while len(self.points) * self.step <= now:
+            t = len(self.points) * self.step
+            self.points.append((round(t, 2), per_minute(self.times, t)))
+            if len(self.points) > 2 * THROUGHPUT_POINTS:
+                self.points, self.step = self.points[::2], self.step * 2
+        while self.times and self.times[0] <= now - WINDOW:
+            self.times.popleft()
+        last = self.points[-1][0] if self.points else -1.0
+        tail = [(round(now, 2), per_minute(self.times, now))] if now > last else []
+        return [*self.points, *tail]
 
 
 def snapshot(
