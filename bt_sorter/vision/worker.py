@@ -56,7 +56,7 @@ from bt_sorter import log as logs
 from bt_sorter import protocol
 from bt_sorter.broker import stop_process
 from bt_sorter.config import ClassifierConfig
-from bt_sorter.portable import peak_rss_mib
+from bt_sorter.portable import child_kwargs, peak_rss_mib, stop_signals
 from bt_sorter.vision.classifier import BadPictureError, Classifier, ClassifyError, Prediction
 from bt_sorter.vision.mqtt_backend import CONNECT_TIMEOUT, connect_v5, mqtt5_refusal
 from bt_sorter.vision.preprocess import decode_picture
@@ -361,7 +361,7 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 10.0) -> dict[str, Any] | None:
         """SIGTERM and wait; the worker's summary (None when it was killed)."""
-        stop_process(self.process, timeout)
+        stop_process(self.process, timeout, own_group=True)
         out = self.process.stdout.read() if self.process.stdout else ""
         lines = [line for line in out.splitlines() if line.startswith('{"worker"')]
         return json.loads(lines[-1]) if lines else None
@@ -376,7 +376,12 @@ def start_worker(
     cmd = [sys.executable, "-m", "bt_sorter.vision.worker", "--broker", broker, "--id", worker_id]
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            [*cmd, *args], stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=ROOT
+            [*cmd, *args],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            cwd=ROOT,
+            **child_kwargs(),  # Windows: a group of its own, for CTRL_BREAK_EVENT
         )
     assert process.stdout is not None
     ready: list[str] = []
@@ -384,7 +389,7 @@ def start_worker(
     reader.start()
     reader.join(ready_timeout)
     if not ready or '"worker_ready"' not in ready[0]:
-        stop_process(process, 5.0)
+        stop_process(process, 5.0, own_group=True)
         tail = log_path.read_text("utf-8", errors="replace")[-1500:]
         raise RuntimeError(f"worker {worker_id} did not join within {ready_timeout} s: {tail}")
     return WorkerProcess(process, worker_id, log_path)
@@ -479,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClassifyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():  # SIGINT, SIGTERM; SIGBREAK on Windows
         signal.signal(sig, lambda *_: worker.request_stop())
     ready = {"event": "worker_ready", "worker": worker.id, "subscription": worker.subscription}
     print(json.dumps(ready), flush=True)
