@@ -202,6 +202,8 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "dropped": dict(ctx.bb.dropped),
         "unmatched_edges": ctx.bb.unmatched_edges,
         "repeated_edges": ctx.bb.repeated_edges,
+        "stray_gate_edges": ctx.bb.stray_gate_edges,  # issue 20: undeclared gates, noise
+        "missed_pushes": ctx.bb.missed_pushes,  # issue 20: pushed, then seen downstream
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
         "measured_line": ctx.bb.line.report(),
@@ -225,6 +227,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"feeder missed {summary['feeder_misses']} feeds (its cycle was lengthened)")
     if summary["bad_inputs"] or summary["dropped"]:
         lines.append(f"bad inputs {summary['bad_inputs']}, dropped unread {summary['dropped']}")
+    if summary.get("missed_pushes"):  # issue 20
+        lines.append(f"missed pushes {summary['missed_pushes']} (pushed, then seen downstream: "
+                     "counted in bin 1)")  # fmt: skip
+    if summary.get("stray_gate_edges"):  # issue 20
+        lines.append(f"stray edges of undeclared gates {summary['stray_gate_edges']} (ignored)")
     lines.append(format_measured_line(summary["measured_line"]))
     truth = summary.get("line")
     if truth:

@@ -26,6 +26,8 @@ from bt_sorter.vision.classifier import Prediction
 # A gate message repeating the gate's state this soon (line s) after its last change is
 # the same message again: no item passes a gate in under SHORTEST_PASSAGE_S.
 REPEAT_S = SHORTEST_PASSAGE_S / 2
+# Pushed items watched for a missed push at the gate downstream of their rod (issue 20).
+PUSHED_WATCHED = 16
 
 
 class Outcome(enum.StrEnum):
@@ -104,6 +106,7 @@ class Item:
     missed: int = 0  # its expected events that did not come since its latest one
     clean: bool = True  # no stray edge near it: its times may teach the line model
     seen: bool = False  # a picture or an edge has shown it is really on the belt
+    stretched: bool = False  # fed with a feeder stroke lengthened after an empty feed
     pushed_at: float | None = None
     uncertain: bool = False  # its position stopped being knowable
     outcome: Outcome | None = None
@@ -123,12 +126,18 @@ class Item:
 
 
 class ItemFifo:
-    """Items in flight, oldest first; resolved items leave it and are kept in ``done``."""
+    """Items in flight, oldest first; resolved items leave it and are kept in ``done``.
+
+    Items pushed at a gate before the last are also kept ``pushed`` for a while (the
+    newest :data:`PUSHED_WATCHED`): until their window at the gate downstream has passed,
+    their edges there would show that the push missed (issue 20, :meth:`reopen`).
+    """
 
     def __init__(self, topology: Topology = FS) -> None:
         self.topology = topology
         self._items: collections.deque[Item] = collections.deque()
         self.done: list[Item] = []
+        self.pushed: collections.deque[Item] = collections.deque(maxlen=PUSHED_WATCHED)
         self.empty_feeds = 0  # feeds that put nothing on the belt, in all
         self._next_id = 1
 
@@ -142,6 +151,19 @@ class ItemFifo:
         item.outcome, item.outcome_reason, item.resolved_at = outcome, reason, t
         self._items.remove(item)
         self.done.append(item)
+        if outcome is Outcome.SORTED and item.push_gate < self.topology.last_gate:
+            self.pushed.append(item)
+
+    def reopen(self, item: Item) -> None:
+        """Issue 20: a pushed item showed on the belt after its push (at the gate
+        downstream, or at a gate config lacks): the push missed, it is still on the
+        belt. Back in flight, in feed order, its outcome open again."""
+        self.done.remove(item)
+        if item in self.pushed:
+            self.pushed.remove(item)
+        item.outcome, item.outcome_reason, item.resolved_at = None, "", None
+        at = next((n for n, i in enumerate(self._items) if i.id > item.id), len(self._items))
+        self._items.insert(at, item)
 
     def discard(self, item: Item) -> None:
         """Forget a feed that never put an item on the belt (nothing was ever seen)."""
@@ -208,16 +230,24 @@ class Blackboard:
     fault: str = ""  # the last fault a condition reported (for the alarm)
     stack_empty: bool = False
     empty_feeds_in_a_row: int = 0  # feeds in a row that put nothing on the belt
+    # ... of them, those fed with a lengthened stroke: only these can show an empty stack
+    stretched_empty_in_a_row: int = 0
     # Issue 15: empty feeds that a later feed's item showed were the feeder's, not the stack's
     feeder_misses: int = 0
     last_empty_feed: int = 0  # the id of the newest feed called empty
     last_label: str | None = None
     unmatched_edges: int = 0
     repeated_edges: int = 0  # gate messages that repeated the gate's state at once
-    # Edges of gates the topology does not have (gate -> count): the line may have more
-    # gates than config declares; then ``shape_doubt`` says why nothing is pushed (bin 1).
+    # Edges of gates the topology does not have (gate -> count), all of them; this tick's
+    # (judged by bt_sorter.shape); those judged noise; and the passages of items through
+    # them that fit (gate -> count, since the doubt began). While ``shape_doubt`` is set
+    # (the line may have more gates than config declares) nothing is pushed (bin 1).
     undeclared_gates: dict[int, int] = field(default_factory=dict)
+    undeclared_edges: list[Edge] = field(default_factory=list)
+    stray_gate_edges: int = 0
+    undeclared_passages: dict[int, int] = field(default_factory=dict)
     shape_doubt: str = ""
+    missed_pushes: int = 0  # items pushed that then showed at the gate downstream (issue 20)
 
     def __post_init__(self) -> None:
         topology = self.topology
@@ -233,7 +263,7 @@ class Blackboard:
 
     def ingest(self, events: Iterable[Event]) -> list[protocol.BadInput]:
         """The pre-tick: apply queued events in arrival order; return the bad inputs."""
-        self.edges = []
+        self.edges, self.undeclared_edges = [], []
         bad: list[protocol.BadInput] = []
         for ev in events:
             if isinstance(ev, Dropped):
@@ -252,6 +282,7 @@ class Blackboard:
             if isinstance(event, protocol.GateEdge) and event.gate not in self.gates:
                 self.bad_inputs += 1
                 self.undeclared_gates[event.gate] = self.undeclared_gates.get(event.gate, 0) + 1
+                self.undeclared_edges.append(Edge(event.gate, event.blocked, ev.t))
                 bad.append(protocol.BadInput(f"this line has no gate {event.gate}"))
             elif isinstance(event, protocol.GateEdge) and self._repeats(event, ev.t):
                 self.repeated_edges += 1  # the same message again (a duplicate): no edge

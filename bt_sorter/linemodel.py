@@ -551,17 +551,38 @@ class LineModel:
         the item behind must not reach gate g (the sweep window lies downstream of it)
         before then: passage at gate g + the latest push + rod out, plus the spreads and
         the command margin, over every gate that fires a rod (a gate that only tracks
-        fires none). None while a passage is unknown. See docs/line-model.md.
+        fires none). And the other way round: the item ahead must have left the window
+        before the push for this one (:meth:`leaves_window`). None while a passage is
+        unknown. See docs/line-model.md.
         """
-        needs = []
+        needs, aheads = [], []
         for gate in sorted(self.topology.rods.values()):
             time = self.passage_time(gate)
-            if time is None:
+            ahead = self.leaves_window(gate)
+            if time is None or ahead is None:
                 return None
             spread = max(self.spread(passage(gate)), self.spread(blocked(gate)))
             stretched = time * max(1.0, self.pace)
             needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
-        return max(needs) + self.rod_out + self.command_margin
+            aheads.append(ahead)
+        behind = max(needs) + self.rod_out  # the item behind stays off a push for this one
+        return max(behind, max(aheads)) + self.command_margin
+
+    def leaves_window(self, gate: int) -> float | None:
+        """Belt s from an item's clear edge at ``gate`` until it is surely past any window
+        the rod that ``gate`` fires may sweep (issue 20): the push for the item behind comes
+        on that item's clear edge at ``gate``, and no sensor sees where the window ends. By
+        the course's rule it ends before the next gate: the item's clear edge there; past
+        the last gate (or a next gate no item has reached yet), the belt end
+        (:meth:`run_out`). None until the item's clear edge at ``gate`` is known."""
+        here = self.expected(clear(gate))
+        if here is None:
+            return None
+        following = self.expected(clear(gate + 1)) if gate < self.topology.last_gate else None
+        if following is None:
+            return self.run_out([])
+        gap = (following - here) * max(1.0, self.pace)
+        return gap + SPREAD_K * max(self.spread(clear(gate)), self.spread(clear(gate + 1)))
 
     def limit_per_minute(self) -> float | None:
         """The line's physical limit: the feeder cycle or the safe spacing, the slower."""

@@ -28,7 +28,13 @@ counted in ``unmatched_edges`` and recorded, and the item it came nearest is no 
 Reads: ``items``, ``line``, ``gates``. Writes: the items' positions and times,
 ``blocked_gates`` (a gate an item cleared is free), ``last_evidence_at``,
 ``missed_since_evidence``, ``empty_feeds_in_a_row``, ``feeder_misses``,
-``unmatched_edges``.
+``unmatched_edges``, ``missed_pushes``.
+
+A pushed item is resolved as sorted at once, and watched a while (``items.pushed``): a
+blocked edge at the gate downstream of its rod that only it can have made, in its window,
+shows the push missed
+(issue 20). It is back in flight, its later edges its own, and it rides on to bin 1 with
+the reason (``push_missed`` in the record, ``missed_pushes`` in the summary).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from bt_sorter import linemodel
 from bt_sorter.blackboard import Edge, Item
-from bt_sorter.items import note_feeder_missed, note_missing, since_feed
+from bt_sorter.items import note_feeder_missed, note_missing, note_push_missed, since_feed
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -55,6 +61,8 @@ class Matcher:
 
     def edge(self, edge: Edge) -> Item | None:
         """The item ``edge`` belongs to (its position and times updated), or None."""
+        if (missed := self._pushed_here(edge)) is not None:
+            note_push_missed(self.ctx, missed, edge.t, f"showed at gate {edge.gate}")
         occupant = next((i for i in self.bb.items if i.entered == edge.gate > i.cleared), None)
         item = self._blocked(edge, occupant) if edge.blocked else self._clear(edge, occupant)
         if item is None:
@@ -65,6 +73,52 @@ class Matcher:
             self.ctx.record.write("edge_unmatched", edge.t, gate=edge.gate,
                                   blocked=edge.blocked)  # fmt: skip
         return item
+
+    # -- pushed items seen again (issue 20) -------------------------------------------
+
+    def _pushed_here(self, edge: Edge) -> Item | None:
+        """A pushed item this edge shows still on the belt, or None.
+
+        An item pushed as it cleared gate k is off the belt before gate k+1. A blocked
+        edge at k+1 is its own (the push missed) when only it can be there: every item fed
+        before it has left k+1, none behind it has reached k+1, the edge falls in its
+        measured window (from its clear edge at k; not merely before its deadline), and
+        the item behind, when it has reached gate k, is not nearer. A clear edge alone
+        (its blocked edge lost, a duplicate, a flicker) proves nothing; unmeasured, there
+        is no window: nothing is proved.
+        """
+        if not edge.blocked or not self.bb.items.pushed:
+            return None
+        self._forget_pushed(edge.t)
+        name = linemodel.blocked(edge.gate)
+        for item in self.bb.items.pushed:
+            if item.push_gate + 1 != edge.gate or self.model.predict(name, item.anchor) is None:
+                continue
+            low, high = self.model.window(name, item.anchor)
+            if not low <= since_feed(self.ctx, item, edge.t) <= high:
+                continue
+            flight = list(self.bb.items)
+            if any(i.id < item.id and i.cleared < edge.gate for i in flight):
+                continue  # an item ahead has not left the gate: the edge may be its
+            if any(i.id > item.id and i.entered >= edge.gate for i in flight):
+                continue  # an item behind is already there: this one cannot come after it
+            behind = next((i for i in flight if i.id > item.id), None)
+            reached = behind is not None and behind.entered >= item.push_gate
+            if reached and self._nearer(name, edge.t, behind, item):
+                continue
+            return item
+        return None
+
+    def _forget_pushed(self, t: float) -> None:
+        """Stop watching pushed items whose window at the gate downstream has passed by
+        ``t`` (here, not every tick: the watch is bounded, and edges are few)."""
+        pushed = self.bb.items.pushed
+        for item in list(pushed):
+            leave = linemodel.clear(item.push_gate + 1)
+            if since_feed(self.ctx, item, t) > self.model.deadline(leave, item.anchor):
+                pushed.remove(item)
+
+    # -- matching ----------------------------------------------------------------------
 
     def _blocked(self, edge: Edge, occupant: Item | None) -> Item | None:
         gate = edge.gate
@@ -318,4 +372,5 @@ class Matcher:
         if not item.seen and empty and item.id > self.bb.last_empty_feed:
             note_feeder_missed(self.ctx, empty, item)
         item.seen, self.bb.last_evidence_at, self.bb.empty_feeds_in_a_row = True, t, 0
+        self.bb.stretched_empty_in_a_row = 0
         self.bb.missed_since_evidence = 0

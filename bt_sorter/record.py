@@ -23,8 +23,11 @@ from bt_sorter.log import get_logger
 class Record:
     """Writes events to a JSON-lines file (when given a path) and to structlog."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, traces: bool = True) -> None:
+        """``traces``: False keeps only the decisions in the file (no node transitions,
+        edges, commands, pictures: not replayable; the deterministic simulation's batches)."""
         self.path = Path(path) if path else None
+        self.traces = traces
         self._file: IO[str] | None = None
         self._lock = threading.Lock()
         self._log = get_logger("bt_sorter.record")
@@ -37,15 +40,19 @@ class Record:
         """Append ``event`` at line time ``t`` with its facts, and log it."""
         self._log.info(event, t=round(t, 3), **facts)
         self.recent.append({"event": event, "t": round(t, 3), **facts})
-        self.trace(event, t, **facts)
+        self._append(event, t, facts)
 
     @property
     def enabled(self) -> bool:
-        """Whether lines go to a file (a trace costs nothing when they do not)."""
-        return self._file is not None
+        """Whether traces go to a file (a trace costs nothing when they do not)."""
+        return self._file is not None and self.traces
 
     def trace(self, event: str, t: float, **facts: Any) -> None:
         """Append ``event`` at line time ``t`` to the file only (not logged)."""
+        if self.traces:
+            self._append(event, t, facts)
+
+    def _append(self, event: str, t: float, facts: dict[str, Any]) -> None:
         if self._file is None:
             return
         line = json.dumps({"event": event, "t": round(t, 4), **facts}, default=str)

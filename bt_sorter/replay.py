@@ -197,6 +197,8 @@ class Session:
             item.uncertain = True
         elif kind == "feed_empty" and item in bb.items:
             bb.items.discard(item)
+        elif kind in ("push_missed", "push_in_doubt") and item in bb.items.done:
+            bb.items.reopen(item)  # issue 20: back in flight; its item_resolved follows
         elif kind == "item_resolved" and item in bb.items:
             if e.get("outcome") == Outcome.SORTED and e.get("bin"):
                 item.rod = e["bin"]

@@ -129,6 +129,7 @@ class Watchdogs:
                 note_feeder_missed(self.ctx, 1, later[0])
             else:
                 self.bb.empty_feeds_in_a_row += 1
+                self.bb.stretched_empty_in_a_row += item.stretched
 
     def _overdue(self, item: Item) -> None:
         now = since_feed(self.ctx, item, self.bb.now)

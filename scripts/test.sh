@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check bt_sorter run.py tests bench
 .venv/bin/ruff format --check bt_sorter run.py tests bench
-.venv/bin/python -m pytest "$@"
+# Two processes (pytest-xdist): the harness batch and the real-process runs share the cores.
+.venv/bin/python -m pytest -n 2 "$@"

@@ -164,14 +164,32 @@ def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
         "root:\n  selector: until empty\n  children:\n"
         "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
     )  # fmt: skip
-    ctx.bb.items.feed(0.0)
-    ctx.bb.items.feed(2.5)
+    ctx.bb.items.feed(0.0).stretched = True  # fed with a lengthened feeder stroke
+    ctx.bb.items.feed(2.5).stretched = True
     step(ctx, root, 1.0)
     assert root.status == Status.RUNNING
     step(ctx, root, 20.0)  # both estimates are far past gate 1: nothing was there
     assert len(ctx.bb.items) == 0 and ctx.bb.items.done == []
     step(ctx, root, 20.1)
     assert ctx.bb.stack_empty and root.status == Status.SUCCESS
+
+
+def test_feeds_with_the_configured_stroke_that_show_nothing_do_not_end_the_stack(
+    ctx: Context, tmp_path: Path
+) -> None:
+    # Two feeds out before the first is known empty (a pipelined tree): both may be the
+    # feeder's misses; only feeds made with the lengthened stroke judge the stack.
+    root = tree(
+        ctx, tmp_path,
+        "root:\n  selector: until empty\n  children:\n"
+        "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
+    )  # fmt: skip
+    ctx.bb.items.feed(0.0)
+    ctx.bb.items.feed(2.5)
+    step(ctx, root, 20.0)
+    step(ctx, root, 20.1)
+    assert ctx.bb.empty_feeds_in_a_row == 2 and not ctx.bb.stack_empty
+    assert root.status == Status.RUNNING
 
 
 HEALTH = """
@@ -408,7 +426,8 @@ def test_letting_an_item_ride_ends_when_its_feed_turns_out_empty(
     ctx.bb.items.feed(0.0).decided = True  # labelled unknown: nothing was seen of it
     step(ctx, root, 1.0)
     assert root.status == Status.RUNNING
-    step(ctx, root, 8.0)  # far past gate 1 and never seen: forgotten as an empty feed
+    step(ctx, root, 8.0)
+    step(ctx, root, 15.0)  # far past gate 1 and never seen: forgotten as an empty feed
     assert ctx.bb.items.empty_feeds == 1
     assert root.status == Status.SUCCESS
 
@@ -472,3 +491,71 @@ def test_a_feeder_that_missed_lengthens_its_cycle_within_a_bound(
     lengthened = [e for e in ctx.record.recent if e["event"] == "feeder_cycle_lengthened"]
     assert lengthened[0]["hold"] == 0.75 and lengthened[-1]["at_limit"]
     assert ctx.bb.line.feeder_cycle == pytest.approx(1.2 + 0.6)  # the limit follows a miss
+
+
+# Issue 20: TRACK_AND_RODS with the line's health watched too (no false alarm on a miss).
+RODS_AND_HEALTH = TRACK_AND_RODS.replace(
+    "    - TrackItems: track\n", "    - TrackItems: track\n    - LineHealthy: moving\n"
+)
+
+
+@pytest.mark.parametrize("behind_fed", [1.0, 2.5], ids=["close behind", "spaced"])
+def test_a_pushed_item_seen_at_the_next_gate_is_a_missed_push_not_the_next_items(
+    ctx: Context, tmp_path: Path, behind_fed: float
+) -> None:
+    """Issue 20: rod 2 was pushed as the item cleared gate 1, but the push came too late:
+    the item passes gates 2 and 3 in plain sight. Its edges there are its own (the item
+    behind keeps its own and is pushed by rod 3 on its own clear edge of gate 2); it rides
+    to the belt end: not counted in bin 2, recorded ``push_missed``."""
+    root = tree(ctx, tmp_path, RODS_AND_HEALTH)
+    missed = fed(ctx, 0.0, rod=2)
+    behind = fed(ctx, behind_fed, rod=3)
+    edges: dict[float, list[tuple[int, bool]]] = {}
+    for at, gates in ((0.0, (1, 2, 3)), (behind_fed, (1, 2))):
+        for gate in gates:
+            head = round(at + 4.9 + 3.0 * (gate - 1), 1)
+            edges.setdefault(head, []).append((gate, True))
+            edges.setdefault(round(head + 0.6, 1), []).append((gate, False))
+    pushes: dict[float, list[protocol.Command]] = {}
+    for tick in range(300):
+        t = tick / 10
+        sent = step(ctx, root, t, *edges.get(t, []))
+        if pushed := [c for c in sent if c.action is protocol.Action.PUSH]:
+            pushes[t] = pushed
+    behind_clears_gate_2 = round(behind_fed + 8.5, 1)
+    assert pushes == {5.5: [protocol.push(2)], behind_clears_gate_2: [protocol.push(3)]}
+    assert behind.outcome is Outcome.SORTED and behind.cleared_at[2] == behind_clears_gate_2
+    assert missed.outcome is Outcome.REJECTED and missed in ctx.bb.items.done
+    assert missed.outcome_reason.startswith("push missed: rod 2 pushed as it cleared gate 1")
+    assert missed.cleared_at == {1: 5.5, 2: 8.5, 3: 11.5}  # its own edges, all of them
+    assert ctx.bb.missed_pushes == 1 and ctx.bb.unmatched_edges == 0
+    assert ctx.bb.alarms == [] and ctx.bb.fault == ""
+    bins = [i.rod if i.outcome is Outcome.SORTED else 1 for i in ctx.bb.items.done]
+    assert sorted(bins) == [1, 3]  # as the run summary counts them
+    record = (tmp_path / "record.jsonl").read_text()
+    assert record.count('"event": "push_missed"') == 1
+
+
+@pytest.mark.parametrize("behind_fed", [0.8, 2.5], ids=["close behind", "spaced"])
+def test_a_swept_items_follower_keeps_its_edges_at_the_next_gate(
+    ctx: Context, tmp_path: Path, behind_fed: float
+) -> None:
+    """The other side of issue 20's rule: the push took the item (nothing of it at gate 2),
+    and the item behind, close enough that its blocked edge at gate 2 falls in the pushed
+    one's window, keeps that edge (it is nearer its own prediction): no missed push."""
+    root = tree(ctx, tmp_path, RODS_AND_HEALTH)
+    swept = fed(ctx, 0.0, rod=2)
+    behind = fed(ctx, behind_fed, rod=3)
+    edges: dict[float, list[tuple[int, bool]]] = {4.9: [(1, True)], 5.5: [(1, False)]}
+    for gate in (1, 2):
+        head = round(behind_fed + 4.9 + 3.0 * (gate - 1), 1)
+        edges.setdefault(head, []).append((gate, True))
+        edges.setdefault(round(head + 0.6, 1), []).append((gate, False))
+    sent = [c for tick in range(200) for c in step(ctx, root, tick / 10, *edges.get(tick / 10, []))]
+    assert [c for c in sent if c.action is protocol.Action.PUSH] == [
+        protocol.push(2),
+        protocol.push(3),
+    ]
+    assert swept.outcome is Outcome.SORTED and behind.outcome is Outcome.SORTED
+    assert behind.cleared_at[2] == round(behind_fed + 8.5, 1)
+    assert ctx.bb.missed_pushes == 0 and ctx.bb.alarms == []

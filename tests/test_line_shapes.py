@@ -128,28 +128,174 @@ def test_an_item_missing_at_the_last_gate_of_a_longer_line_is_not_taken_for_bin_
     assert [(e["gate"], e["blocked"]) for e in missing] == [(4, True), (4, False)]
 
 
-def test_edges_of_an_undeclared_gate_stop_the_pushing_and_then_raise_the_alarm(
+# -- a line with more gates than declared, and stray messages of such a gate (issue 20) --
+
+Edges = dict[float, list[tuple[int, bool]]]
+Feeds = list[tuple[float, int | None]]
+
+
+def passes(fed_at: float, gates: range) -> Edges:
+    """An item fed at ``fed_at`` through ``gates`` of the built-in line's times (gate k
+    blocked 4.9 + 3 (k - 1) s after the feed, for 0.6 s; a gate 4 would follow at 13.9)."""
+    out: Edges = {}
+    for gate in gates:
+        head = round(fed_at + 4.9 + 3.0 * (gate - 1), 1)
+        out.setdefault(head, []).append((gate, True))
+        out.setdefault(round(head + 0.6, 1), []).append((gate, False))
+    return out
+
+
+def drive(
+    ctx: Context,
+    roots: list[py_trees.behaviour.Behaviour],
+    feeds: Feeds,
+    edges: Edges,
+    until: float,
+    start: float = 0.0,
+) -> list[protocol.Command]:
+    """Tick every 0.1 s from ``start`` to ``until``: feed (time, rod) items, deliver
+    ``edges`` (time -> (gate, blocked) in arrival order); the commands sent."""
+    sent: list[protocol.Command] = []
+    items = dict(feeds)
+    for tick in range(round(start * 10), round(until * 10) + 1):
+        t = tick / 10
+        if t in items:
+            fed(ctx, t, items[t])
+        ctx.bb.ingest([Received(t, protocol.GateEdge(g, b)) for g, b in edges.get(t, [])])
+        ctx.bb.now = t
+        for root in roots:
+            root.tick_once()
+        sent += ctx.bb.take_outbox()
+    return sent
+
+
+def merged(*schedules: Edges) -> Edges:
+    out: Edges = {}
+    for schedule in schedules:
+        for t, edges in schedule.items():
+            out.setdefault(t, []).extend(edges)
+    return out
+
+
+def records(tmp_path: Path, event: str) -> list[dict[str, object]]:
+    lines = (tmp_path / "record.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == event]
+
+
+GUARD = "root:\n  InputsTrusted: inputs are trustworthy\n"
+
+
+def fs_sorting(
+    tmp_path: Path, n: int
+) -> tuple[Context, list[py_trees.behaviour.Behaviour], Feeds, Edges]:
+    """The FS scene, measured, its rods 2..4 on gates 1..3; ``n`` items 2.5 s apart routed
+    to rods 2, 3, 4 and bin 1 in turn, each through the gates up to its rod's (all three
+    for bin 1): the line as it is, with nothing undeclared."""
+    ctx = running_context(tmp_path, measured_line())
+    roots = [tree(ctx, tmp_path, GUARD), tree(ctx, tmp_path)]
+    feeds = [(2.5 * i, (2, 3, 4, None)[i % 4]) for i in range(n)]
+    edges = merged(*(passes(t, range(1, rod or 4)) for t, rod in feeds))
+    return ctx, roots, feeds, edges
+
+
+def test_a_stray_message_of_an_undeclared_gate_is_noise_and_sorting_goes_on(
     tmp_path: Path,
 ) -> None:
-    """config says the FS scene (three gates); the line sends a fourth gate's edges: a rod's
-    gate may not be what config says, so nothing more is pushed (bin 1, with the reason),
-    and once such edges keep coming the inputs are distrusted (the abort branch's alarm)."""
+    """The issue-20 defect: one ``{"fourth_switch": true}`` on the FS scene switched pushing
+    off for the rest of the run. A lone edge, edges while no item can be past gate 3, and a
+    blocked/clear pair no item's passage fits are noise: counted, recorded, and every item
+    still goes to its own bin; no alarm."""
+    ctx, roots, feeds, edges = fs_sorting(tmp_path, 12)
+    strays = {1.0: [(4, False)], 6.0: [(4, True)], 14.0: [(4, True)], 16.5: [(4, False)],
+              22.0: [(4, False)], 25.2: [(4, True)]}  # fmt: skip
+    sent = drive(ctx, roots, feeds, merged(edges, strays), until=50.0)
+    done = {item.id: item for item in ctx.bb.items.done}
+    assert len(done) == 12 and not ctx.bb.items
+    for n, (_, rod) in enumerate(feeds, start=1):
+        item = done[n]
+        if rod is None:
+            assert item.outcome is Outcome.REJECTED
+            assert item.outcome_reason == "rode to the belt end"
+        else:
+            assert item.outcome is Outcome.SORTED, item.outcome_reason
+            assert item.outcome_reason == f"pushed by rod {rod}"
+    assert sorted(c.rod for c in sent if c.action is protocol.Action.PUSH) == sorted(
+        rod for _, rod in feeds if rod is not None
+    )
+    assert roots[0].status is py_trees.common.Status.RUNNING and not ctx.bb.fault
+    assert ctx.bb.stray_gate_edges == 6 and not ctx.bb.shape_doubt and ctx.bb.missed_pushes == 0
+    assert ctx.bb.bad_inputs == 6
+    assert len(records(tmp_path, "gate_edge_stray")) == 6
+    assert records(tmp_path, "topology_mismatch") == []
+
+
+def test_one_stray_blocked_edge_while_items_pass_gate_3_changes_nothing(tmp_path: Path) -> None:
+    """The one-message case exactly: a lone ``fourth_switch: true`` while an item is past
+    gate 3 (where a real gate 4 would see it): noise once no clear edge follows."""
+    ctx, roots, feeds, edges = fs_sorting(tmp_path, 8)
+    drive(ctx, roots, feeds, merged(edges, {14.2: [(4, True)]}), until=40.0)
+    outcomes = [item.outcome for item in sorted(ctx.bb.items.done, key=lambda i: i.id)]
+    assert outcomes == [Outcome.SORTED] * 3 + [Outcome.REJECTED] + [Outcome.SORTED] * 3 + [
+        Outcome.REJECTED
+    ]
+    assert ctx.bb.stray_gate_edges == 1 and not ctx.bb.fault
+    (stray,) = records(tmp_path, "gate_edge_stray")
+    assert stray["reason"] == "no clear edge followed it"
+
+
+def test_items_passing_an_undeclared_gate_stop_the_pushing_and_then_raise_the_alarm(
+    tmp_path: Path,
+) -> None:
+    """config says the FS scene (three gates); the line has a fourth past gate 3. A lone
+    edge of it is noise, but an item's passage there (blocked, then clear one passage
+    later, while the item is past gate 3) puts the shape in doubt: a rod's gate may not be
+    what config says, so nothing more is pushed (bin 1, with the reason); the second
+    passage proves it and the inputs are distrusted (the abort branch's alarm)."""
     ctx = running_context(tmp_path, measured_line())
-    root = tree(ctx, tmp_path)
-    guard = tree(ctx, tmp_path, "root:\n  InputsTrusted: inputs are trustworthy\n")
-    ahead, behind = fed(ctx, 0.0, rod=3), fed(ctx, 2.5, rod=4)
-    step(ctx, root, 4.0, (4, True))
-    assert guard.tick_once() is None and guard.status is py_trees.common.Status.RUNNING
-    for item in (ahead, behind):
-        assert item.uncertain
-        assert item.reject_reason.startswith("the line has more gates than config.topology")
-    for t, edge in ((4.9, (1, True)), (5.5, (1, False)), (7.9, (2, True)), (8.5, (2, False))):
-        assert step(ctx, root, t, edge) == []  # gate 2's clear edge would fire rod 3
-    assert ahead.outcome is None and ahead.cleared == 2
-    ctx.bb.ingest([Received(9.0, protocol.GateEdge(4, b)) for b in (False, True)])
-    guard.tick_once()
+    guard, root = tree(ctx, tmp_path, GUARD), tree(ctx, tmp_path)
+    roots, feeds = [guard, root], [(0.0, 4), (4.0, 4)]
+    edges = merged(passes(0.0, range(1, 5)), passes(4.0, range(1, 5)), {3.0: [(4, True)]})
+    sent = drive(ctx, roots, feeds, edges, until=14.4)
+    assert sent == [protocol.push(4), protocol.pull(4)]  # ahead, on its clear edge of gate 3
+    ahead, behind = ctx.bb.items.done[0], ctx.bb.items.newest()
+    assert guard.status is py_trees.common.Status.RUNNING and not ctx.bb.shape_doubt
+    assert ctx.bb.stray_gate_edges == 1  # the lone edge at 3.0: nothing is past gate 3
+    sent = drive(ctx, roots, feeds, edges, start=14.5, until=14.5)  # ahead's passage of gate 4
+    assert ctx.bb.shape_doubt.startswith("the line seems to have more gates than config.topology")
+    assert ahead.outcome is Outcome.LOST  # only it was there: pushed, then past gate 4
+    sent += drive(ctx, roots, feeds, edges, start=14.6, until=18.5)  # behind's passage ends
+    assert sent == []  # rod 4 would have fired on behind's clear edge of gate 3 at 15.5
+    assert behind.uncertain and behind.reject_reason == ctx.bb.shape_doubt
+    assert behind.pushed_at is None
+    assert ahead.outcome_reason == (
+        "pushed by rod 4 as it cleared gate 3, then it passed gate 4, which config lacks: "
+        "its bin is unknown"
+    )
+    assert ahead in ctx.bb.items.done and ahead.id not in [i.id for i in ctx.bb.items]
+    assert guard.status is py_trees.common.Status.RUNNING  # it ticks before tracking
+    drive(ctx, roots, feeds, edges, start=18.6, until=18.6)
     assert guard.status is py_trees.common.Status.FAILURE
-    assert "more gates than config.topology declares: 3 edges of gate 4" in ctx.bb.fault
+    assert "more gates than config.topology declares: 2 items passed gate 4" in ctx.bb.fault
+    passages = records(tmp_path, "undeclared_passage")
+    assert [e["items"] for e in passages] == [[ahead.id], [behind.id]]
+    assert ctx.bb.stray_gate_edges == 1
+
+
+def test_a_doubt_no_later_item_confirms_lapses_and_pushing_resumes(tmp_path: Path) -> None:
+    """A stray pair that happens to fit an item's passage puts the shape in doubt; when the
+    next two items ride past gate 3 to the belt end and nothing shows at gate 4, the doubt
+    lapses: the item after them is pushed again."""
+    ctx = running_context(tmp_path, measured_line())
+    roots = [tree(ctx, tmp_path, GUARD), tree(ctx, tmp_path)]
+    feeds = [(0.0, None), (2.5, 4), (5.0, None), (20.0, 4)]
+    edges = merged(passes(0.0, range(1, 4)), passes(2.5, range(1, 4)), passes(5.0, range(1, 4)),
+                   passes(20.0, range(1, 4)), {12.0: [(4, True)], 12.6: [(4, False)]})  # fmt: skip
+    sent = drive(ctx, roots, feeds, edges, until=40.0)
+    done = {item.id: item for item in ctx.bb.items.done}
+    assert done[2].outcome is Outcome.REJECTED and "more gates" in done[2].outcome_reason
+    assert done[4].outcome is Outcome.SORTED and sent.count(protocol.push(4)) == 1
+    assert len(records(tmp_path, "topology_doubt_lapsed")) == 1 and not ctx.bb.shape_doubt
+    assert roots[0].status is py_trees.common.Status.RUNNING and not ctx.bb.fault
 
 
 def test_the_spacing_rule_runs_over_the_gates_that_fire_rods() -> None:

@@ -19,6 +19,7 @@ from bt_sorter.blackboard import Edge, Item, Outcome, Received
 from bt_sorter.config import LineConfig, load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.matcher import Matcher
+from bt_sorter.topology import Topology
 from bt_sorter.trees import load_tree
 
 Status = py_trees.common.Status
@@ -135,8 +136,11 @@ def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
     assert model.safe_spacing() is None and model.limit_per_minute() is None
     model.learn(LINE)
     late_push = linemodel.PUSH_REACH * 0.4
-    assert model.safe_spacing() == pytest.approx(0.4 + late_push + 1.3 + model.margin)
-    assert model.limit_per_minute() == pytest.approx(60 / 2.5)
+    behind = 0.4 + late_push + 1.3  # the item behind stays off the push for this one
+    ahead = model.run_out([])  # this one is past the last rod's window (the belt end)
+    assert ahead > behind
+    assert model.safe_spacing() == pytest.approx(ahead + model.command_margin)
+    assert model.limit_per_minute() == pytest.approx(60 / model.safe_spacing())
     slow = LineModel(feeder_cycle=2.5, rod_out=1.3, tick=0.02)
     slow.learn(scaled(10))  # a slow belt: 4 s passages
     assert slow.limit_per_minute() == pytest.approx(60 / (slow.safe_spacing() or 0.0))
@@ -368,3 +372,21 @@ def test_one_time_off_on_its_own_is_not_a_line_that_changed() -> None:
         model.learn(late_picture)
         assert set(model.last_outliers) == {"picture"}
     assert model.expected("picture") == pytest.approx(LINE["picture"])
+
+
+def test_the_item_ahead_has_left_a_rods_window_before_the_push_for_the_item_behind() -> None:
+    """Issue 20 (harness seed 100141): rods on gates 3 and 4 of four, gates far apart. The
+    window of the rod on gate 3 may reach gate 4 (the course's rule); the push for the
+    item behind comes on its clear edge at gate 3, so the item ahead must have cleared
+    gate 4 by then, and gone past the belt end for the rod on the last gate."""
+    topology = Topology(gates=4, rod_gates=(3, 4))
+    times = {"picture": 2.0}
+    for k in range(1, 5):
+        times |= {f"gate{k}.blocked": 6.0 * k, f"gate{k}.clear": 6.0 * k + 0.7,
+                  f"gate{k}.passage": 0.7}  # fmt: skip
+    model = LineModel(feeder_cycle=2.5, rod_out=1.1, tick=0.02, topology=topology)
+    model.learn(times)
+    spacing = model.safe_spacing()
+    assert spacing is not None
+    assert spacing >= times["gate4.clear"] - times["gate3.clear"]  # 6 s: off rod 2's window
+    assert spacing >= model.run_out([])  # past the belt end: off rod 3's

@@ -61,6 +61,7 @@ class FeedItem(Leaf):
             self.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
+        self.item.stretched = self.hold_s > self.configured[0]
         self.pulled_at: float | None = None
         # Issue 15: the least feed interval the spacing rule allowed at this feed (the
         # feeder cycle or the safe spacing; none while learning), for bench/line.py.

@@ -18,11 +18,12 @@ class InputsTrusted(Leaf):
     It cannot when the adapter dropped gate edges unread (its queue was full: tracking
     has lost evidence it never saw), or when gate edges or pictures arrive faster than a
     line can make them, averaged over ``window`` line seconds (a flood on the feedback
-    topic: someone else is publishing there), or when more than ``max_undeclared_edges``
-    edges came from gates the config's topology lacks (the line has more gates than
-    config declares: tracking by gate would push at the wrong gates). Bad input alone
-    (refused pictures, malformed payloads) is counted, not distrusted.
-    reads: dropped, received, undeclared_gates; writes: fault.
+    topic: someone else is publishing there), or when ``undeclared_passages`` items were
+    seen passing gates the config's topology lacks (the line has more gates than config
+    declares: tracking by gate would push at the wrong gates; :mod:`bt_sorter.shape`
+    judges the edges, a stray one is noise). Bad input alone (refused pictures,
+    malformed payloads, stray edges) is counted, not distrusted.
+    reads: dropped, received, undeclared_passages; writes: fault.
     """
 
     params = (
@@ -30,13 +31,14 @@ class InputsTrusted(Leaf):
         Param("max_edge_rate", float, "gate edges per line second, all gates together", 20.0),
         Param("max_picture_rate", float, "pictures per line second", 5.0),
         Param("window", float, "line seconds the rates are averaged over", 5.0),
-        Param("max_undeclared_edges", int, "edges of gates the config's topology lacks", 2),
+        Param("undeclared_passages", int, "items seen passing gates the config's topology "
+              "lacks that prove the line is not the declared one", 2),
     )  # fmt: skip
     max_dropped_edges: int
     max_edge_rate: float
     max_picture_rate: float
     window: float
-    max_undeclared_edges: int
+    undeclared_passages: int
 
     def initialise(self) -> None:
         self.samples: collections.deque[tuple[float, int, int]] = collections.deque()
@@ -47,11 +49,11 @@ class InputsTrusted(Leaf):
         if dropped > self.max_dropped_edges:
             return self._fault(f"{dropped} gate edges dropped unread (controller's input queue "
                                "full): tracking cannot be trusted")  # fmt: skip
-        undeclared = sum(bb.undeclared_gates.values())
-        if undeclared > self.max_undeclared_edges:
-            gates = ", ".join(map(str, sorted(bb.undeclared_gates)))
+        passages = sum(bb.undeclared_passages.values())
+        if passages >= self.undeclared_passages:
+            gates = ", ".join(map(str, sorted(bb.undeclared_passages)))
             return self._fault(f"the line has more gates than config.topology declares: "
-                               f"{undeclared} edges of gate {gates} (declared "
+                               f"{passages} items passed gate {gates} (declared "
                                f"{bb.topology.describe()})")  # fmt: skip
         edges, pictures = bb.received.get("gate_edge", 0), bb.received.get("picture", 0)
         self.samples.append((bb.now, edges, pictures))

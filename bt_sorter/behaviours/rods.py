@@ -43,9 +43,10 @@ class PushRod(Leaf):
     until the edge; SUCCESS when the push is requested (the item is recorded as
     sorted); FAILURE when the item cannot be pushed safely (its edge went missing, or
     the item cleared its gate more than ``max_delay`` ago: the edge's own lateness
-    counts, judged by the item's passage).
+    counts, judged by the item's passage; or the line's shape is in doubt,
+    :mod:`bt_sorter.shape`).
 
-    reads: items, line, now. writes: the item's push and outcome; the rod command.
+    reads: items, line, now, shape_doubt. writes: the item's push and outcome; the rod command.
     """
 
     params = (
@@ -88,6 +89,9 @@ class PushRod(Leaf):
             return Status.FAILURE
         if (doubt := identity_doubt(self.ctx, item)) is not None:  # issue 15
             item.uncertain, item.reject_reason = True, f"not pushed: {doubt}"
+            return Status.FAILURE
+        if self.bb.shape_doubt:  # issue 20: its rod's gate may not be the one config says
+            item.uncertain, item.reject_reason = True, self.bb.shape_doubt
             return Status.FAILURE
         if (doubt := blockage_doubt(self.ctx, item)) is not None:  # issue 20
             item.uncertain, item.reject_reason = True, f"not pushed: {doubt}"

@@ -92,22 +92,30 @@ class RaiseAlarm(Leaf):
 
 @register
 class StackEmpty(Leaf):
-    """SUCCESS once ``empty_feeds`` feeds in a row put nothing on the belt, else FAILURE.
+    """SUCCESS once ``empty_feeds`` feeds in a row put nothing on the belt, each fed with
+    the feeder's stroke lengthened after an earlier empty feed, else FAILURE.
 
-    On SUCCESS the stack is taken as empty (the run may end normally).
+    A feed made with the configured stroke may be the feeder's miss (issue 15); the
+    feeding leaf lengthens the stroke once a feed has come up empty, and only feeds made
+    that way judge the stack (a pipelined tree may feed twice before the first empty feed
+    is known: two misses in a row must not end the run with items on the stack). On
+    SUCCESS the stack is taken as empty (the run may end normally).
 
-    reads: empty_feeds_in_a_row. writes: stack_empty.
+    reads: stretched_empty_in_a_row. writes: stack_empty.
     """
 
     params = (Param("empty_feeds", int, "empty feeds in a row that mean the stack is empty", 2),)
     empty_feeds: int
 
     def update(self) -> Status:
-        if self.bb.empty_feeds_in_a_row < self.empty_feeds:
+        if self.bb.stretched_empty_in_a_row < self.empty_feeds:
             return Status.FAILURE
         if not self.bb.stack_empty:
             self.bb.stack_empty = True
             self.ctx.record.write(
-                "stack_empty", self.bb.now, empty_feeds=self.bb.empty_feeds_in_a_row
+                "stack_empty",
+                self.bb.now,
+                empty_feeds=self.bb.empty_feeds_in_a_row,
+                stretched=self.bb.stretched_empty_in_a_row,
             )
         return Status.SUCCESS

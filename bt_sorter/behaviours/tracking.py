@@ -12,8 +12,8 @@ from __future__ import annotations
 import py_trees
 
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
-from bt_sorter.items import doubt_shape
 from bt_sorter.matcher import Matcher
+from bt_sorter.shape import ShapeWatch
 from bt_sorter.watchdogs import Watchdogs
 
 Status = py_trees.common.Status
@@ -24,27 +24,29 @@ __all__ = ["LineMeasured", "TrackItems"]
 @register
 class TrackItems(Leaf):
     """Match this tick's gate edges and pictures to the items in flight, then run the
-    watchdogs over them. Always RUNNING. An edge of a gate the line's topology lacks
-    puts the line's shape in doubt: from then on nothing is pushed (bin 1).
+    watchdogs over them. Always RUNNING. Edges of a gate the line's topology lacks are
+    judged by :mod:`bt_sorter.shape`: an item's passage there puts the line's shape in
+    doubt (nothing is pushed while it lasts), a stray edge is counted and ignored.
 
-    reads: edges, pictures, items, line, gates, undeclared_gates. writes: the items'
-    positions, times and outcomes, unmatched_edges, blocked_gates, the evidence counters
-    (see the matcher and the watchdogs), shape_doubt.
+    reads: edges, pictures, items, line, gates, undeclared_edges. writes: the items'
+    positions, times and outcomes, unmatched_edges, blocked_gates, missed_pushes, the
+    evidence counters (see the matcher and the watchdogs), stray_gate_edges,
+    undeclared_passages, shape_doubt.
     """
 
     def __init__(self, name: str, ctx: Context, **values: object) -> None:
         super().__init__(name, ctx, **values)
         self.matcher = Matcher(ctx)
         self.watchdogs = Watchdogs(ctx)
+        self.shape = ShapeWatch(ctx)
 
     def update(self) -> Status:
-        if self.bb.undeclared_gates and not self.bb.shape_doubt:
-            doubt_shape(self.ctx)
         for edge in self.bb.edges:
             self.matcher.edge(edge)
         while self.bb.pictures:
             self.matcher.picture(*self.bb.pictures.popleft())
         self.watchdogs.check()
+        self.shape.check()
         return Status.RUNNING
 
 

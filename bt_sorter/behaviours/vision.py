@@ -34,9 +34,7 @@ def oldest_undecided(ctx: Context, with_picture: bool = False) -> Item | None:
 def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
     """Fix an item's label and rod; a label with no route, or too late, rides to bin 1."""
     rod = ctx.config.sorting.routes.get(label)
-    if rod is not None and ctx.bb.shape_doubt:  # the line is not the one config declares
-        rod, reason = None, ctx.bb.shape_doubt
-    elif rod is not None and rod not in ctx.bb.topology.rods:  # config.validate refuses it
+    if rod is not None and rod not in ctx.bb.topology.rods:  # config.validate refuses it
         rod, reason = None, f"label {label!r} routes to rod {rod}, which the line lacks"
     elif rod is not None and item.cleared >= (gate := ctx.bb.topology.gate_of(rod)):
         rod, reason = None, f"label came after it passed gate {gate}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import sys
 import time
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--record", type=Path, help="one scenario: write its --record file here (anew)")
     add("--ledger", type=Path, help="one scenario: keep the simulator's ledger here")
     add("--verbose", action="store_true", help="a line per scenario, not only failures")
+    add("--jsonl", type=Path, help="append one JSON line per scenario here as it finishes "
+        "(a long run's results survive an interruption)")  # fmt: skip
     return parser
 
 
@@ -113,15 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall0, cpu0 = time.monotonic(), time.process_time()
     results: list[Result] = []
     cpu = 0.0
+    out = args.jsonl.open("a", encoding="utf-8") if args.jsonl else None
     for result, spent in run_batch(seeds, args.tree, args.classifier, args.jobs):
         results.append(result)
         cpu += spent
+        if out is not None:
+            out.write(json.dumps(_row(result, spent)) + "\n")
+            out.flush()
         if result.failures or args.verbose:
             print(_line(result, spent))
             for failure in result.failures:
                 print(f"  FAIL {failure}")
             if result.failures:
                 print(f"  reproduce: {result.reproducer()}")
+    if out is not None:
+        out.close()
     wall = time.monotonic() - wall0
     cpu_here = time.process_time() - cpu0
     cpu = cpu if args.jobs > 1 else cpu_here
@@ -151,6 +160,21 @@ def report(results: Sequence[Result], wall: float, cpu: float, jobs: int) -> str
         else ""
     )
     return " ".join(f"{k} {v}" for k, v in stats.items()) + "\n" + rates
+
+
+def _row(result: Result, cpu: float) -> dict[str, Any]:
+    """One scenario as a JSON line (``--jsonl``)."""
+    sc = result.scenario
+    return {
+        "seed": sc.seed, "tree": sc.tree, "items": result.items, "gates": sc.topology.gates,
+        "faults": list(sc.fault_kinds), "outside_rule": bool(sc.rule_problems),
+        "speed": sc.speed, "exit": result.exit_code, "stop": result.stop_reason,
+        "bins": result.bins, "correct": result.correct, "wrong_bin": result.wrong_bin,
+        "vision_errors": result.vision_errors, "alarms": result.alarms,
+        "throughput": result.throughput, "failures": result.failures,
+        "reproduce": result.reproducer(), "cpu_s": round(cpu, 3),
+        "line_s": round(result.line_seconds, 1),
+    }  # fmt: skip
 
 
 def _line(result: Result, cpu: float) -> str:

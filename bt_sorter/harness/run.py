@@ -38,6 +38,7 @@ from bt_sorter.app import make_context, summarise
 from bt_sorter.config import find_data, load_config
 from bt_sorter.harness.scenario import ALARM_FAULTS, Scenario
 from bt_sorter.harness.world import ModelClassifier, OracleClassifier, World, digest
+from bt_sorter.record import Record
 from bt_sorter.routes import check_classes, classes_of
 from bt_sorter.runner import EXIT_ERROR, Runner
 from bt_sorter.sim import render
@@ -156,7 +157,9 @@ def run_scenario(
         world.core = core
         if ledger is not None:
             core.ledger = ledger.open("w", encoding="utf-8")
-        ctx = make_context(config, scenario.speed, record_path, None, clock=world.clock)
+        ctx = make_context(config, scenario.speed, None, None, clock=world.clock)
+        # A kept record is a whole one (replayable); a batch's keeps the decisions only.
+        ctx.record = Record(record_path, traces=record is not None)
         oracles = _classifiers(scenario, config, world)
         ctx.classifiers = {name: ClassifierWorker(o) for name, o in oracles.items()}
         check_classes(config, {k: classes_of(w.classifier) for k, w in ctx.classifiers.items()})
@@ -198,7 +201,8 @@ def _classifiers(scenario: Scenario, config: Any, world: World) -> dict[str, Ora
         out["primary"] = OracleClassifier("oracle", world, labels, scenario.vision, rng)
     if scenario.fallback == "hsv":
         rng = np.random.default_rng(np.random.SeedSequence([seed, 21]))
-        out["fallback"] = OracleClassifier("fallback-oracle", world, labels, scenario.vision, rng)
+        vision = scenario.fallback_vision or scenario.vision
+        out["fallback"] = OracleClassifier("hsv", world, labels, vision, rng)
     return out
 
 

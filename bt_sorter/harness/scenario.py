@@ -72,6 +72,7 @@ class Scenario:
     lateness: Delay = field(default_factory=lambda: Delay(0.00005, 0.0001))
     vision: VisionModel = field(default_factory=VisionModel)
     fallback: str = "hsv"  # "hsv": a second (oracle) classifier; "reject": none
+    fallback_vision: VisionModel | None = None  # the fallback's, if not ``vision``
     rule_problems: tuple[str, ...] = ()  # why the course's rule cannot sort this line
     classifier: str = "oracle"  # or "model": the shipped ResNet on rendered pictures
 
