@@ -118,6 +118,7 @@ def make_context(
         feeder_cycle=timings.feed_hold + timings.feed_back,
         rod_out=timings.push_hold + timings.push_back,
         topology=config.topology,
+        rods=config.sorting.routes.values(),
     )
     return Context(
         bb=Blackboard(line=model),

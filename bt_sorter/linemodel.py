@@ -39,6 +39,7 @@ import bisect
 import itertools
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,8 +236,15 @@ class LineModel:
         feeder_cycle: float = 2.5,
         rod_out: float = 2.0,
         topology: Topology = FS,
+        rods: Iterable[int] | None = None,
     ) -> None:
         self.topology = topology
+        # The classifying rods that may push: those some label routes to (config
+        # ``sorting.routes``; every rod of the topology unless told). A rod no label routes
+        # to never goes out: its gate sets no spacing, and only items bound for bin 1 pass
+        # the gates after the last rod that pushes (issue 20).
+        routed = topology.rods if rods is None else set(rods)
+        self.push_gates = tuple(sorted(g for r, g in topology.rods.items() if r in routed))
         self.chain, self.quantities = chain(topology), quantities(topology)
         self.odometer = Odometer()
         self.estimates = {name: Estimate() for name in self.quantities}
@@ -435,23 +443,22 @@ class LineModel:
         """Samples of a quantity, plus :data:`PRIOR_WEIGHT` for a confirmed prior."""
         return self.estimates[name].n + (PRIOR_WEIGHT if name in self.confirmed else 0)
 
-    def measured(self, items: int, through: int | None = None) -> bool:
-        """True once the picture and gate 1 have ``items`` samples, every later gate up to
-        ``through`` (the last gate by default) one.
+    def measured(self, items: int) -> bool:
+        """True once the picture and gate 1 have ``items`` samples, and every later gate up
+        to the last one that fires a rod that pushes (:attr:`push_gates`) one.
 
         Items taken by the first rod never reach the gates after it, so those need only one
         sample: the passage is the same at every gate, and the matcher keeps order there.
-        ``through``: the last gate an item must pass to be sorted (the gate of the last rod
-        some label routes to, :meth:`bt_sorter.topology.Topology.reach`). Past it only items
-        bound for bin 1 ride, and no push depends on their edges: a line whose routes send
-        nothing to bin 1 never shows those gates an item, and waiting for them would feed
-        one item at a time for ever (issue 20, seed 1000). Their events keep the bounds no
-        line in the target range can trip until an item shows them.
+        Past the last gate that fires a pushing rod only items bound for bin 1 ride, and no
+        push depends on their edges: a line whose routes send nothing to bin 1 never shows
+        those gates an item, and waiting for them fed one item at a time for ever (issue
+        20, seed 1000). Their events keep the bounds no line in the target range can trip
+        until an item shows them.
         """
         first = (PICTURE, blocked(1), clear(1))
         if any(self.support(name) < items for name in first):
             return False
-        last = self.topology.last_gate if through is None else through
+        last = max(self.push_gates, default=1)
         rest = [q for g in self.topology.gate_numbers[1:last] for q in (blocked(g), clear(g))]
         return all(self.support(n) >= 1 for n in rest)
 
@@ -550,13 +557,15 @@ class LineModel:
         ahead, as late as :meth:`max_push_delay` after it, and is back ``rod_out`` later;
         the item behind must not reach gate g (the sweep window lies downstream of it)
         before then: passage at gate g + the latest push + rod out, plus the spreads and
-        the command margin, over every gate that fires a rod (a gate that only tracks
-        fires none). And the other way round: the item ahead must have left the window
-        before the push for this one (:meth:`leaves_window`). None while a passage is
-        unknown. See docs/line-model.md.
+        the command margin, over every gate that fires a rod that pushes (a gate that only
+        tracks fires none; a rod no label routes to never goes out). And the other way
+        round: the item ahead must have left the window before the push for this one
+        (:meth:`leaves_window`). None while a passage is unknown. See docs/line-model.md.
         """
         needs, aheads = [], []
-        for gate in sorted(self.topology.rods.values()):
+        if not self.push_gates:
+            return self.command_margin  # no rod ever goes out: the feeder sets the pace
+        for gate in self.push_gates:
             time = self.passage_time(gate)
             ahead = self.leaves_window(gate)
             if time is None or ahead is None:

@@ -14,6 +14,7 @@ import pytest
 from contexts import running_context, tree_from_text
 
 from bt_sorter import linemodel, protocol
+from bt_sorter.app import make_context
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Edge, Item, Outcome, Received
 from bt_sorter.config import LineConfig, load_config
@@ -113,22 +114,35 @@ def test_a_confirmed_prior_shortens_learning() -> None:
 def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Path) -> None:
     # Issue 20, seed 1000: on a line whose labels all go to rods at gates 1 and 2, no item
     # ever reaches gate 3; waiting for its edges fed one item at a time for ever.
-    model = LineModel()
-    for _ in range(3):
-        model.learn({n: v for n, v in LINE.items() if not n.startswith("gate3")})
-    assert not model.measured(items=3)  # gate 3 counts on a line that routes to its rod
-    assert model.measured(items=3, through=2)
-    assert not model.measured(items=3, through=3)
-    assert not LineModel().measured(items=3, through=1)  # the picture and gate 1 always
-    # The leaf asks for the gates up to the last rod some label routes to.
-    ctx = running_context(tmp_path, model, measured=False)
+    early = {n: v for n, v in LINE.items() if not n.startswith("gate3")}
+    models = {rods: LineModel(rods=rods) for rods in ((2, 3), (2, 3, 4), (4,), None)}
+    for model in models.values():
+        for _ in range(3):
+            model.learn(early)
+    assert models[(2, 3)].measured(items=3)
+    assert not models[(2, 3, 4)].measured(items=3)  # gate 3 fires rod 4, which pushes
+    assert not models[(4,)].measured(items=3) and not models[None].measured(items=3)
+    assert not LineModel(rods=()).measured(items=3)  # the picture and gate 1 always
+    # The leaf asks the model; run.py's model takes the rods from config sorting.routes.
+    ctx = running_context(tmp_path, models[(2, 3)], measured=False)
     root = tree_from_text(ctx, tmp_path, "root:\n  LineMeasured: measured\n")
-    for routes, status in (({"ripe": 2, "half_ripe": 3}, Status.SUCCESS),
-                           ({"raw": 4}, Status.FAILURE)):  # fmt: skip
-        sorting = dataclasses.replace(ctx.config.sorting, routes=routes)
-        ctx.config = ctx.config.replace(sorting=sorting)
-        root.tick_once()
-        assert root.status == status
+    root.tick_once()
+    assert root.status == Status.SUCCESS
+    sorting = dataclasses.replace(ctx.config.sorting, routes={"ripe": 2, "raw": 3})
+    made = make_context(ctx.config.replace(sorting=sorting), 1.0, None, None)
+    assert made.bb.line.push_gates == (1, 2)
+
+
+def test_a_rod_no_label_routes_to_sets_no_spacing() -> None:
+    # Issue 20, seed 1097: rod 5 on gate 4 of five, unused, held the feeds apart by the
+    # belt end's run-out (the item ahead leaving a window no push ever sweeps).
+    used, every = LineModel(rods=(2,)), LineModel()
+    for model in (used, every):
+        model.learn(LINE)
+    assert used.push_gates == (1,) and every.push_gates == (1, 2, 3)
+    spacing, all_rods = used.safe_spacing(), every.safe_spacing()
+    assert spacing is not None and all_rods is not None and spacing < all_rods
+    assert LineModel(rods=()).safe_spacing() == pytest.approx(LineModel().command_margin)
 
 
 def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
