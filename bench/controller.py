@@ -22,6 +22,11 @@ Peak RSS is sampled (psutil, every 0.1 s) over both sorting runs, beside the ker
 ``--browsers N`` runs every controller with ``--web`` and attaches N websocket clients to
 its live page for the whole run (each parses every snapshot and fetches each new picture,
 as the page does), so the same figures show what the live page costs the tick loop.
+
+``--groot-clients N`` runs every controller with ``--groot`` and attaches N Groot2
+monitor clients (btview's ``Groot2Client``, a client this project did not write), each
+reading the tree once and then the statuses and the blackboard at ``--groot-hz`` (20):
+what Groot2 monitoring costs the tick loop.
 """
 
 from __future__ import annotations
@@ -177,6 +182,79 @@ class Browsers:
         }
 
 
+class GrootClients:
+    """N Groot2 monitor clients (btview's), each on a thread, polling until closed."""
+
+    def __init__(self, port: int, n: int, board: str, hz: float) -> None:
+        self.port, self.n, self.board, self.period = port, n, board, 1.0 / hz
+        self.polls = [0] * n
+        self.errors: list[tuple[float, str]] = []  # (when the failed request was sent, error)
+        self.attached = [False] * n
+        self.first_at: list[float | None] = [None] * n
+        self.last_at: list[float | None] = [None] * n
+        self.reply_ms: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(n)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _client(self, i: int) -> None:
+        from btview.client import ConnectionError_, Groot2Client
+
+        client = Groot2Client("127.0.0.1", self.port, timeout_ms=1000)
+        try:
+            while not self._stop.is_set():  # the server is not up until the controller is
+                try:
+                    client.fetch_tree()
+                    break
+                except ConnectionError_:
+                    continue
+            self.attached[i] = True
+            while not self._stop.wait(self.period):
+                t0 = time.monotonic()
+                try:
+                    client.poll()
+                    client.fetch_blackboard([self.board])
+                except ConnectionError_ as exc:
+                    self.errors.append((t0, repr(exc)))
+                    continue
+                t1 = time.monotonic()
+                with self._lock:
+                    self.reply_ms.append((t1 - t0) * 1000 / 2)
+                self.polls[i] += 1
+                self.last_at[i] = t1
+                if self.first_at[i] is None:
+                    self.first_at[i] = t1
+        finally:
+            client.close()
+
+    def close(self) -> dict[str, Any]:
+        """Stop; polls per second of the slowest client, reply times, errors (of requests
+        sent while the server still answered another client: the last request of each
+        client as the controller stops is not one)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10.0)
+        answering = max((t for t in self.last_at if t is not None), default=0.0)
+        rates = []
+        for i in range(self.n):
+            first, last = self.first_at[i], self.last_at[i]
+            if first is not None and last is not None and last > first:
+                rates.append((self.polls[i] - 1) / (last - first))
+        return {
+            "clients": self.n,
+            "attached": sum(self.attached),
+            "polls_per_s_min": min(rates, default=0.0),
+            "polls": sum(self.polls),
+            "reply_ms_p50": percentile(self.reply_ms, 50),
+            "reply_ms_p99": percentile(self.reply_ms, 99),
+            "errors": sum(sent < answering - 0.5 for sent, _ in self.errors),
+        }
+
+
 @dataclass
 class Latency:
     """Gate-edge → rod-command latencies (ms) and how many pushes had no edge before them."""
@@ -257,6 +335,28 @@ def web_args(args: argparse.Namespace) -> tuple[list[str], int | None]:
     return ["--web", str(port)], port
 
 
+def groot_args(args: argparse.Namespace) -> tuple[list[str], int | None]:
+    """``--groot PORT`` for the controller when Groot2 clients are to be attached."""
+    if not args.groot_clients:
+        return [], None
+    port = free_port()
+    return ["--groot", str(port)], port
+
+
+def attach_groot(args: argparse.Namespace, port: int | None) -> GrootClients | None:
+    if port is None:
+        return None
+    return GrootClients(port, args.groot_clients, Path(args.tree).stem, args.groot_hz)
+
+
+def groot_costs(groot: dict[str, Any] | None, log: str) -> None:
+    """The controller's own account of what Groot2 cost its ticks, into ``groot``."""
+    if groot is not None:
+        for line in log.splitlines():
+            if '"groot2_stats"' in line:
+                groot["tick_cost"] = json.loads(line)
+
+
 def controller_cmd(tree: Path, address: str, speed: float, *extra: str) -> list[str]:
     return [
         sys.executable, str(RUN_PY), "--tree", str(tree), "--broker", address,
@@ -291,14 +391,16 @@ def sorting_run(
             )
             with sim, log_path.open("w") as log:
                 web, port = web_args(args)
+                groot_arg, groot_port = groot_args(args)
                 cmd = controller_cmd(
                     args.tree, broker.address, speed,
-                    "--max-items", str(items), "--summary", str(summary_path), *web,
+                    "--max-items", str(items), "--summary", str(summary_path), *web, *groot_arg,
                 )  # fmt: skip
                 started = time.monotonic()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
                 sampler = RssSampler(proc.pid)
                 browsers = Browsers(port, args.browsers) if port else None
+                clients = attach_groot(args, groot_port)
                 try:
                     if seconds is not None:
                         try:
@@ -309,6 +411,7 @@ def sorting_run(
                 finally:
                     sampler.stop()
                     page = browsers.close() if browsers else None
+                    groot = clients.close() if clients else None
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
@@ -321,6 +424,7 @@ def sorting_run(
         for line in log_path.read_text(errors="replace").splitlines():
             if '"live_page_stats"' in line:
                 page["tick_cost"] = json.loads(line)
+    groot_costs(groot, log_path.read_text(errors="replace"))
     expected = 130 if seconds is not None else 0
     if code != expected or not summary_path.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -337,6 +441,7 @@ def sorting_run(
         "speed": speed,
         "broker": broker.kind,
         "page": page,
+        "groot": groot,
     }
 
 
@@ -347,13 +452,16 @@ def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with start_broker(kind=args.broker_kind) as broker:
         observer = Observer(broker.host, broker.port)
         web, port = web_args(args)
+        groot_arg, groot_port = groot_args(args)
         cmd = controller_cmd(
-            args.tree, broker.address, args.idle_speed, "--summary", str(summary_path), *web
-        )
+            args.tree, broker.address, args.idle_speed, "--summary", str(summary_path), *web,
+            *groot_arg,
+        )  # fmt: skip
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
         )
         browsers = Browsers(port, args.browsers) if port else None
+        clients = attach_groot(args, groot_port)
         started = threading.Event()
         lines: list[str] = []
 
@@ -381,12 +489,14 @@ def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             code = proc.wait(timeout=30.0)
         finally:
             page = browsers.close() if browsers else None
+            groot = clients.close() if clients else None
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             reader.join(timeout=5.0)
             observer.close()
         log_path.write_text("".join(lines))
+        groot_costs(groot, "".join(lines))
     if not alive:
         raise RuntimeError(
             f"controller ended inside the idle window (exit {proc.returncode}); "
@@ -403,6 +513,7 @@ def idle_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "exit_code": code,
         "ticks": summary.get("ticks", {}),
         "page": page,
+        "groot": groot,
     }
 
 
@@ -491,6 +602,25 @@ def describe_run(name: str, run: dict[str, Any]) -> str:
         f"stopped {summary['stop_reason']}; controller resolved {summary['resolved']} "
         f"{summary['outcomes']}; line truth: {facts}; rod pushes {run['latency'].pushes}"
         + describe_page(run.get("page"))
+        + describe_groot(run.get("groot"))
+    )
+
+
+def describe_groot(groot: dict[str, Any] | None) -> str:
+    if not groot:
+        return ""
+    return (
+        f"; Groot2: {groot['attached']} of {groot['clients']} clients attached, slowest "
+        f"{groot['polls_per_s_min']:.1f} polls/s (statuses + blackboard), {groot['polls']} "
+        f"polls, reply p50 {groot['reply_ms_p50']:.2f} / p99 {groot['reply_ms_p99']:.2f} ms, "
+        f"{groot['errors']} errors"
+        + (
+            f"; publish cost in the tick thread p50 {cost['tick_cost_p50_ms']} / p99 "
+            f"{cost['tick_cost_p99_ms']} ms ({cost['snapshots']} snapshots, "
+            f"{cost['requests']} requests answered)"
+            if (cost := groot.get("tick_cost"))
+            else ""
+        )
     )
 
 
@@ -529,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--broker-kind", choices=("mosquitto", "amqtt"), default=None)
     add("--browsers", type=int, default=0, help="attach this many websocket clients to each "
         "controller's live page (--web); 0 = no page (0)")  # fmt: skip
+    add("--groot-clients", type=int, default=0, help="attach this many Groot2 monitor "
+        "clients (btview's) to each controller's --groot server; 0 = none (0)")  # fmt: skip
+    add("--groot-hz", type=float, default=20.0, help="each Groot2 client's polls a second (20)")
     add("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
     tick_hz = load_config().timings.tick_hz
@@ -548,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"idle run: commands in the window: {idle['commands_in_window'] or 'none'}"
         + describe_page(idle.get("page"))
+        + describe_groot(idle.get("groot"))
     )
     print()
     fast_label = f"speed {args.speed:g}"
@@ -577,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"live page: {args.browsers} browsers attached to each run" if args.browsers
           else "live page: off (--browsers 0)")  # fmt: skip
+    print(f"Groot2: {args.groot_clients} clients at {args.groot_hz:g} Hz on each run"
+          if args.groot_clients else "Groot2: off (--groot-clients 0)")  # fmt: skip
     for line in table(rows):
         print(line)
     if args.json:
@@ -598,6 +734,12 @@ def main(argv: list[str] | None = None) -> int:
             "peak_hwm_bytes": peak_hwm,
             "browsers": args.browsers,
             "page": {"speed_1": rate["page"], "latency_run": fast["page"], "idle": idle["page"]},
+            "groot_clients": args.groot_clients,
+            "groot": {
+                "speed_1": rate["groot"],
+                "latency_run": fast["groot"],
+                "idle": idle["groot"],
+            },
         }
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

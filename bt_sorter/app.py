@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra simulator argument, e.g. --sim-arg=--drop-rate=0.05")  # fmt: skip
     add("--web", metavar="[HOST:]PORT", help="serve the live page here (loopback unless HOST "
         "is given; another address needs BT_SORTER_WEB_TOKEN)")  # fmt: skip
+    add("--groot", metavar="[HOST:]PORT", help="serve the running tree to Groot2 / btview "
+        "(its monitor protocol, docs/groot.md; loopback unless HOST is given; another "
+        "address needs BT_SORTER_GROOT_ALLOW)")  # fmt: skip
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     add("--calibrate", type=int, nargs="?", const=CALIBRATE_ITEMS, metavar="K",
         help=f"measure the line: sort K items one at a time (default {CALIBRATE_ITEMS}) with "
@@ -118,7 +121,7 @@ def make_context(
         feeder_cycle=timings.feed_hold + timings.feed_back,
         rod_out=timings.push_hold + timings.push_back,
         topology=config.topology,
-        rods=config.sorting.routes.values(),
+        routed=config.sorting.routes.values(),
     )
     return Context(
         bb=Blackboard(line=model),
@@ -417,6 +420,16 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_INVALID
             stack.callback(web.server.stop)
+        groot = None
+        if args.groot:
+            from bt_sorter.groot2 import GrootError, Observers, start_groot
+
+            try:
+                groot = start_groot(args.groot, find_data(args.tree), root, ctx)
+            except GrootError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+            stack.callback(groot.server.stop)
         sim = None
         host, port = config.broker.host, config.broker.port
         max_items = args.max_items
@@ -429,7 +442,8 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
         adapter = MqttAdapter(config.broker, ctx.clock, host=host, port=port, limits=config.limits)
         adapter.start()  # connects in the background; the runner holds the tree until then
         stack.callback(adapter.stop)
-        runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items, web=web)
+        observer = web if groot is None else Observers(web, groot)  # the runner's one slot
+        runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items, web=observer)
         code = runner.run()
         truth = None
         if sim is not None and code == EXIT_INTERRUPTED and sys.platform == WINDOWS:

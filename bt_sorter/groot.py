@@ -21,7 +21,9 @@ writes vectors. ``for_each_rod`` (one branch per classifying rod of the line's t
 is exported as it is written, not expanded: a declared control node ``ForEachRod`` with
 one child, whose names and ports keep ``{rod}`` / ``{gate}``, which BehaviorTree.CPP
 reads as blackboard entries (the ones ``ForEachRod`` sets for each rod in turn), so the
-XML serves every line the YAML does. A tree file's ``description`` is a comment first
+XML serves every line the YAML does. Every optional port has a ``default`` in the model (an empty
+one where ours means "not set", which the import reads back as not set): BehaviorTree.CPP
+requires a port without one on every instance. A tree file's ``description`` is a comment first
 in its BehaviorTree (the schema has no attribute for it); Groot2's ``_fullpath`` /
 ``_uid`` are ignored.
 
@@ -76,6 +78,8 @@ TAGS: dict[str, tuple[str, dict[str, str]]] = {
 }
 BUILTIN_TAGS = {*MEMORY_TAGS.values(), "RetryUntilSuccessful", "Repeat", "Inverter",
                 "ForceSuccess", "ForceFailure", "SubTree"}  # fmt: skip
+# BehaviorTree.CPP's own nodes' ports that have no default there (set on every instance)
+BUILTIN_REQUIRED = {"RetryUntilSuccessful": ("num_attempts",), "Repeat": ("num_cycles",)}
 KIND_OF_TAG = {tag: kind for kind, (tag, _) in TAGS.items()}
 MEMORY_OF_TAG = {tag: (kind, memory) for (kind, memory), tag in MEMORY_TAGS.items()}
 SUBTREE = "SubTree"
@@ -122,6 +126,14 @@ def _port_doc(param: Param) -> str:
     return param.doc
 
 
+def kind_key(spec: Located) -> str:
+    """The key that names a (checked) node's kind."""
+    from bt_sorter.trees import FOR_EACH_ROD
+
+    kinds = _kinds()
+    return next(k for k in spec if k in kinds or k in REGISTRY or k in ("include", FOR_EACH_ROD))
+
+
 @dataclass
 class _Exporter:
     """Builds the XML of one tree file and every file it includes."""
@@ -152,8 +164,7 @@ class _Exporter:
     def node(self, spec: Located, file: Path) -> ET.Element:
         from bt_sorter.trees import FOR_EACH_ROD
 
-        kinds = _kinds()
-        key = next(k for k in spec if k in kinds or k in REGISTRY or k in ("include", FOR_EACH_ROD))
+        key = kind_key(spec)
         name = spec[key]
         if key == "include":
             attrs = {"ID": self.tree(file.parent / name)}
@@ -165,6 +176,23 @@ class _Exporter:
             element = ET.Element(FOR_EACH_ROD_TAG, {"name": name})
             element.append(self.node(spec["child"], file))
             return element
+        element = self.element(spec, key, name, file)
+        if key == "eternal_guard":
+            element.append(self.node(spec["condition"], file))
+            element.append(self.node(spec["child"], file))
+        elif "children" in spec:
+            element.extend(self.node(child, file) for child in spec["children"])
+        elif "child" in spec:
+            element.append(self.node(spec["child"], file))
+        return element
+
+    def value(self, value: Any) -> Any:
+        """A parameter's value as written (the running tree's exporter replaces {rod})."""
+        return value
+
+    def element(self, spec: Located, key: str, name: str, file: Path) -> ET.Element:
+        """One node's element, its tag and ports, without children; its model is noted."""
+        kinds = _kinds()
         params = kinds[key].params if key in kinds else REGISTRY[key].params
         ports: dict[str, str] = {}
         if key in ("sequence", "selector"):
@@ -179,17 +207,13 @@ class _Exporter:
         for p in params:
             if p.name in spec and p.name not in skip:
                 where = f"{file}:{spec.line_of(p.name)}: node {name!r}"
-                element.set(ports.get(p.name, p.name), _xml_value(spec[p.name], where))
+                value = self.value(spec[p.name])
+                element.set(ports.get(p.name, p.name), _xml_value(value, where))
+            elif ports.get(p.name) in BUILTIN_REQUIRED.get(tag, ()):  # our default, said
+                element.set(ports[p.name], _xml_value(p.default, f"{file}: node {name!r}"))
         if tag not in BUILTIN_TAGS:
             shown = tuple(p for p in params if p.name not in skip)
             self.used[tag] = (self._category(key), shown, ports)
-        if key == "eternal_guard":
-            element.append(self.node(spec["condition"], file))
-            element.append(self.node(spec["child"], file))
-        elif "children" in spec:
-            element.extend(self.node(child, file) for child in spec["children"])
-        elif "child" in spec:
-            element.append(self.node(spec["child"], file))
         return element
 
     @staticmethod
@@ -208,8 +232,8 @@ class _Exporter:
             element = ET.SubElement(model, category, {"ID": tag})
             for p in params:
                 attrs = {"name": ports.get(p.name, p.name), "type": _port_type(p)}
-                if not p.required and p.default is not None:
-                    attrs["default"] = _xml_value(p.default, tag)
+                if not p.required:  # BehaviorTree.CPP: a port without a default is required
+                    attrs["default"] = "" if p.default is None else _xml_value(p.default, tag)
                 port = ET.SubElement(element, "input_port", attrs)
                 port.text = _port_doc(p)
             doc = self._doc(tag)
@@ -415,6 +439,8 @@ class _Reader:
                                       REGISTRY[key].params if key in REGISTRY else ())}  # fmt: skip
         for attr, text in attrs.items():
             ours = ports.get(attr, attr)
+            if text == "" and ours in params and params[ours].default is None:
+                continue  # the model's default="" (Groot2 fills it in): not set
             items.append((ours, _typed(params[ours], text) if ours in params else text))
         children = [self.node(c, subtree) for c in element.children]
         kind = kinds.get(key)

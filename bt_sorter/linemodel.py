@@ -236,15 +236,13 @@ class LineModel:
         feeder_cycle: float = 2.5,
         rod_out: float = 2.0,
         topology: Topology = FS,
-        rods: Iterable[int] | None = None,
+        routed: Iterable[int] | None = None,
     ) -> None:
         self.topology = topology
-        # The classifying rods that may push: those some label routes to (config
-        # ``sorting.routes``; every rod of the topology unless told). A rod no label routes
-        # to never goes out: its gate sets no spacing, and only items bound for bin 1 pass
-        # the gates after the last rod that pushes (issue 20).
-        routed = topology.rods if rods is None else set(rods)
-        self.push_gates = tuple(sorted(g for r, g in topology.rods.items() if r in routed))
+        # The gates whose rods fire: those some label routes to (config sorting.routes);
+        # an unrouted rod never pushes, so it sets no spacing. Every rod's by default.
+        rods = topology.rods if routed is None else [r for r in routed if r in topology.rods]
+        self.push_gates = sorted({topology.rods[rod] for rod in rods})
         self.chain, self.quantities = chain(topology), quantities(topology)
         self.odometer = Odometer()
         self.estimates = {name: Estimate() for name in self.quantities}
@@ -443,22 +441,23 @@ class LineModel:
         """Samples of a quantity, plus :data:`PRIOR_WEIGHT` for a confirmed prior."""
         return self.estimates[name].n + (PRIOR_WEIGHT if name in self.confirmed else 0)
 
-    def measured(self, items: int) -> bool:
-        """True once the picture and gate 1 have ``items`` samples, and every later gate up
-        to the last one that fires a rod that pushes (:attr:`push_gates`) one.
+    def measured(self, items: int, through: int | None = None) -> bool:
+        """True once the picture and gate 1 have ``items`` samples, every later gate up to
+        ``through`` (the last gate by default) one.
 
         Items taken by the first rod never reach the gates after it, so those need only one
         sample: the passage is the same at every gate, and the matcher keeps order there.
-        Past the last gate that fires a pushing rod only items bound for bin 1 ride, and no
-        push depends on their edges: a line whose routes send nothing to bin 1 never shows
-        those gates an item, and waiting for them fed one item at a time for ever (issue
-        20, seed 1000). Their events keep the bounds no line in the target range can trip
-        until an item shows them.
+        ``through``: the last gate an item must pass to be sorted (the gate of the last rod
+        some label routes to, :meth:`bt_sorter.topology.Topology.reach`). Past it only items
+        bound for bin 1 ride, and no push depends on their edges: a line whose routes send
+        nothing to bin 1 never shows those gates an item, and waiting for them would feed
+        one item at a time for ever (issue 20, seed 1000). Their events keep the bounds no
+        line in the target range can trip until an item shows them.
         """
         first = (PICTURE, blocked(1), clear(1))
         if any(self.support(name) < items for name in first):
             return False
-        last = max(self.push_gates, default=1)
+        last = self.topology.last_gate if through is None else through
         rest = [q for g in self.topology.gate_numbers[1:last] for q in (blocked(g), clear(g))]
         return all(self.support(n) >= 1 for n in rest)
 
@@ -557,14 +556,12 @@ class LineModel:
         ahead, as late as :meth:`max_push_delay` after it, and is back ``rod_out`` later;
         the item behind must not reach gate g (the sweep window lies downstream of it)
         before then: passage at gate g + the latest push + rod out, plus the spreads and
-        the command margin, over every gate that fires a rod that pushes (a gate that only
-        tracks fires none; a rod no label routes to never goes out). And the other way
-        round: the item ahead must have left the window before the push for this one
+        the command margin, over every gate that fires a rod some label routes to (a gate
+        that only tracks fires none, nor does an unrouted rod's). And the other way round:
+        the item ahead must have left the window before the push for this one
         (:meth:`leaves_window`). None while a passage is unknown. See docs/line-model.md.
         """
         needs, aheads = [], []
-        if not self.push_gates:
-            return self.command_margin  # no rod ever goes out: the feeder sets the pace
         for gate in self.push_gates:
             time = self.passage_time(gate)
             ahead = self.leaves_window(gate)
@@ -574,6 +571,8 @@ class LineModel:
             stretched = time * max(1.0, self.pace)
             needs.append(stretched + self.max_push_delay(gate) + SPREAD_K * spread)
             aheads.append(ahead)
+        if not needs:
+            return 0.0  # no rod fires: nothing to space but the feeder's own cycle
         behind = max(needs) + self.rod_out  # the item behind stays off a push for this one
         return max(behind, max(aheads)) + self.command_margin
 

@@ -32,9 +32,12 @@ Reads: ``items``, ``line``, ``gates``. Writes: the items' positions and times,
 
 A pushed item is resolved as sorted at once, and watched a while (``items.pushed``): a
 blocked edge at the gate downstream of its rod that only it can have made, in its window,
-shows the push missed
-(issue 20). It is back in flight, its later edges its own, and it rides on to bin 1 with
-the reason (``push_missed`` in the record, ``missed_pushes`` in the summary).
+is held for it (``edge_held``), and its clear edge there a whole passage later shows the
+push missed (issue 20; a gate that clears early is the item swept off mid-gate,
+``pushed_item_swept``: on a line whose gates are closer than an item's length the head
+reaches the next gate before the rod has swept). It is back in flight, its later edges
+its own, and it rides on to bin 1 with the reason (``push_missed`` in the record,
+``missed_pushes`` in the summary).
 """
 
 from __future__ import annotations
@@ -56,13 +59,26 @@ class Matcher:
         self.ctx = ctx
         self.bb = ctx.bb
         self.model = ctx.bb.line
+        self._held: dict[int, tuple[Item, Edge]] = {}  # pushed item -> its blocked edge after
 
     # -- edges -----------------------------------------------------------------------
 
     def edge(self, edge: Edge) -> Item | None:
         """The item ``edge`` belongs to (its position and times updated), or None."""
-        if (missed := self._pushed_here(edge)) is not None:
-            note_push_missed(self.ctx, missed, edge.t, f"showed at gate {edge.gate}")
+        if (pushed := self._pushed_here(edge)) is not None:
+            # Only its whole passage here proves the push missed: an item whose head reaches
+            # the next gate while its tail may still be in the window can yet be swept (the
+            # gate then clears early). Its blocked edge waits for its clear edge.
+            self._held[pushed.id] = (pushed, edge)
+            self.ctx.record.write("edge_held", edge.t, item=pushed.id, gate=edge.gate)
+            return pushed
+        if not edge.blocked and (held := self._held_at(edge)) is not None:
+            item, blocked = held
+            if self.model.odometer.between(blocked.t, edge.t) < self._shortest_passage(edge.gate):
+                self.ctx.record.write("pushed_item_swept", edge.t, item=item.id, gate=edge.gate)
+                return item  # it left the gate early: swept off the belt, as pushed
+            note_push_missed(self.ctx, item, edge.t, f"passed gate {edge.gate}")
+            self._blocked(blocked, None)  # its own: every other item was checked away
         occupant = next((i for i in self.bb.items if i.entered == edge.gate > i.cleared), None)
         item = self._blocked(edge, occupant) if edge.blocked else self._clear(edge, occupant)
         if item is None:
@@ -107,6 +123,14 @@ class Matcher:
             if reached and self._nearer(name, edge.t, behind, item):
                 continue
             return item
+        return None
+
+    def _held_at(self, edge: Edge) -> tuple[Item, Edge] | None:
+        """The pushed item whose blocked edge at ``edge``'s gate is held, taken off hold."""
+        for key, (item, blocked) in list(self._held.items()):
+            if blocked.gate == edge.gate:
+                del self._held[key]
+                return item, blocked
         return None
 
     def _forget_pushed(self, t: float) -> None:

@@ -1,4 +1,4 @@
-"""Play a recorded session back: ``python -m bt_sorter.replay RECORD [--web PORT] [--speed X]``.
+"""Play a recorded session back: ``python -m bt_sorter.replay RECORD [--web PORT] [--groot PORT]``.
 
 The record (``run.py --record``) holds the tree's shape, every node status transition,
 every gate edge and command and every decision about every item, each with its line
@@ -7,8 +7,10 @@ controller's (blackboard, items, gates, rods, node statuses) up to any moment, s
 live page draws a replay with the same code (:func:`bt_sorter.web.state.snapshot`).
 
 With ``--web`` the page gets a bar of controls: play / pause, speed, scrub through time,
-step event by event, jump to an item or an alarm. Without it, the session's final account
-is printed. A record cut short by a crash replays up to its last whole line.
+step event by event, jump to an item or an alarm. With ``--groot`` Groot2 (or btview)
+attaches to the replay as to a live line (``bt_sorter.groot2``; the tree from the record's
+shape: names, node kinds, uid = the record's node id + 1). Without either, the session's
+final account is printed. A record cut short by a crash replays up to its last whole line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import bisect
+import contextlib
 import dataclasses
 import json
 import sys
@@ -110,6 +113,7 @@ class Session:
     def _reset(self) -> None:
         self.ctx = _context(self.header)
         self.status = ["-"] * len(self.tree)
+        self.last_run = [""] * len(self.tree)  # each node's last status other than INVALID
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)
         self.items: dict[int, Item] = {}
         self.chart = Throughput()
@@ -166,6 +170,9 @@ class Session:
         if kind == "node_status":
             if 0 <= e.get("node", -1) < len(self.status):
                 self.status[e["node"]] = STATUS_CHAR.get(e.get("new"), "-")
+                ran = e.get("new") if e.get("new") != "INVALID" else e.get("old")
+                if ran in ("RUNNING", "SUCCESS", "FAILURE"):
+                    self.last_run[e["node"]] = ran
         elif kind == "edge":
             bb.gates[e["gate"]] = bool(e["blocked"])
         elif kind == "command":
@@ -303,6 +310,23 @@ def account(session: Session) -> dict[str, Any]:
     }
 
 
+def groot_tree(session: Session, tree: Path | None, record: Path) -> Any:
+    """What Groot2 is served: the run's tree file as the live line served it (built on the
+    record's line, checked node for node against the record), else the record's shape."""
+    from bt_sorter.groot2 import GrootError, monitor_tree, record_tree
+    from bt_sorter.trees import load_tree
+    from bt_sorter.web.state import walk
+
+    if tree is None:
+        return record_tree(session.tree, record.stem)
+    ctx = _context(session.header)
+    root = load_tree(tree, ctx)
+    names = [node.name for node, _, _ in walk(root)]
+    if names != [node["name"] for node in session.tree]:
+        raise GrootError(f"--tree {tree}: not the tree this record ran")
+    return monitor_tree(tree, root, ctx.bb.topology)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bt_sorter.replay",
@@ -312,38 +336,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web", metavar="[HOST:]PORT", help="serve the replay page here")
     parser.add_argument("--speed", type=float, default=1.0, help="line seconds per second")
     parser.add_argument("--paused", action="store_true", help="start paused at the beginning")
+    parser.add_argument("--groot", metavar="[HOST:]PORT", help="serve the replay to Groot2 / "
+                        "btview (its monitor protocol, docs/groot.md)")  # fmt: skip
+    parser.add_argument("--tree", type=Path, help="--groot: the tree file the run used, to "
+                        "serve the very XML the live line served (checked against the "
+                        "record); without it, the record's tree shape (no ports)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         session = Session(read_record(args.record))
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not args.web:
+    if not args.web and not args.groot:
         print(json.dumps(account(session), indent=2))
         return 0
+    from bt_sorter.groot2 import Groot2Server, GrootError, GrootReplay, Publishers
     from bt_sorter.web.server import WebError, WebServer, parse_address
+    from bt_sorter.yamlio import SpecError
 
     hello = {"mode": "replay", "title": str(args.record), "tree": session.tree}
-    try:
-        host, port = parse_address(args.web)
-        server = WebServer(host, port, hello)
-        player = Player(session, server, speed=args.speed)
-        player.playing = not args.paused
-        server.on_command = player.command
-        server.start()
-    except WebError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"replay of {args.record} on {server.url} (Ctrl-C to stop)", flush=True)
-    player.start()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        player.stop()
-        server.stop()
+    with contextlib.ExitStack() as stack:
+        try:
+            server = groot = None
+            if args.web:
+                host, port = parse_address(args.web)
+                server = WebServer(host, port, hello)
+            if args.groot:
+                from bt_sorter.groot2 import parse_address as groot_address
+
+                host, port = groot_address(args.groot)
+                groot = Groot2Server(host, port, groot_tree(session, args.tree, args.record))
+                groot.start()
+                stack.callback(groot.stop)
+            feed = GrootReplay(groot, session) if groot is not None else None
+            player = Player(session, Publishers(server, feed), speed=args.speed)
+            player.playing = not args.paused
+            if server is not None:
+                server.on_command = player.command
+                server.start()
+                stack.callback(server.stop)
+        except (WebError, GrootError, SpecError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        where = [f"page {server.url}"] if server is not None else []
+        where += [f"Groot2 {groot.address}"] if groot is not None else []
+        print(f"replay of {args.record}: {', '.join(where)} (Ctrl-C to stop)", flush=True)
+        player.start()
+        stack.callback(player.stop)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

@@ -27,6 +27,7 @@ The wire names of gates and rods beyond the FS scene's follow the FS pattern
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bt_sorter import protocol
@@ -95,6 +96,11 @@ class Topology:
     def gate_of(self, rod: int) -> int:
         """The gate whose clear edge fires classifying ``rod`` (``KeyError`` if none)."""
         return self.rods[rod]
+
+    def reach(self, rods: Iterable[int]) -> int:
+        """The last gate an item must pass to be swept by one of ``rods`` (the rods some
+        label routes to; a rod the line lacks is ignored), at least gate 1."""
+        return max((self.rods[rod] for rod in rods if rod in self.rods), default=1)
 
     def rod_at(self, gate: int) -> int | None:
         """The rod ``gate``'s clear edge fires, or None for a gate that only tracks."""

@@ -15,7 +15,9 @@ A tree file is data (safe YAML, no code)::
 Each node mapping has exactly one kind key: a composite, a decorator (py_trees.decorators),
 a leaf from :data:`REGISTRY`, ``include``, or (in a ``children:`` list) ``for_each_rod``.
 Composites and decorators declare their parameters with :class:`Param`, like leaves, so
-validation and ``run.py --help`` are uniform. Every problem is a :class:`SpecError`
+validation and ``run.py --help`` are uniform. Node names are unique within a tree file
+(each rod's branch of a ``for_each_rod`` too: give its names ``{rod}``): BehaviorTree.CPP
+and Groot2 key a node by its path in the tree. Every problem is a :class:`SpecError`
 naming file, line and node.
 
 A tree serves whatever line config declares (``topology:``, :mod:`bt_sorter.topology`)
@@ -318,6 +320,8 @@ class _Builder:
         self.count = 0
         self.files: list[Path] = []
         self.vars: dict[str, int] | None = None  # {rod, gate} inside a for_each_rod
+        # names in use in each tree file being built (BehaviorTree.CPP's paths): name -> line
+        self.names: list[dict[str, int]] = []
 
     def subst(self, value: Any, spec: Located, key: str) -> Any:
         """``value`` with ``{rod}`` / ``{gate}`` replaced (inside a for_each_rod): a value
@@ -360,7 +364,11 @@ class _Builder:
             raise data.error("missing the 'root:' node")
         if "description" in data and not isinstance(data["description"], str):
             raise data.error("'description' must be text", "description")
-        return self.node(data["root"], file, data.line_of("root"), depth)
+        self.names.append({})
+        try:
+            return self.node(data["root"], file, data.line_of("root"), depth)
+        finally:
+            self.names.pop()
 
     def node(self, spec: Any, file: str, line: int, depth: int) -> Behaviour:
         if depth > MAX_DEPTH:
@@ -386,6 +394,7 @@ class _Builder:
         if not isinstance(name, str) or not name.strip():
             raise spec.error(f"node ({key}): the name must be text, got {_short(name)}", key)
         label = f"node {name!r} ({key})"
+        self.unique(spec, key, name, label)
         values = self.check_params(spec, key, label)
         try:
             if key not in KINDS:
@@ -401,6 +410,16 @@ class _Builder:
             return kind.build(name, values, child, self.ctx)
         except _Bad as bad:
             raise spec.error(f"{label}: {bad}", bad.key) from None
+
+    def unique(self, spec: Located, key: str, name: str, label: str) -> None:
+        """Names are unique within a tree file (each rod's branch has its own {rod}):
+        BehaviorTree.CPP, its TreeObserver and Groot2 key a node by its path in the tree."""
+        used = self.names[-1] if self.names else {}
+        if name in used:
+            raise spec.error(f"{label}: the name is already used at line {used[name]} of this "
+                             "tree; node names must be unique within a tree (BehaviorTree.CPP "
+                             "and Groot2 key nodes by their path)", key)  # fmt: skip
+        used[name] = spec.line_of(key)
 
     def kind_key(self, spec: Located) -> str:
         if not spec:

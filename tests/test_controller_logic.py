@@ -26,7 +26,7 @@ from bt_sorter import log as logs
 from bt_sorter.config import FaultConfig, LineConfig, LineGeometry
 from bt_sorter.harness.run import Result, run_scenario
 from bt_sorter.harness.scenario import Scenario, draw
-from bt_sorter.harness.world import VisionModel
+from bt_sorter.harness.world import Delay, VisionModel
 from bt_sorter.linemodel import prior_times
 from bt_sorter.topology import FS
 
@@ -61,6 +61,8 @@ def builtin(tree: str, items: int = 8, seed: int = 3, **changes: Any) -> Scenari
         vision=VisionModel(),
         fallback="hsv",
         rule_problems=(),
+        latency=Delay(0.0005, 0.0005, 0.01, (0.002, 0.01)),
+        lateness=Delay(0.00005, 0.0001),  # no machine hiccups: a healthy line
     )
     return dataclasses.replace(base, **changes)
 
@@ -275,7 +277,7 @@ def test_fast_timings_whose_feeds_come_up_empty_lose_and_missort_nothing(tmp_pat
     events must not be taken for the empty feed's; the learned spacing stays the line's."""
     geometry = dataclasses.replace(LineGeometry(), feeder_stroke_time=0.58)
     timings = {"feed_hold": 0.6, "feed_back": 0.3, "push_hold": 0.4, "push_back": 1.0}
-    scenario = builtin(PIPELINED, items=30, seed=7, geometry=geometry, timings=timings,
+    scenario = builtin(PIPELINED, items=30, seed=1, geometry=geometry, timings=timings,
                        speed=10.0)  # fmt: skip
     result, _ = run(scenario, tmp_path)
     assert result.failures == [] and in_own_bins(result) == 30

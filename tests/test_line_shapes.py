@@ -39,7 +39,7 @@ root:
         repeat: rod {rod}
         num_success: -1
         child:
-          failure_is_success: rides on
+          failure_is_success: rod {rod} rides on
           child:
             sequence: rod {rod} cycle
             children:
@@ -298,9 +298,21 @@ def test_a_doubt_no_later_item_confirms_lapses_and_pushing_resumes(tmp_path: Pat
     assert roots[0].status is py_trees.common.Status.RUNNING and not ctx.bb.fault
 
 
+def close_gates(passages: dict[int, float]) -> dict[str, float]:
+    """An item's times on a line whose gates are close together (0.5 s apart): the
+    spacing is set by the passages (the item behind), not by the item ahead's way out of
+    a window."""
+    times: dict[str, float] = {}
+    for gate, time in passages.items():
+        head = 3.5 + 0.5 * gate
+        times |= {f"gate{gate}.blocked": head, f"gate{gate}.clear": head + time,
+                  f"gate{gate}.passage": time}  # fmt: skip
+    return times
+
+
 def test_the_spacing_rule_runs_over_the_gates_that_fire_rods() -> None:
     """A gate that only tracks fires no rod: its passage does not set the feed spacing."""
-    times = {f"gate{g}.passage": 0.4 for g in (2, 3, 4)} | {"gate1.passage": 3.0}
+    times = close_gates({1: 3.0, 2: 0.4, 3: 0.4, 4: 0.4})
     tracking, fs_like = LineModel(topology=TRACKING_GATE), LineModel(topology=FIVE_BINS)
     for model in (tracking, fs_like):
         for _ in range(3):
@@ -308,6 +320,20 @@ def test_the_spacing_rule_runs_over_the_gates_that_fire_rods() -> None:
     tracking_spacing, fs_spacing = tracking.safe_spacing(), fs_like.safe_spacing()
     assert tracking_spacing is not None and fs_spacing is not None
     assert fs_spacing - tracking_spacing == pytest.approx(2.6 * 1.75, abs=0.01)
+
+
+def test_an_unrouted_rod_sets_no_spacing() -> None:
+    """Rod 2 on gate 1 with a long passage there, routed to by no label: it never pushes,
+    so gate 1's passage does not set the feed spacing (issue 20, harness seed 1097)."""
+    times = close_gates({1: 3.0, 2: 0.4, 3: 0.4, 4: 0.4})
+    every, routed = LineModel(topology=FIVE_BINS), LineModel(topology=FIVE_BINS, routed=[3, 4])
+    for model in (every, routed):
+        for _ in range(3):
+            model.learn(times)
+    assert routed.push_gates == [2, 3] and every.push_gates == [1, 2, 3, 4]
+    spacing_every, spacing_routed = every.safe_spacing(), routed.safe_spacing()
+    assert spacing_every is not None and spacing_routed is not None
+    assert spacing_every - spacing_routed == pytest.approx(2.6 * 1.75, abs=0.01)
 
 
 def test_the_line_model_learns_and_reports_every_declared_gate(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import pytest
 from contexts import running_context, tree_from_text
 
 from bt_sorter import linemodel, protocol
-from bt_sorter.app import make_context
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Edge, Item, Outcome, Received
 from bt_sorter.config import LineConfig, load_config
@@ -114,35 +113,22 @@ def test_a_confirmed_prior_shortens_learning() -> None:
 def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Path) -> None:
     # Issue 20, seed 1000: on a line whose labels all go to rods at gates 1 and 2, no item
     # ever reaches gate 3; waiting for its edges fed one item at a time for ever.
-    early = {n: v for n, v in LINE.items() if not n.startswith("gate3")}
-    models = {rods: LineModel(rods=rods) for rods in ((2, 3), (2, 3, 4), (4,), None)}
-    for model in models.values():
-        for _ in range(3):
-            model.learn(early)
-    assert models[(2, 3)].measured(items=3)
-    assert not models[(2, 3, 4)].measured(items=3)  # gate 3 fires rod 4, which pushes
-    assert not models[(4,)].measured(items=3) and not models[None].measured(items=3)
-    assert not LineModel(rods=()).measured(items=3)  # the picture and gate 1 always
-    # The leaf asks the model; run.py's model takes the rods from config sorting.routes.
-    ctx = running_context(tmp_path, models[(2, 3)], measured=False)
+    model = LineModel()
+    for _ in range(3):
+        model.learn({n: v for n, v in LINE.items() if not n.startswith("gate3")})
+    assert not model.measured(items=3)  # gate 3 counts on a line that routes to its rod
+    assert model.measured(items=3, through=2)
+    assert not model.measured(items=3, through=3)
+    assert not LineModel().measured(items=3, through=1)  # the picture and gate 1 always
+    # The leaf asks for the gates up to the last rod some label routes to.
+    ctx = running_context(tmp_path, model, measured=False)
     root = tree_from_text(ctx, tmp_path, "root:\n  LineMeasured: measured\n")
-    root.tick_once()
-    assert root.status == Status.SUCCESS
-    sorting = dataclasses.replace(ctx.config.sorting, routes={"ripe": 2, "raw": 3})
-    made = make_context(ctx.config.replace(sorting=sorting), 1.0, None, None)
-    assert made.bb.line.push_gates == (1, 2)
-
-
-def test_a_rod_no_label_routes_to_sets_no_spacing() -> None:
-    # Issue 20, seed 1097: rod 5 on gate 4 of five, unused, held the feeds apart by the
-    # belt end's run-out (the item ahead leaving a window no push ever sweeps).
-    used, every = LineModel(rods=(2,)), LineModel()
-    for model in (used, every):
-        model.learn(LINE)
-    assert used.push_gates == (1,) and every.push_gates == (1, 2, 3)
-    spacing, all_rods = used.safe_spacing(), every.safe_spacing()
-    assert spacing is not None and all_rods is not None and spacing < all_rods
-    assert LineModel(rods=()).safe_spacing() == pytest.approx(LineModel().command_margin)
+    for routes, status in (({"ripe": 2, "half_ripe": 3}, Status.SUCCESS),
+                           ({"raw": 4}, Status.FAILURE)):  # fmt: skip
+        sorting = dataclasses.replace(ctx.config.sorting, routes=routes)
+        ctx.config = ctx.config.replace(sorting=sorting)
+        root.tick_once()
+        assert root.status == status
 
 
 def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
@@ -351,6 +337,24 @@ def test_a_late_picture_stays_with_its_item_though_the_next_feed_is_nearer(
     assert ctx.bb.items.empty_feeds == 0 and second.outcome is Outcome.SORTED
 
 
+def test_the_item_ahead_has_left_a_rods_window_before_the_push_for_the_item_behind() -> None:
+    """Issue 20 (harness seed 100141): rods on gates 3 and 4 of four, gates far apart. The
+    window of the rod on gate 3 may reach gate 4 (the course's rule); the push for the
+    item behind comes on its clear edge at gate 3, so the item ahead must have cleared
+    gate 4 by then, and gone past the belt end for the rod on the last gate."""
+    topology = Topology(gates=4, rod_gates=(3, 4))
+    times = {"picture": 2.0}
+    for k in range(1, 5):
+        times |= {f"gate{k}.blocked": 6.0 * k, f"gate{k}.clear": 6.0 * k + 0.7,
+                  f"gate{k}.passage": 0.7}  # fmt: skip
+    model = LineModel(feeder_cycle=2.5, rod_out=1.1, tick=0.02, topology=topology)
+    model.learn(times)
+    spacing = model.safe_spacing()
+    assert spacing is not None
+    assert spacing >= times["gate4.clear"] - times["gate3.clear"]  # 6 s: off rod 2's window
+    assert spacing >= model.run_out([])  # past the belt end: off rod 3's
+
+
 def test_a_picture_past_the_deadline_of_an_item_in_gate_1_is_the_next_items(
     tmp_path: Path,
 ) -> None:
@@ -386,21 +390,3 @@ def test_one_time_off_on_its_own_is_not_a_line_that_changed() -> None:
         model.learn(late_picture)
         assert set(model.last_outliers) == {"picture"}
     assert model.expected("picture") == pytest.approx(LINE["picture"])
-
-
-def test_the_item_ahead_has_left_a_rods_window_before_the_push_for_the_item_behind() -> None:
-    """Issue 20 (harness seed 100141): rods on gates 3 and 4 of four, gates far apart. The
-    window of the rod on gate 3 may reach gate 4 (the course's rule); the push for the
-    item behind comes on its clear edge at gate 3, so the item ahead must have cleared
-    gate 4 by then, and gone past the belt end for the rod on the last gate."""
-    topology = Topology(gates=4, rod_gates=(3, 4))
-    times = {"picture": 2.0}
-    for k in range(1, 5):
-        times |= {f"gate{k}.blocked": 6.0 * k, f"gate{k}.clear": 6.0 * k + 0.7,
-                  f"gate{k}.passage": 0.7}  # fmt: skip
-    model = LineModel(feeder_cycle=2.5, rod_out=1.1, tick=0.02, topology=topology)
-    model.learn(times)
-    spacing = model.safe_spacing()
-    assert spacing is not None
-    assert spacing >= times["gate4.clear"] - times["gate3.clear"]  # 6 s: off rod 2's window
-    assert spacing >= model.run_out([])  # past the belt end: off rod 3's

@@ -613,12 +613,23 @@ def test_recursive_yaml_alias_is_rejected_not_crashed(tmp_path: Path, ctx: Conte
     assert err.file == str(path)
 
 
-def test_alias_bomb_is_rejected_by_the_node_limit(tmp_path: Path, ctx: Context) -> None:
+def test_alias_bomb_is_rejected_before_it_expands(tmp_path: Path, ctx: Context) -> None:
     items = ["    - &a0 {ProbeSucceed: x}"]
     for i in range(1, 20):  # 2**20 nodes once the aliases are expanded
         items.append(f"    - &a{i} {{sequence: s{i}, children: [*a{i - 1}, *a{i - 1}]}}")
     text = "root:\n  sequence: top\n  children:\n" + "\n".join(items) + "\n"
     path = write(tmp_path, "bomb.yaml", text)
+    err = error_of(path, ctx)
+    # an alias repeats a node, name and all: the second copy is a duplicate name
+    assert err.file == str(path) and "the name is already used" in str(err)
+
+
+def test_a_tree_with_too_many_nodes_is_rejected_by_the_node_limit(
+    tmp_path: Path, ctx: Context
+) -> None:
+    items = [f"    - ProbeSucceed: x{i}" for i in range(MAX_NODES + 1)]
+    text = "root:\n  sequence: top\n  children:\n" + "\n".join(items) + "\n"
+    path = write(tmp_path, "big.yaml", text)
     err = error_of(path, ctx)
     assert err.file == str(path) and f"more than {MAX_NODES} nodes" in str(err)
 

@@ -56,15 +56,17 @@ class LineMeasured(Leaf):
 
     Measured: the picture and gate 1's edges from ``items`` unambiguous items (a
     confirmed configured prior counts for some), and every other gate's edges at least
-    once, up to the gate of the last rod that pushes (``line.push_gates``: the rods some
-    label routes to): only items bound for bin 1 pass the gates after it. reads: line.
+    once, up to the gate of the last rod some label routes to (config ``sorting.routes``):
+    only items bound for bin 1 pass the gates after it. reads: line.
     """
 
     params = (Param("items", int, "unambiguous items the picture and gate 1 need", 3),)
     items: int
 
     def update(self) -> Status:
-        if self.bb.line.measured(self.items):
+        line = self.bb.line
+        through = line.topology.reach(self.ctx.config.sorting.routes.values())
+        if line.measured(self.items, through):
             return Status.SUCCESS
         self.feedback_message = f"learning: {self.bb.line.items_learned} items measured"
         return Status.FAILURE

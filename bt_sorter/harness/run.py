@@ -64,6 +64,7 @@ class Result:
     correct: int
     wrong_bin: list[dict[str, Any]] = field(default_factory=list)
     vision_errors: int = 0
+    outage_swept: int = 0  # swept by a rod whose pull a broker outage lost (see judge)
     unexplained: list[str] = field(default_factory=list)
     account_mismatch: int = 0
     false_alarm: str | None = None
@@ -255,6 +256,8 @@ def judge(
         if isinstance(item.bin, int) and item.bin != 1 and item.bin != expected:
             if any(route_bin(label, routes) == item.bin for label in answers.get(item.id, [])):
                 result.vision_errors += 1
+            elif _left_out_by_outage(world, item.bin, item.end_time):
+                result.outage_swept += 1
             else:
                 result.wrong_bin.append({"item": item.id, "label": item.label, "bin": item.bin,
                                          "why": item.why})  # fmt: skip
@@ -289,6 +292,26 @@ def judge(
             result.throughput = _throughput(summary, decisions)
     result.unsafe_stop = _unsafe_stop(core, world)
     return result
+
+
+def _left_out_by_outage(world: World, rod: int, swept_at: float | None) -> bool:
+    """Whether rod ``rod`` was out at ``swept_at`` because of a broker outage: it was out
+    when the broker went (its pull could not be sent), or the outage lost the command that
+    would have pulled it. No command reaches a line through a dead broker, and the FS
+    protocol has no timed push (docs/reliability.md; the line's own stroke timeout is the
+    remedy). Such an item is counted apart, not as the controller's wrong bin."""
+    if swept_at is None:
+        return False
+    for outage in world.outages:
+        if not outage.start <= swept_at <= outage.end + SETTLE_S:
+            continue
+        if rod in world.out_at_outage.get(outage.start, set()):
+            return True
+        for lost_at, command in world.lost_commands:
+            pulls = command.action is protocol.Action.PULL and command.rod in (rod, 0)
+            if pulls and outage.start <= lost_at <= swept_at:
+                return True
+    return False
 
 
 def _fault_struck(scenario: Scenario, core: SimCore) -> bool:

@@ -277,6 +277,8 @@ class World:
         self._last_command = 0.0
         self.online = True
         self.lost_in_outage = 0
+        self.lost_commands: list[tuple[float, protocol.Command]] = []  # (line s, command)
+        self.out_at_outage: dict[float, set[int]] = {}  # outage start -> rods out then
         self.stop_hook: Callable[[], None] | None = None
         self.time_limit = float("inf")  # line s
         for outage in outages:
@@ -342,12 +344,18 @@ class World:
         assert core is not None
         if not self.online:
             self.lost_in_outage += 1
+            lost = protocol.parse_command(payload)
+            if isinstance(lost, protocol.Command):
+                self.lost_commands.append((self.line_time(), lost))
             return
         command = core.parse(payload)
         if command is not None:
             core.apply(command, self.line_time())
 
     def _go_offline(self, outage: Outage) -> None:
+        if self.core is not None:
+            rods = self.core.line.rods.items()
+            self.out_at_outage[outage.start] = {r for r, rod in rods if rod.sweeping and r > 1}
         self.online = False
         self.adapter.events.put(ConnectionChanged(self.line_time(), False, "broker gone"))
 
