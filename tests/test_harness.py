@@ -61,6 +61,15 @@ REGRESSIONS = {
     # rod 2's push for the next one, the watchdogs excused the stuck item as "bunched"
     # with the held one (and that one with an empty feed), and the run ended exit 0.
     "stuck_item_alarms_and_no_push_sweeps_the_item_held_behind_it": (1201, PIPELINED),
+    # Issue 20: the last item stuck at gate 2 was taken as bunched with a feed behind it
+    # that put nothing on the belt (the stack was empty): no alarm, exit 0 "stack empty".
+    "stuck_last_item_not_excused_by_an_empty_feed_behind_it": (1543, PIPELINED),
+    # Issue 20: after a corrupt picture each item took its follower's picture (it was in
+    # gate 1, past its own picture's deadline), and the shifted picture time was learned
+    # as a line that changed: items 23, 25 and 26 went to other labels' bins. (Since the
+    # LineMeasured fix this run pipelines sooner and no longer takes that path; the leaf
+    # tests in test_linemodel.py hold both parts of the fix.)
+    "a_lost_picture_does_not_shift_the_next_pictures": (1225, PIPELINED),
 }
 
 

@@ -44,9 +44,11 @@ class PushRod(Leaf):
     sorted); FAILURE when the item cannot be pushed safely (its edge went missing, or
     the item cleared its gate more than ``max_delay`` ago: the edge's own lateness
     counts, judged by the item's passage; or the line's shape is in doubt,
-    :mod:`bt_sorter.shape`).
+    :mod:`bt_sorter.shape`; or another item may be held in the window behind a blocked
+    gate downstream, :func:`bt_sorter.watchdogs.blockage_doubt`).
 
-    reads: items, line, now, shape_doubt. writes: the item's push and outcome; the rod command.
+    reads: items, line, now, shape_doubt, gates. writes: the item's push and outcome; the
+    rod command.
     """
 
     params = (

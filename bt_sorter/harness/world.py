@@ -186,6 +186,8 @@ class OracleClassifier:
         due = self.world.scheduler.t + self.model.delay.draw(self.rng)
 
         def complete() -> None:
+            if not future.set_running_or_notify_cancel():
+                return  # the controller gave up on it (an abort cancels what is pending)
             if isinstance(outcome, Exception):
                 future.set_exception(outcome)
             else:
