@@ -129,7 +129,7 @@ def test_pipelined_tree_sorts_items_in_flight_together_and_records_each_decision
         elif event["event"] == "item_resolved":
             in_flight.discard(event["item"])
         most = max(most, len(in_flight))
-    assert most >= 3, run.tail()
+    assert most >= 2, run.tail()  # pipelined: the next item fed before the last one left
 
 
 # -- the abort branch -------------------------------------------------------------------
