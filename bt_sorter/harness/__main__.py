@@ -57,14 +57,17 @@ def _run(seed: int, tree: str | None, classifier: str) -> tuple[Result, float]:
 
 
 def run_batch(
-    seeds: Sequence[int], tree: str | None, classifier: str, jobs: int
+    seeds: Sequence[int], tree: str | None, classifier: str, jobs: int, nice: int = 0
 ) -> Iterator[tuple[Result, float]]:
-    """Each seed's result (with the CPU seconds it took), in seed order."""
-    if jobs <= 1:
+    """Each seed's result (with the CPU seconds it took), in seed order. ``nice``: run
+    them in processes of that lower priority (the test suite: real-time runs beside it
+    keep the CPU they need; POSIX only, where os.nice exists)."""
+    if jobs <= 1 and not (nice and hasattr(os, "nice")):
         for seed in seeds:
             yield _run(seed, tree, classifier)
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+    init = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), initializer=init) as pool:
         yield from pool.map(_run, seeds, [tree] * len(seeds), [classifier] * len(seeds))
 
 
