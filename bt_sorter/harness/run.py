@@ -249,7 +249,12 @@ def judge(
         for key, answer in oracle.answers.items():
             item, label = world.truth[key]
             answers.setdefault(item, []).append(answer.label)
-            if answer.label == label and answer.confidence >= 0.6:
+            rod = routes.get(label)
+            gate = scenario.topology.gate_of(rod) if rod in scenario.topology.rods else None
+            edges = core.line.items[item - 1].gate_edges.get(gate or 0) or [[None, None]]
+            cleared = edges[0][1]
+            late = cleared is not None and oracle.answered_at[key] > cleared  # no push can follow
+            if answer.label == label and answer.confidence >= 0.6 and not late:
                 confident.add(item)
     for item in core.line.items:
         expected = route_bin(item.label, routes)

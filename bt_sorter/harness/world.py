@@ -176,6 +176,7 @@ class OracleClassifier:
         self.model = model
         self.rng = rng
         self.answers: dict[bytes, Prediction] = {}
+        self.answered_at: dict[bytes, float] = {}  # line s the answer reached the controller
 
     def classify(self, data: bytes) -> Prediction:
         raise ClassifyError("the oracle answers through submit() only")
@@ -184,6 +185,7 @@ class OracleClassifier:
         future: concurrent.futures.Future[Prediction] = concurrent.futures.Future()
         outcome = self._answer(data)
         due = self.world.scheduler.t + self.model.delay.draw(self.rng)
+        self.answered_at[digest(data)] = due * self.world.speed
 
         def complete() -> None:
             if not future.set_running_or_notify_cancel():
