@@ -156,7 +156,7 @@ def test_seeded_scenarios(chunk: int, capsys: pytest.CaptureFixture[str]) -> Non
     size = BATCH // CHUNKS
     seeds = range(BATCH_SEED + chunk * size, BATCH_SEED + (chunk + 1) * size)
     # in a process of lower priority: the real-time runs beside it in the suite come first
-    results = [result for result, _ in run_batch(seeds, None, "oracle", jobs=1, nice=10)]
+    results = [result for result, _ in run_batch(seeds, None, "oracle", jobs=1, nice=5)]
     failed = [r for r in results if r.failures]
     lines = [f"{r.scenario.describe()}: {r.failures}\n  {r.reproducer()}" for r in failed]
     with capsys.disabled():
