@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check bt_sorter run.py tests bench
 .venv/bin/ruff format --check bt_sorter run.py tests bench
 # Three processes (pytest-xdist) on two cores: the real-process runs mostly wait on their
-# line's real time, and the harness batch (at a lower priority) takes the CPU they leave.
-.venv/bin/python -m pytest -n 3 "$@"
+# line's real time, and the harness batch (at a lower priority) takes the CPU they leave;
+# idle workers take queued tests from busy ones (worksteal).
+.venv/bin/python -m pytest -n 3 --dist worksteal "$@"
