@@ -57,6 +57,7 @@ import zmq
 from py_trees.behaviour import Behaviour
 from py_trees.common import Status
 
+from bt_sorter import address
 from bt_sorter.behaviours.base import Context
 from bt_sorter.groot import BTCPP_FORMAT, SUBTREE, _Exporter, kind_key
 from bt_sorter.log import get_logger
@@ -283,20 +284,10 @@ def board(ctx: Context) -> dict[str, Any]:
 
 def parse_address(text: str) -> tuple[str, int]:
     """``[HOST:]PORT`` -> (host, port); loopback unless a host is given."""
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise GrootError(f"--groot must be [HOST:]PORT, got {text!r}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return address.parse_address(text, "--groot")
+    except ValueError as exc:
+        raise GrootError(str(exc)) from None
 
 
 def allow_list(text: str | None) -> list[str]:
@@ -328,7 +319,7 @@ class Groot2Server:
         allow: Sequence[str] | None = None,
     ) -> None:
         allow = list(allow) if allow is not None else allow_list(os.environ.get(ALLOW_ENV))
-        if not is_loopback(host) and not allow:
+        if not address.is_loopback(host) and not allow:
             raise GrootError(f"--groot {host}:{port} is off loopback and Groot2's protocol has "
                              f"no authentication: set {ALLOW_ENV} to the client addresses "
                              "allowed (docs/groot.md)")  # fmt: skip

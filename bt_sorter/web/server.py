@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import os
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bt_sorter import address
 from bt_sorter.log import get_logger
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -41,21 +41,11 @@ class WebError(ValueError):
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """``[HOST:]PORT`` → (host, port); the host defaults to loopback."""
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise WebError(f"--web must be [HOST:]PORT, got {text!r}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    """``[HOST:]PORT`` -> (host, port); loopback unless a host is given."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return address.parse_address(text, "--web")
+    except ValueError as exc:
+        raise WebError(str(exc)) from None
 
 
 class WebServer:
@@ -71,7 +61,7 @@ class WebServer:
         on_command: Command | None = None,
     ) -> None:
         token = token or os.environ.get(TOKEN_ENV) or None
-        if not is_loopback(host) and not token:
+        if not address.is_loopback(host) and not token:
             raise WebError(
                 f"--web on {host} (not loopback) needs a token: set {TOKEN_ENV} in the "
                 "environment, then open the page with ?token=..."
