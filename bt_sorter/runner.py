@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from types import FrameType
 from typing import Any, Protocol, TextIO
 
@@ -149,8 +149,6 @@ class Runner:
         self._first_start: float | None = None
         self._last_start: float | None = None
         self._status_at = -1e9  # wall time of the last retained line status
-        self._outcomes: Counter[str] = Counter()  # outcomes of the first _outcomes_counted done
-        self._outcomes_counted = 0
         self._first_fed: float | None = None  # line time of the first feed
 
     # -- control ---------------------------------------------------------------------

@@ -156,14 +156,16 @@ def test_a_repeated_clear_edge_is_not_the_next_items_at_the_gate_downstream(
     assert behind.outcome is Outcome.SORTED
 
 
+UNTIL_EMPTY = (
+    "root:\n  selector: until empty\n  children:\n"
+    "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n"
+)
+
+
 def test_feeds_that_show_nothing_are_forgotten_and_end_the_stack(
     ctx: Context, tmp_path: Path
 ) -> None:
-    root = tree(
-        ctx, tmp_path,
-        "root:\n  selector: until empty\n  children:\n"
-        "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
-    )  # fmt: skip
+    root = tree(ctx, tmp_path, UNTIL_EMPTY)
     ctx.bb.items.feed(0.0).stretched = True  # fed with a lengthened feeder stroke
     ctx.bb.items.feed(2.5).stretched = True
     step(ctx, root, 1.0)
@@ -179,11 +181,7 @@ def test_feeds_with_the_configured_stroke_that_show_nothing_do_not_end_the_stack
 ) -> None:
     # Two feeds out before the first is known empty (a pipelined tree): both may be the
     # feeder's misses; only feeds made with the lengthened stroke judge the stack.
-    root = tree(
-        ctx, tmp_path,
-        "root:\n  selector: until empty\n  children:\n"
-        "    - StackEmpty: empty\n      empty_feeds: 2\n    - TrackItems: track\n",
-    )  # fmt: skip
+    root = tree(ctx, tmp_path, UNTIL_EMPTY)
     ctx.bb.items.feed(0.0)
     ctx.bb.items.feed(2.5)
     step(ctx, root, 20.0)
