@@ -259,6 +259,7 @@ def board(ctx: Context) -> dict[str, Any]:
     return {
         "tick": bb.tick,
         "line_time": round(bb.now, 4),  # as the record writes it
+        "stopped": False,  # the monitor's last snapshot, of the tree the safe stop halted
         "connected": bb.connected,
         "belt_running": bb.belt_running,
         "items_in_flight": items,
@@ -498,7 +499,7 @@ class GrootFeed:
                 out.append(IDLE_FROM + self.last[i] if self.last[i] else IDLE)
         return out
 
-    def update(self, force: bool = False) -> None:
+    def update(self, force: bool = False, *, stopped: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next:
             for i, node in enumerate(self.nodes):
@@ -506,11 +507,14 @@ class GrootFeed:
                     self.last[i] = CODE[node.status]
             return
         self._next = now + self.interval
-        self.server.publish(status_buffer(self.server.tree, self.codes()), board(self.ctx))
+        shown = board(self.ctx) | {"stopped": stopped}
+        self.server.publish(status_buffer(self.server.tree, self.codes()), shown)
         self.costs.append(time.monotonic() - now)
 
     def close(self) -> None:
-        self.update(force=True)
+        # the safe stop halted the tree after the last tick, at that tick's line time and
+        # number: "stopped" tells a client this snapshot is the halted tree
+        self.update(force=True, stopped=True)
         costs = sorted(self.costs)
         log.info(
             "groot2_stats",

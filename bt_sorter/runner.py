@@ -338,6 +338,7 @@ class Runner:
         try:
             sent_pull = self.adapter.publish(protocol.ALL_PULL)
             bb.command(protocol.ALL_PULL)
+            self.trace.stopping(self.stop_reason)
             try:
                 self.root.stop(py_trees.common.Status.INVALID)  # leaves cancel their work
             except Exception as exc:  # a leaf's terminate() must not keep the line running

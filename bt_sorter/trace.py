@@ -5,7 +5,8 @@ In the spirit of BehaviorTree.CPP's file logger: the tree's shape once
 stations), then ``node_status`` for every transition of every node (node index,
 old -> new status, line time), and the line's own events with their times: ``edge``
 (gate, blocked) as they arrived, ``command`` (what the controller published) and
-``picture`` (the item's picture, base64, once per item). The decisions the leaves write
+``picture`` (the item's picture, base64, once per item), ``safe_stop`` (the stop begins;
+the halted tree's transitions follow it). The decisions the leaves write
 (``item_fed``, ``item_classified``, ``item_resolved``, ``alarm_raised``, ...) complete it.
 
 A transition is seen when its node is ticked (the runner hands every ticked node to
@@ -121,6 +122,12 @@ class Trace:
                 data = base64.b64encode(item.picture).decode("ascii")
                 record.trace("picture", item.picture_at or bb.now, item=item.id, jpeg=data)
         self._pictured &= in_flight  # issue 22: a resolved item's id is not kept
+
+    def stopping(self, reason: str | None) -> None:
+        """The safe stop begins. It halts the tree at the last tick's line time, so this
+        line is what tells the halted tree's transitions (after it) from the tick's."""
+        if self.enabled:
+            self.ctx.record.trace("safe_stop", self.ctx.bb.now, reason=reason)
 
     def commands(self, commands: Iterable[protocol.Command]) -> None:
         """Commands published (also the safe stop's), and any status the stop changed."""

@@ -61,11 +61,16 @@ def tree_nodes(tree: TreeModel) -> list[Any]:
     return list(tree.walk())
 
 
-def fold(events: list[dict[str, Any]], t: float) -> list[str]:
-    """The record's status of every node (its ids) after every event at line time <= t."""
+def fold(events: list[dict[str, Any]], t: float, *, stopped: bool = True) -> list[str]:
+    """The record's status of every node (its ids) after every event at line time <= t;
+    without the safe stop's transitions unless ``stopped``: the stop halts the tree at the
+    last tick's line time, after the record's ``safe_stop`` line."""
     header = events[0]
     status = ["INVALID"] * len(header["tree"])
-    for e in events:
+    end = len(events)
+    if not stopped:
+        end = next(i for i, e in enumerate(events) if e["event"] == "safe_stop")
+    for e in events[:end]:
         if e["event"] == "node_status" and e["t"] <= t:
             status[e["node"]] = e["new"]
     return status
@@ -214,7 +219,7 @@ def test_btview_statuses_agree_with_the_record_at_the_same_line_time(live: LiveR
     assert len(live.samples) >= 20, len(live.samples)
     seen = set()
     for sample in live.samples:
-        recorded = fold(events, sample.line_time)
+        recorded = fold(events, sample.line_time, stopped=sample.board["stopped"])
         for uid, status in sample.statuses.items():
             near = [e for e in events if e["event"] == "node_status" and e["node"] == ids[uid]
                     and abs(e["t"] - sample.line_time) < 0.5]  # fmt: skip
