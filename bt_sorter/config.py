@@ -15,7 +15,6 @@ than real time; programs turn line time into wall time with :class:`bt_sorter.cl
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bt_sorter import protocol
+from bt_sorter.coerce import WrongTypeError, convert
 from bt_sorter.topology import Topology
 from bt_sorter.yamlio import Located, SpecError, load_file
 
@@ -405,50 +405,29 @@ def build(cls: type, data: Any, where: str) -> Any:
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise data.error(f"{where}: unknown key {key!r} (known: {known})", key)
-        kwargs[key] = coerce(hints[key], value, f"{where}.{key}", data, key)
+        kwargs[key] = _field(hints[key], value, f"{where}.{key}", data, key)
     return cls(**kwargs)
 
 
-def coerce(hint: Any, value: Any, where: str, parent: Located, key: str) -> Any:
-    """Check ``value`` against type ``hint``; return it converted (list → tuple, int → float)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, where, parent, key)
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise parent.error(f"{where} must be one of {choices}, got {value!r}", key)
-        return value
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)  # type: ignore[arg-type]
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise parent.error(f"{where} must be a list, got {_kind(value)}", key)
-        return tuple(coerce(args[0], v, f"{where}[{i}]", parent, key) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise parent.error(f"{where} must be a mapping, got {_kind(value)}", key)
-        return {
-            coerce(args[0], k, where, parent, key): coerce(args[1], v, f"{where}.{k}", parent, key)
-            for k, v in value.items()
-        }
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise parent.error(f"{where} must be a number, got {_kind(value)}", key)
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise parent.error(f"{where} must be an integer, got {_kind(value)}", key)
-        return value
-    if hint in (bool, str):
-        if not isinstance(value, hint):
-            raise parent.error(f"{where} must be {hint.__name__}, got {_kind(value)}", key)
-        return value
-    raise TypeError(f"config type {hint!r} is not supported")  # a programming error
+def _field(hint: Any, value: Any, where: str, parent: Located, key: str) -> Any:
+    """``value`` of ``parent[key]`` as type ``hint`` (:func:`bt_sorter.coerce.convert`:
+    list → tuple, int → float); a wrong type is an error at the key's line."""
+    try:
+        return convert(hint, value, build=lambda cls, v, path: build(cls, v, where + path))
+    except WrongTypeError as exc:
+        raise parent.error(f"{where}{exc.path} must be {_expected(exc)}", key) from None
+
+
+_EXPECTED = {float: "a number", int: "an integer", tuple: "a list", dict: "a mapping"}
+
+
+def _expected(exc: WrongTypeError) -> str:
+    """What a value should have been, and what it was: ``a number, got text``."""
+    kind = typing.get_origin(exc.hint) or exc.hint
+    if kind is Literal:
+        choices = ", ".join(repr(a) for a in typing.get_args(exc.hint))
+        return f"one of {choices}, got {exc.value!r}"
+    return f"{_EXPECTED.get(kind, getattr(kind, '__name__', str(kind)))}, got {_kind(exc.value)}"
 
 
 def _kind(value: Any) -> str:
