@@ -2,9 +2,9 @@
 
 Config sections (:func:`bt_sorter.config.build`, dataclass fields), tree parameters
 (:meth:`bt_sorter.behaviours.base.Param.check`) and Groot2 XML attributes, which are all
-text (:func:`bt_sorter.groot._typed`), come through :func:`convert`. It checks and converts
-one value and raises :class:`WrongTypeError` with what was expected and where inside the value;
-each caller words the error and names the file, line and node, which only it knows.
+text (the Groot2 reader's ``_typed``), come through :func:`convert`. It checks and converts
+one value and raises :class:`WrongTypeError` with what was expected and where inside the
+value; each caller words the error and names the file, line and node, which only it knows.
 
 Declared types: ``int``, ``float`` (an int is taken as a float), ``bool``, ``str``, ``list``,
 ``Literal[...]``, ``tuple[X, ...]`` (from a list), ``dict[K, V]``, ``X | Y`` or a tuple of
