@@ -15,7 +15,7 @@ Limits, each shown with the steady rate against it: the controller's own, when i
 has one (``measured_line.limit_items_per_minute``: feeder cycle vs. safe spacing, both
 measured), and the ground truth: 60 / max(feeder cycle, minimum safe spacing ÷ belt
 speed) on the line file's geometry, or the config's without ``--line``
-(bt_sorter.config.Config.limit_items_per_minute).
+(bt_sorter.sim.geometry.limit_items_per_minute).
 
     python bench/line.py --items 200 --speed 10
     python bench/line.py --all-lines --items 60 --speed 10
@@ -44,7 +44,8 @@ from typing import Any
 
 import yaml
 
-from bt_sorter.config import DEFAULT_CONFIG, load_config, load_line
+from bt_sorter.config import DEFAULT_CONFIG, load_config
+from bt_sorter.sim.geometry import geometry_of, limit_items_per_minute, load_line, min_item_spacing
 from bt_sorter.topology import FS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +160,8 @@ def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> st
     if line is not None and config is None:
         config = unknown_line_config(workdir)
     truth = load_config(line if line is not None else args.config)  # a line file is a config
-    truth_limit = truth.limit_items_per_minute()
+    truth_geometry = geometry_of(truth)
+    truth_limit = limit_items_per_minute(truth_geometry, truth.timings)
     results = []
     for tree in args.trees:
         results.append(run_tree(tree, args, workdir, config, line))
@@ -174,8 +176,8 @@ def bench_line(args: argparse.Namespace, line: Path | None, workdir: Path) -> st
         + "; ".join(f"{name} limit {value:.2f} items/min" for name, value in limits.items())
         + f" (the measured one from the controller's measured_line, when it has one; the "
         f"{'line file' if line else 'config'}'s = 60 / max(feeder cycle "
-        f"{truth.feeder_cycle():.2f} s, time for the safe spacing of "
-        f"{truth.min_item_spacing():.3f} m))",
+        f"{truth.timings.feeder_cycle():.2f} s, time for the safe spacing of "
+        f"{min_item_spacing(truth_geometry, truth.timings):.3f} m))",
         "",
     ]
     rows: list[list[str]] = []
@@ -236,7 +238,8 @@ def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
     notes: list[str] = []  # why a run stopped, where it did not end by itself
     for name, timings in TIMING_SETS.items():
         config = timing_config(workdir, name)
-        geometry = load_config(config).limit_items_per_minute()
+        loaded = load_config(config)
+        geometry = limit_items_per_minute(geometry_of(loaded), loaded.timings)
         for tree in args.trees:
             args.line_tag = name
             result = run_tree(tree, args, workdir, config, None)
@@ -267,7 +270,7 @@ def bench_timings(args: argparse.Namespace, workdir: Path) -> str:
         "spacing), docs/line-model.md) at the end of the run; limit while fed: the same rule's "
         "over the feeds of the steady half (60 / the mean least interval at each feed, empty "
         "feeds included); limit (geometry): the config's "
-        "(Config.limit_items_per_minute, the simulator's truth with no margin)"
+        "(sim.geometry.limit_items_per_minute, the simulator's truth with no margin)"
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

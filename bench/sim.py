@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bt_sorter.broker import start_broker
-from bt_sorter.config import load_config, load_line
+from bt_sorter.config import load_config
 from bt_sorter.sim import render
+from bt_sorter.sim.geometry import geometry_of, load_line
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.scripted import run_sequential
@@ -31,7 +32,7 @@ def line_cost(
 ) -> dict[str, object]:
     """Run ``items`` items through the simulator with the sequential client; its summary."""
     config = load_config(config_path)
-    geometry, topology = load_line(line) if line else (config.geometry(), config.topology)
+    geometry, topology = load_line(line) if line else (geometry_of(config), config.topology)
     labels = draw_labels(items, seed, config.sim.mix)
     with tempfile.TemporaryDirectory() as tmp, start_broker() as broker:
         started = time.monotonic()

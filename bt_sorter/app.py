@@ -32,6 +32,7 @@ from bt_sorter.portable import WINDOWS, stop_signals
 from bt_sorter.record import Record
 from bt_sorter.routes import check_classes, classes_of
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
+from bt_sorter.sim.geometry import check_line
 from bt_sorter.sim.process import SimulatorError
 from bt_sorter.trees import load_tree, node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
@@ -125,7 +126,7 @@ def make_context(
         config.line,
         tick=1.0 / timings.tick_hz,
         speed=speed,
-        feeder_cycle=timings.feed_hold + timings.feed_back,
+        feeder_cycle=timings.feeder_cycle(),
         rod_out=timings.push_hold + timings.push_back,
         topology=config.topology,
         routed=config.sorting.routes.values(),
@@ -347,6 +348,7 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         config = load_config(args.config or DEFAULT_CONFIG)
+        check_line(config)  # its line: section is also the built-in simulator's line
         if args.broker:
             host, _, port = args.broker.rpartition(":")
             if not host or not port.isdigit():

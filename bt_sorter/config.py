@@ -15,7 +15,6 @@ than real time; programs turn line time into wall time with :class:`bt_sorter.cl
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bt_sorter import protocol
-from bt_sorter.topology import FS, Topology
+from bt_sorter.coerce import WrongTypeError, convert
+from bt_sorter.topology import Topology
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bt_sorter/
@@ -101,42 +101,6 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
-class LineGeometry:
-    """The simulator's physical line, positions in metres from the feed point along the belt.
-
-    The defaults are the built-in line. The controller never reads this: it learns the
-    line (a config's ``line:`` section, :class:`LineConfig`, is at most its prior).
-    """
-
-    belt_speed: float = 0.1  # m/s
-    item_length: float = 0.06  # m, along the belt
-    feed_zone: float = 0.1  # m from 0 that must be clear before feeding
-    camera_position: float = 0.25
-    gate_positions: tuple[float, ...] = (0.5, 0.8, 1.1)
-    rod_offset: float = 0.05  # rod k+1's window centre is this far past gate k
-    rod_window: float = 0.08  # width of the zone a rod sweeps
-    belt_length: float = 1.4  # items fall off the end here into bin 1
-    rod_stroke_time: float = 0.2  # s to extend (or retract) a classifying rod
-    feeder_stroke_time: float = 0.5  # s for rod 1 to push an item onto the belt
-    camera_delay: float = 0.05  # s from the item under the camera to the picture sent
-
-    @classmethod
-    def for_gates(cls, gates: int) -> LineGeometry:
-        """The built-in line with ``gates`` gates: the FS scene's for 3; otherwise its gates
-        at the same 0.3 m pitch from 0.5 m and the belt end 0.3 m past the last gate."""
-        if gates == len(cls.gate_positions):
-            return cls()
-        positions = tuple(round(0.5 + 0.3 * k, 6) for k in range(gates))
-        return cls(gate_positions=positions, belt_length=round(positions[-1] + 0.3, 6))
-
-    def rod_window_of(self, rod: int, topology: Topology = FS) -> tuple[float, float]:
-        """The belt interval swept by classifying rod ``rod``: ``rod_offset`` past the gate
-        whose clear edge fires it (``topology``, the FS scene's by default)."""
-        centre = self.gate_positions[topology.gate_of(rod) - 1] + self.rod_offset
-        return centre - self.rod_window / 2, centre + self.rod_window / 2
-
-
-@dataclass(frozen=True)
 class MeasuredTime:
     """One learned time: median and spread (MAD scaled to a standard deviation), samples."""
 
@@ -153,16 +117,14 @@ class GateTimes:
     clear: MeasuredTime | None = None
 
 
-_GEOMETRY_KEYS = tuple(f.name for f in dataclasses.fields(LineGeometry))
-
-
 @dataclass(frozen=True)
 class LineConfig:
     """What is known of the line beforehand: a prior the controller confirms, never trusts.
 
     Two forms, both optional, key by key. Times (what ``run.py --calibrate`` writes): the
     picture and each gate's edges in seconds of belt running since the feed command.
-    Metres (an older config, a drawing): the :class:`LineGeometry` keys, turned into
+    Metres (an older config, a drawing): the keys of the simulator's line
+    (:class:`bt_sorter.sim.geometry.LineGeometry`, :data:`METRE_KEYS`), turned into
     expected times where belt speed and positions allow. Either is used only once a
     measurement has confirmed it (it then counts towards "the line is measured", so the
     pipelined tree learns for fewer items); a measurement that disagrees wins and is
@@ -183,10 +145,10 @@ class LineConfig:
     feeder_stroke_time: float | None = None
     camera_delay: float | None = None
 
-    def geometry(self, topology: Topology = FS) -> LineGeometry:
-        """The metre keys given here over the built-in line's with ``topology``'s gates."""
-        given = {k: getattr(self, k) for k in _GEOMETRY_KEYS if getattr(self, k) is not None}
-        return dataclasses.replace(LineGeometry.for_gates(topology.gates), **given)
+
+METRE_KEYS = tuple(
+    f.name for f in dataclasses.fields(LineConfig) if f.name not in ("picture", "gates")
+)
 
 
 @dataclass(frozen=True)
@@ -200,6 +162,10 @@ class Timings:
     push_hold: float = 1.0  # a classifying rod stays out this long
     push_back: float = 1.0  # after retracting it counts as back
     stop_wait: float = 1.0  # on exit: rods back, this long, then the belt stops
+
+    def feeder_cycle(self) -> float:
+        """Seconds from one feed to the next: rod 1 held out, then back."""
+        return self.feed_hold + self.feed_back
 
 
 @dataclass(frozen=True)
@@ -297,35 +263,6 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
-    def geometry(self) -> LineGeometry:
-        """The simulator's line: ``line:``'s metre keys over the built-in line's (with as many
-        gates as ``topology:`` declares, :meth:`LineGeometry.for_gates`)."""
-        if self.line is not None:
-            return self.line.geometry(self.topology)
-        return LineGeometry.for_gates(self.topology.gates)
-
-    def min_item_spacing(self) -> float:
-        """Head-to-head distance (m) that keeps a rod pushed for one item off the next.
-
-        From the simulator's geometry (:meth:`geometry`): its truth, not the controller's.
-        A rod is out from its push (the item's tail at its gate) for push_hold plus one
-        stroke; the next item's head must not reach the rod's window before then.
-        """
-        geo = self.geometry()
-        out_time = self.timings.push_hold + geo.rod_stroke_time
-        window_start = geo.rod_offset - geo.rod_window / 2
-        return geo.item_length + max(0.0, geo.belt_speed * out_time - window_start)
-
-    def feeder_cycle(self) -> float:
-        """Seconds from one feed to the next: rod 1 held out, then back."""
-        return self.timings.feed_hold + self.timings.feed_back
-
-    def limit_items_per_minute(self) -> float:
-        """The line's physical limit with these timings: feeder- or spacing-bound."""
-        geo = self.geometry()
-        spacing_time = max(self.min_item_spacing(), geo.feed_zone) / geo.belt_speed
-        return 60.0 / max(self.feeder_cycle(), spacing_time)
-
 
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a config file (the built-in default when ``path`` is None).
@@ -344,34 +281,6 @@ def load_config(path: str | Path | None = None) -> Config:
     config = dataclasses.replace(config, source=str(path))
     validate(config, data)
     return config
-
-
-class LineFile(typing.NamedTuple):
-    """A line file's line: where things are, and its gates and rods."""
-
-    geometry: LineGeometry
-    topology: Topology
-
-
-def load_line(path: str | Path) -> LineFile:
-    """Load a line file (``config/lines/*.yaml``): the simulator's own physical line.
-
-    The file holds a ``line:`` section, with the keys and checks of a config's, and may
-    hold a ``topology:`` section (without one, the line has the FS scene's shape); the
-    controller never reads it (it sees the line only through MQTT).
-    """
-    path = find_data(path)
-    data = load_file(path)
-    extra = sorted(set(data) - {"line", "topology"}) if isinstance(data, Located) else []
-    if not isinstance(data, Located) or extra or "line" not in data:
-        where = data.line_of(extra[0]) if extra else 1
-        found = f" (found {', '.join(extra)})" if extra else ""
-        raise SpecError(f"a line file holds line: and at most topology:{found}", path, where)
-    config = dataclasses.replace(build(Config, data, "config"), source=str(path))
-    _validate_shape(config, _failer(config, data))
-    if config.line is not None and (config.line.picture is not None or config.line.gates):
-        raise data["line"].error("a line file gives the line in metres, not measured times")
-    return LineFile(config.geometry(), config.topology)
 
 
 def config_error(config: Config, message: str, section: str, *keys: str) -> SpecError:
@@ -400,6 +309,12 @@ def _failer(config: Config, data: Located | None) -> Callable[..., SpecError]:
         return node.error(message, last)
 
     return fail
+
+
+def check_shape(config: Config, data: Located) -> None:
+    """The ``topology:`` and ``line:`` sections of ``data``, the file ``config`` was built
+    from (a line file: :func:`bt_sorter.sim.geometry.load_line`)."""
+    _validate_shape(config, _failer(config, data))
 
 
 def _validate_shape(config: Config, fail: Callable[..., SpecError]) -> None:
@@ -477,14 +392,6 @@ def _validate_line(line: LineConfig, topology: Topology, fail: Callable[..., Spe
             )
         if list(line.gate_positions) != sorted(line.gate_positions):
             raise fail("line.gate_positions must increase downstream", "line")
-    geo = line.geometry(topology)  # the stated keys, checked together with the defaults they meet
-    if not 0 < geo.camera_position < geo.gate_positions[0]:
-        raise fail("line.camera_position must lie between the feeder and gate 1", "line")
-    if geo.belt_length <= geo.gate_positions[-1] + geo.rod_offset + geo.rod_window / 2:
-        raise fail("line.belt_length must reach past the last rod", "line")
-    for name in ("belt_speed", "item_length", "rod_window", "feed_zone"):
-        if getattr(geo, name) <= 0:
-            raise fail(f"line.{name} must be positive", "line")
 
 
 def build(cls: type, data: Any, where: str) -> Any:
@@ -498,50 +405,29 @@ def build(cls: type, data: Any, where: str) -> Any:
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise data.error(f"{where}: unknown key {key!r} (known: {known})", key)
-        kwargs[key] = coerce(hints[key], value, f"{where}.{key}", data, key)
+        kwargs[key] = _field(hints[key], value, f"{where}.{key}", data, key)
     return cls(**kwargs)
 
 
-def coerce(hint: Any, value: Any, where: str, parent: Located, key: str) -> Any:
-    """Check ``value`` against type ``hint``; return it converted (list → tuple, int → float)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(inner[0], value, where, parent, key)
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise parent.error(f"{where} must be one of {choices}, got {value!r}", key)
-        return value
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)  # type: ignore[arg-type]
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise parent.error(f"{where} must be a list, got {_kind(value)}", key)
-        return tuple(coerce(args[0], v, f"{where}[{i}]", parent, key) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise parent.error(f"{where} must be a mapping, got {_kind(value)}", key)
-        return {
-            coerce(args[0], k, where, parent, key): coerce(args[1], v, f"{where}.{k}", parent, key)
-            for k, v in value.items()
-        }
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise parent.error(f"{where} must be a number, got {_kind(value)}", key)
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise parent.error(f"{where} must be an integer, got {_kind(value)}", key)
-        return value
-    if hint in (bool, str):
-        if not isinstance(value, hint):
-            raise parent.error(f"{where} must be {hint.__name__}, got {_kind(value)}", key)
-        return value
-    raise TypeError(f"config type {hint!r} is not supported")  # a programming error
+def _field(hint: Any, value: Any, where: str, parent: Located, key: str) -> Any:
+    """``value`` of ``parent[key]`` as type ``hint`` (:func:`bt_sorter.coerce.convert`:
+    list → tuple, int → float); a wrong type is an error at the key's line."""
+    try:
+        return convert(hint, value, build=lambda cls, v, path: build(cls, v, where + path))
+    except WrongTypeError as exc:
+        raise parent.error(f"{where}{exc.path} must be {_expected(exc)}", key) from None
+
+
+_EXPECTED = {float: "a number", int: "an integer", tuple: "a list", dict: "a mapping"}
+
+
+def _expected(exc: WrongTypeError) -> str:
+    """What a value should have been, and what it was: ``a number, got text``."""
+    kind = typing.get_origin(exc.hint) or exc.hint
+    if kind is Literal:
+        choices = ", ".join(repr(a) for a in typing.get_args(exc.hint))
+        return f"one of {choices}, got {exc.value!r}"
+    return f"{_EXPECTED.get(kind, getattr(kind, '__name__', str(kind)))}, got {_kind(exc.value)}"
 
 
 def _kind(value: Any) -> str:

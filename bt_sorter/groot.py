@@ -41,12 +41,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, get_origin
 from xml.parsers import expat
 
 import yaml
 
 from bt_sorter.behaviours.base import REGISTRY, Param
+from bt_sorter.coerce import WrongTypeError, convert
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, read_spec_text
 
 BTCPP_FORMAT = "4"
@@ -322,22 +323,10 @@ def parse_xml(text: str, file: str) -> _Element:
 def _typed(param: Param, text: str) -> Any:
     """An attribute's text as the parameter's type (left as text if it is none: the loader
     then reports the wrong type with file and line)."""
-    if get_origin(param.type) is Literal:
-        return next((a for a in get_args(param.type) if str(a) == text), text)
-    types = param.type if isinstance(param.type, tuple) else (param.type,)
-    for t in types:
-        if t is bool and text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        if t is list:
-            return text.split(LIST_SEP) if text else []
-        if t in (int, float):
-            try:
-                return t(text)
-            except ValueError:
-                continue
-        if t is str:
-            return text
-    return text
+    try:
+        return convert(param.type, text, text=True, sep=LIST_SEP)
+    except WrongTypeError:
+        return text
 
 
 def _located(file: str, line: int, items: list[tuple[str, Any]]) -> Located:

@@ -19,7 +19,6 @@ import argparse
 import base64
 import bisect
 import contextlib
-import dataclasses
 import json
 import sys
 import threading
@@ -32,7 +31,7 @@ from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Item, Outcome
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, LineConfig, LineGeometry, SortingConfig
+from bt_sorter.config import METRE_KEYS, Config, LineConfig, SortingConfig
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record, record_files
 from bt_sorter.topology import Topology
@@ -91,9 +90,8 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
 
 
 def _context(header: dict[str, Any]) -> Context:
-    fields = {f.name for f in dataclasses.fields(LineGeometry)}
     line = {k: tuple(v) if isinstance(v, list) else v
-            for k, v in (header.get("line") or {}).items() if k in fields}  # fmt: skip
+            for k, v in (header.get("line") or {}).items() if k in METRE_KEYS}  # fmt: skip
     prior = LineConfig(**line) if line else None  # the metres the run was told, if any
     shape = header.get("topology") or {}  # a record without one is the FS scene's
     topology = Topology(int(shape.get("gates", 3)), tuple(shape.get("rod_gates", (1, 2, 3))))

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from bt_sorter.config import LineGeometry, load_line
+from bt_sorter.sim.geometry import LineGeometry, load_line
 from bt_sorter.topology import FS
 
 ROOT = Path(__file__).resolve().parent.parent

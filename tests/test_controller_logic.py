@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 
 from bt_sorter import log as logs
-from bt_sorter.config import FaultConfig, LineConfig, LineGeometry
+from bt_sorter.config import FaultConfig, LineConfig
 from bt_sorter.harness.run import Result, run_scenario
 from bt_sorter.harness.scenario import Scenario, draw
 from bt_sorter.harness.world import Delay, VisionModel
 from bt_sorter.linemodel import prior_times
+from bt_sorter.sim.geometry import LineGeometry, load_line
 from bt_sorter.topology import FS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,8 +234,6 @@ def test_a_push_later_than_max_delay_after_its_edge_is_given_up(tmp_path: Path) 
 def test_every_item_is_sorted_on_a_line_the_controller_was_not_told(
     line: str, tree: str, tmp_path: Path
 ) -> None:
-    from bt_sorter.config import load_line
-
     geometry = load_line(ROOT / "config" / "lines" / f"{line}.yaml").geometry
     result, _ = run(builtin(tree, items=10, geometry=geometry, speed=3.0), tmp_path)
     assert result.failures == [] and in_own_bins(result) == 10
@@ -242,8 +241,6 @@ def test_every_item_is_sorted_on_a_line_the_controller_was_not_told(
 
 def test_a_wrong_configured_line_is_reported_and_overruled(tmp_path: Path) -> None:
     # The controller is told the built-in line; the line is slow_long.
-    from bt_sorter.config import load_line
-
     geometry = load_line(ROOT / "config" / "lines" / "slow_long.yaml").geometry
     scenario = builtin(PIPELINED, items=10, geometry=geometry)
     told = dataclasses.asdict(LineGeometry())

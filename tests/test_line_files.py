@@ -19,7 +19,8 @@ import yaml
 from line_runs import ALL_LINE_FILES, LINE_FILES, ROOT, SHAPED_LINE_FILES, speed_for
 
 from bt_sorter.broker import BrokerProcess, free_port
-from bt_sorter.config import load_config, load_line
+from bt_sorter.config import load_config
+from bt_sorter.sim.geometry import geometry_of, load_line
 from bt_sorter.sim.line import course_rule_problems, draw_labels
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.scripted import run_sequential
@@ -35,14 +36,14 @@ def test_line_files_are_sortable_lines_in_the_target_range() -> None:
         assert 0.05 <= geo.belt_speed <= 0.5, path
         assert 0.03 <= geo.item_length <= 0.15, path
         assert course_rule_problems(geo, topology=topology) == [], path
-        assert geo != CONFIG.geometry(), f"{path} is the built-in line"
+        assert geo != geometry_of(CONFIG), f"{path} is the built-in line"
         assert path.read_text("utf-8").startswith("# "), f"{path}: no header comment"
 
 
 def test_course_rule_problems_finds_a_rod_window_the_rule_misses() -> None:
     import dataclasses
 
-    geo = CONFIG.geometry()
+    geo = geometry_of(CONFIG)
     assert course_rule_problems(geo) == []
     late = dataclasses.replace(geo, rod_offset=0.12)  # window 0.08..0.16 m past the gate
     assert any("not yet in rod 2's window" in p for p in course_rule_problems(late))

@@ -15,6 +15,7 @@ from peer import Peer
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess
 from bt_sorter.config import load_config
+from bt_sorter.sim.geometry import geometry_of
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.scripted import ScriptedRun, run_sequential
 from bt_sorter.vision.classifier import BadPictureError
@@ -143,7 +144,7 @@ def test_belt_drift_makes_gate_intervals_grow_on_the_broker(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
     speed = 10.0  # line s = 10 x wall s: the intervals below are 0.6 and 0.75 wall s
-    geo = CONFIG.geometry()
+    geo = geometry_of(CONFIG)
     # item 1 clears gate 3 at about 13.5 line s, item 2 lands at about 14.0: drift between
     drift_at, factor = 13.8, 0.8
     peer = Peer(broker, protocol.FEEDBACK_TOPIC)

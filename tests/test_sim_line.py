@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bt_sorter.config import LineConfig, LineFile, LineGeometry, load_config, load_line
+from bt_sorter.config import LineConfig, load_config
 from bt_sorter.protocol import ALL_PULL, BELT_RUN, BELT_STOP, Action, Command, pull, push
+from bt_sorter.sim.geometry import (
+    LineFile,
+    LineGeometry,
+    geometry_of,
+    load_line,
+    min_item_spacing,
+)
 from bt_sorter.sim.line import (
     JAM,
     STUCK,
@@ -23,7 +30,7 @@ from bt_sorter.sim.line import (
 from bt_sorter.sim.summary import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
-GEO = load_config().geometry()
+GEO = geometry_of(load_config())
 V = GEO.belt_speed
 L = GEO.item_length
 STROKE = GEO.feeder_stroke_time
@@ -314,7 +321,7 @@ def test_the_summary_counts_every_bin_of_the_line_even_when_empty() -> None:
 
 @pytest.mark.parametrize("shape", [FIVE_BINS, TRACKING_GATE], ids=["five_bins", "tracking_gate"])
 def test_items_fed_at_the_configs_min_spacing_each_reach_their_bin(shape: LineFile) -> None:
-    """Config.min_item_spacing holds on a line of any shape: fed that far apart (a fast
+    """min_item_spacing holds on a line of any shape: fed that far apart (a fast
     feeder, so that spacing binds) and pushed at their gates, every item reaches its bin;
     a fifth closer, a rod still out takes the next item too."""
     config = load_config().replace(
@@ -323,7 +330,7 @@ def test_items_fed_at_the_configs_min_spacing_each_reach_their_bin(shape: LineFi
     config = config.replace(
         timings=dataclasses.replace(config.timings, feed_hold=0.6, feed_back=0.3)
     )
-    geo, t = config.geometry(), config.timings
+    geo, t = geometry_of(config), config.timings
     assert geo == shape.geometry
     rods = [*shape.topology.classifying_rods, None]
     labels = [str(rods[k % len(rods)]) for k in range(12)]
@@ -342,7 +349,7 @@ def test_items_fed_at_the_configs_min_spacing_each_reach_their_bin(shape: LineFi
         run_script(line, script, len(labels) * every + 30.0)
         return [item.bin for item in line.items]
 
-    spacing = config.min_item_spacing() / geo.belt_speed
-    assert spacing > config.feeder_cycle()  # the spacing binds, not the feeder
+    spacing = min_item_spacing(geo, t) / geo.belt_speed
+    assert spacing > t.feeder_cycle()  # the spacing binds, not the feeder
     assert sorted_bins(spacing + 0.01) == [int(x) if x != "None" else 1 for x in labels]
     assert sorted_bins(spacing * 0.8) != [int(x) if x != "None" else 1 for x in labels]

@@ -15,6 +15,7 @@ import pytest
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess, start_broker
 from bt_sorter.config import load_config
+from bt_sorter.sim.geometry import geometry_of
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.scripted import ScriptedRun, run_sequential
@@ -53,7 +54,7 @@ def sorted_run(broker: str, tmp: Path, items: int, seed: int, speed: float = SOR
             routes=ROUTES,
             speed=speed,
             timings=CONFIG.timings,
-            geometry=CONFIG.geometry(),
+            geometry=geometry_of(CONFIG),
         )
         summary = sim.wait(timeout=30)
     return Outcome(summary, read_ledger(tmp / "ledger.jsonl"), run, labels)

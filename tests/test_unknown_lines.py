@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from line_runs import ROOT, run_unknown_line, speed_for, true_timings
 
-from bt_sorter.config import load_config, load_line
+from bt_sorter.config import load_config
+from bt_sorter.sim.geometry import load_line
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.summary import route_bin
 

@@ -22,6 +22,7 @@ import py_trees
 
 from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
+from bt_sorter.coerce import WrongTypeError, convert
 from bt_sorter.config import Config
 from bt_sorter.log import get_logger
 from bt_sorter.record import Record
@@ -51,19 +52,13 @@ class Param:
         return str(self.type.__name__)
 
     def check(self, value: Any) -> Any:
-        """Return ``value`` converted to the declared type; raise ValueError if it is not one."""
-        if get_origin(self.type) is Literal:
-            if value not in get_args(self.type):
-                raise ValueError(f"must be one of {self.type_name()}, got {value!r}")
-            return value
-        types = self.type if isinstance(self.type, tuple) else (self.type,)
-        if isinstance(value, bool) and bool not in types:
-            raise ValueError(f"must be {self.type_name()}, got {value!r}")
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, types):
-            raise ValueError(f"must be {self.type_name()}, got {value!r}")
-        return value
+        """Return ``value`` converted to the declared type (:func:`bt_sorter.coerce.convert`);
+        raise ValueError if it is not one."""
+        try:
+            return convert(self.type, value)
+        except WrongTypeError:
+            one_of = "one of " if get_origin(self.type) is Literal else ""
+            raise ValueError(f"must be {one_of}{self.type_name()}, got {value!r}") from None
 
 
 @dataclasses.dataclass

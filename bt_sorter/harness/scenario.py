@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from bt_sorter.config import FaultConfig, LineGeometry
+from bt_sorter.config import FaultConfig
 from bt_sorter.harness.world import Delay, Outage, VisionModel
+from bt_sorter.sim.geometry import LineGeometry
 from bt_sorter.sim.line import course_rule_problems
 from bt_sorter.topology import FS, Topology
 

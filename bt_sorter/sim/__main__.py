@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bt_sorter import log as logmod
-from bt_sorter.config import Config, FaultConfig, load_config, load_line
+from bt_sorter.config import Config, FaultConfig, load_config
 from bt_sorter.portable import stop_signals
+from bt_sorter.sim.geometry import check_line, geometry_of, load_line
 from bt_sorter.yamlio import SpecError
 
 # CLI flag -> FaultConfig field, with the value type
@@ -144,7 +145,7 @@ def run_options(config: Config, args: argparse.Namespace) -> Any:
     if args.line is not None:
         geometry, topology = load_line(args.line)
     else:
-        geometry, topology = config.geometry(), config.topology
+        geometry, topology = geometry_of(config), config.topology
     return SimOptions(
         host=host,
         port=port,
@@ -168,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bt_sorter.sim.node import SimNode
 
     config = load_config(args.config)
+    check_line(config)
     options = run_options(config, args)
     log.info("sim_line", topology=options.topology.describe(), line_file=args.line)
     for problem in course_rule_problems(options.geometry, topology=options.topology):

@@ -22,10 +22,11 @@ from typing import IO, Any
 import numpy as np
 
 from bt_sorter import protocol
-from bt_sorter.config import Config, FaultConfig, LineGeometry, config_error
+from bt_sorter.config import Config, FaultConfig, config_error
 from bt_sorter.log import get_logger
 from bt_sorter.sim import render
 from bt_sorter.sim.faults import FLICKER_OFFSETS, FaultInjector
+from bt_sorter.sim.geometry import LineGeometry
 from bt_sorter.sim.line import (
     GateChanged,
     Item,

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bt_sorter.config import LineGeometry
 from bt_sorter.protocol import Action, Command
+from bt_sorter.sim.geometry import LineGeometry
 from bt_sorter.topology import FEEDER, FS, Topology
 
 _EPS = 1e-9  # m: how far downstream a moving item is judged

@@ -24,9 +24,10 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import Config, FaultConfig, LineGeometry
+from bt_sorter.config import Config, FaultConfig
 from bt_sorter.log import get_logger
 from bt_sorter.sim.core import SimCore, check_mix
+from bt_sorter.sim.geometry import LineGeometry
 from bt_sorter.topology import FS, Topology
 
 __all__ = ["STEP_HZ", "SimNode", "SimOptions", "check_mix"]

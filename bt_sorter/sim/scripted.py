@@ -20,7 +20,8 @@ import paho.mqtt.client as mqtt
 
 from bt_sorter import protocol
 from bt_sorter.clock import LineClock
-from bt_sorter.config import LineGeometry, Timings
+from bt_sorter.config import Timings
+from bt_sorter.sim.geometry import LineGeometry
 from bt_sorter.topology import FS, Topology
 
 EDGE_TIMEOUT = 40.0  # line s to wait for an item's gate edge before giving up on it
