@@ -59,10 +59,10 @@ from py_trees.common import Status
 
 from bt_sorter import address
 from bt_sorter.behaviours.base import Context
-from bt_sorter.groot import BTCPP_FORMAT, SUBTREE, _Exporter, kind_key
 from bt_sorter.log import get_logger
 from bt_sorter.topology import Topology
 from bt_sorter.trace import walk
+from bt_sorter.trees.groot import BTCPP_FORMAT, SUBTREE, _Exporter, kind_key
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 log = get_logger("bt_sorter.groot2")
@@ -113,7 +113,7 @@ class MonitorTree:
 
 
 def _subst(value: Any, names: dict[str, int] | None) -> Any:
-    from bt_sorter.trees import PLACEHOLDER
+    from bt_sorter.trees.build import PLACEHOLDER
 
     if isinstance(value, dict) and len(value) == 1 and None in value.values():
         word = next(iter(value))  # YAML's unquoted {rod}: as the loader reads it
@@ -153,7 +153,7 @@ class _Running(_Exporter):
         return element
 
     def run_node(self, spec: Located, file: Path, path: str) -> ET.Element:
-        from bt_sorter.trees import FOR_EACH_ROD, INCLUDE
+        from bt_sorter.trees.build import FOR_EACH_ROD, INCLUDE
 
         key = kind_key(spec)
         if key == INCLUDE:
@@ -192,7 +192,7 @@ class _Running(_Exporter):
 def monitor_tree(path: str | Path, root: Behaviour, topology: Topology) -> MonitorTree:
     """The running tree's XML for Groot2, from the tree file ``path`` that built ``root``
     on a line of ``topology``; a GrootError if the two do not agree node for node."""
-    from bt_sorter.groot import load_xml
+    from bt_sorter.trees.groot import load_xml
 
     path = Path(path)
     data = load_xml(path) if path.suffix.lower() == ".xml" else load_file(path)
@@ -575,7 +575,7 @@ CATEGORY = {"composite": "Control", "decorator": "Decorator", "leaf": "Action"}
 def record_tree(shape: list[dict[str, Any]], tree_id: str = "recorded") -> MonitorTree:
     """A monitor tree from a record's tree shape (names, classes, parents; no ports: the
     record keeps none), uid = node id + 1, includes inlined into one BehaviorTree."""
-    from bt_sorter.groot import BUILTIN_TAGS
+    from bt_sorter.trees.groot import BUILTIN_TAGS
 
     elements: list[ET.Element] = []
     used: dict[str, str] = {}

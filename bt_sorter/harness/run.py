@@ -45,7 +45,7 @@ from bt_sorter.sim import render
 from bt_sorter.sim.core import SimCore
 from bt_sorter.sim.line import RodState
 from bt_sorter.sim.summary import route_bin
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 
 THROUGHPUT_FLOOR = 0.5  # healthy pipelined runs: steady feeds per minute / measured limit

@@ -91,7 +91,7 @@ FOR_EACH_ROD_DOC = (
 
 
 def _kinds() -> dict[str, Any]:
-    from bt_sorter.trees import KINDS  # here: trees.py imports this module lazily
+    from bt_sorter.trees.build import KINDS  # here: build.py imports this module lazily
 
     return KINDS
 
@@ -128,7 +128,7 @@ def _port_doc(param: Param) -> str:
 
 def kind_key(spec: Located) -> str:
     """The key that names a (checked) node's kind."""
-    from bt_sorter.trees import FOR_EACH_ROD
+    from bt_sorter.trees.build import FOR_EACH_ROD
 
     kinds = _kinds()
     return next(k for k in spec if k in kinds or k in REGISTRY or k in ("include", FOR_EACH_ROD))
@@ -162,7 +162,7 @@ class _Exporter:
         return tree_id
 
     def node(self, spec: Located, file: Path) -> ET.Element:
-        from bt_sorter.trees import FOR_EACH_ROD
+        from bt_sorter.trees.build import FOR_EACH_ROD
 
         key = kind_key(spec)
         name = spec[key]
@@ -254,7 +254,7 @@ class _Exporter:
 
 def export_xml(path: str | Path) -> str:
     """The BehaviorTree.CPP v4 XML of the tree file ``path`` (checked first: a SpecError)."""
-    from bt_sorter.trees import check_tree
+    from bt_sorter.trees.build import check_tree
 
     path = Path(path)
     check_tree(path)
@@ -467,7 +467,7 @@ class _Reader:
     def for_each_rod(
         self, element: _Element, name: str, attrs: dict[str, str], subtree: SubtreeFn
     ) -> Located:
-        from bt_sorter.trees import FOR_EACH_ROD
+        from bt_sorter.trees.build import FOR_EACH_ROD
 
         if attrs:
             raise SpecError(f"node {name!r} ({FOR_EACH_ROD_TAG}): no ports, got "
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.output.write_text(text, encoding="utf-8")
                 print(f"wrote {args.output}")
         else:
-            from bt_sorter.trees import check_tree
+            from bt_sorter.trees.build import check_tree
 
             check_tree(args.xml)
             for path in import_xml(args.xml, args.output):

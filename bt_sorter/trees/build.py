@@ -566,15 +566,15 @@ class _Builder:
 
 
 def load_tree(path: str | Path, ctx: Context) -> Behaviour:
-    """Read, check and build the tree in ``path`` (YAML, or Groot2's XML: ``bt_sorter.groot``);
-    every problem is a SpecError."""
+    """Read, check and build the tree in ``path`` (YAML, or Groot2's XML,
+    ``bt_sorter.trees.groot``); every problem is a SpecError."""
     builder = _Builder(ctx)
     try:
         builder.files.append(Path(path).resolve())
     except (OSError, ValueError, RuntimeError) as exc:
         raise SpecError(f"bad path: {exc}", path) from None
     if Path(path).suffix.lower() == ".xml":
-        from bt_sorter.groot import load_xml
+        from bt_sorter.trees.groot import load_xml
 
         return builder.tree_file(load_xml(path), str(path), 0)
     return builder.tree_file(load_file(path), str(path), 0)
@@ -615,9 +615,3 @@ def node_catalogue() -> str:
         out.append("  (none registered)")
     out += ["  " + describe(REGISTRY[n]).replace("\n", "\n  ") for n in sorted(REGISTRY)]
     return "\n".join(out)
-
-
-if __name__ == "__main__":  # python -m bt_sorter.trees export|import (Groot2's XML)
-    from bt_sorter.groot import main
-
-    raise SystemExit(main())
