@@ -26,7 +26,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import Config
 from bt_sorter.record import Record
 from bt_sorter.trees.build import load_tree
-from bt_sorter.trees.groot import export_xml
+from bt_sorter.trees.cli import export_xml
 from bt_sorter.yamlio import SpecError
 
 TREES = sorted(Path("trees").glob("*.yaml"))

@@ -14,8 +14,10 @@ import pytest
 
 from bt_sorter.behaviours.base import REGISTRY
 from bt_sorter.trace import tree_shape
-from bt_sorter.trees.build import FOR_EACH_ROD, INCLUDE, KINDS, _params_of, check_tree
-from bt_sorter.trees.groot import export_xml, import_xml
+from bt_sorter.trees.build import check_tree, load_tree
+from bt_sorter.trees.cli import export_xml
+from bt_sorter.trees.groot import import_xml
+from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, KINDS, _params_of
 from bt_sorter.yamlio import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +176,6 @@ def test_for_each_rod_goes_to_groot_as_a_control_and_serves_any_line(tmp_path: P
     from bt_sorter.linemodel import LineModel
     from bt_sorter.record import Record
     from bt_sorter.topology import Topology
-    from bt_sorter.trees.build import load_tree
 
     xml = tmp_path / "sort_pipelined.xml"
     xml.write_text(export_xml(ROOT / "trees" / "sort_pipelined.yaml"), encoding="utf-8")

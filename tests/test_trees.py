@@ -20,7 +20,9 @@ from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
 from bt_sorter.record import Record
-from bt_sorter.trees.build import KINDS, MAX_DEPTH, MAX_NODES, Guard, load_tree, node_catalogue
+from bt_sorter.trees.build import MAX_DEPTH, MAX_NODES, load_tree
+from bt_sorter.trees.cli import node_catalogue
+from bt_sorter.trees.vocabulary import KINDS, Guard
 from bt_sorter.yamlio import SpecError
 
 REPO = Path(__file__).resolve().parent.parent

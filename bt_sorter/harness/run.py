@@ -2,7 +2,7 @@
 
 :func:`run_scenario` builds the controller exactly as ``run.py`` does (the config file
 through :func:`bt_sorter.config.load_config`, :func:`bt_sorter.app.make_context`,
-:func:`bt_sorter.trees.load_tree`, the model/route check), puts it on a
+:func:`bt_sorter.trees.build.load_tree`, the model/route check), puts it on a
 :class:`~bt_sorter.harness.world.World`, and runs the real runner until it stops. Then
 the oracles (:func:`judge`) compare what the controller did with what the line did:
 
