@@ -81,6 +81,19 @@ def test_export_is_btcpp_v4_with_every_leaf_declared(tree: Path) -> None:
         assert ports == [p.name for p in REGISTRY[leaf].params]
 
 
+def test_model_describes_each_leaf_in_whole_sentences() -> None:
+    """Groot2 shows a leaf's description from the model: its docstring's first paragraph,
+    whole, even where it runs over several lines (TrackItems', StackEmpty's)."""
+    root = ET.fromstring(export_xml(ROOT / "trees" / "sort_pipelined.yaml"))
+    model = {m.get("ID"): m.findtext("description") for m in root.find("TreeNodesModel")}
+    assert model["TrackItems"].startswith("Match this tick's gate edges and pictures to the ")
+    assert model["TrackItems"].endswith(" a stray edge is counted and ignored.")
+    assert model["StackEmpty"].endswith(" lengthened after an earlier empty feed, else FAILURE.")
+    for tag, text in model.items():
+        if tag in REGISTRY:
+            assert text.endswith(".") and "\n" not in text, (tag, text)
+
+
 def run_py(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],

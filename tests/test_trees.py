@@ -647,6 +647,20 @@ def test_node_catalogue_lists_kinds_and_registered_leaves_with_parameters() -> N
     assert "num_failures (int, required)" in text
 
 
+def test_node_catalogue_says_what_each_leaf_does_in_whole_sentences() -> None:
+    """run.py --help gives each leaf its docstring's first paragraph on one line, whole,
+    even where it runs over several lines (TrackItems', StackEmpty's), not its first line."""
+    lines = node_catalogue().splitlines()
+    said = {n: next(ln for ln in lines if ln.startswith(f"  {n}: ")) for n in REGISTRY}
+    assert said["TrackItems"].startswith("  TrackItems: Match this tick's gate edges and ")
+    assert said["TrackItems"].endswith(" a stray edge is counted and ignored.")
+    assert said["StackEmpty"].endswith(" lengthened after an earlier empty feed, else FAILURE.")
+    ours = [n for n, cls in REGISTRY.items() if cls.__module__.startswith("bt_sorter.")]
+    assert len(ours) >= 20
+    for name in ours:
+        assert said[name].endswith("."), said[name]
+
+
 # --- property: any text is a tree or a SpecError, never a crash -------------------------------
 
 _TMP = Path(tempfile.mkdtemp(prefix="bt_sorter_trees_"))

@@ -44,7 +44,7 @@ from xml.parsers import expat
 
 import yaml
 
-from bt_sorter.behaviours.base import REGISTRY, Param
+from bt_sorter.behaviours.base import REGISTRY, Param, summary
 from bt_sorter.trees.vocabulary import FOR_EACH_ROD, KINDS, kind_key
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, read_spec_text
 
@@ -227,8 +227,7 @@ class _Exporter:
         if tag == FOR_EACH_ROD_TAG:
             return FOR_EACH_ROD_DOC
         if tag in REGISTRY:
-            lines = (REGISTRY[tag].__doc__ or "").strip().splitlines()
-            return lines[0] if lines else ""
+            return summary(REGISTRY[tag])
         kind = KIND_OF_TAG.get(tag)
         return str(KINDS[kind].doc) if kind else ""
 
