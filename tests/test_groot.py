@@ -17,7 +17,7 @@ from bt_sorter.trace import tree_shape
 from bt_sorter.trees.build import check_tree, load_tree
 from bt_sorter.trees.cli import export_xml
 from bt_sorter.trees.groot import import_xml
-from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, KINDS, _params_of
+from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, KINDS, params_of
 from bt_sorter.yamlio import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def _node(spec: dict[str, Any], file: Path) -> Any:
     key = next(k for k in spec if k in KINDS or k in REGISTRY or k in (INCLUDE, FOR_EACH_ROD))
     if key == INCLUDE:
         return {"include": canonical(file.parent / spec[INCLUDE]), "name": spec.get("name")}
-    params = {p.name: spec.get(p.name, p.default) for p in _params_of(key)}
+    params = {p.name: spec.get(p.name, p.default) for p in params_of(key)}
     out: dict[str, Any] = {"kind": key, "name": spec[key], "params": params}
     for structural in ("children", "child", "condition"):
         if structural in spec:

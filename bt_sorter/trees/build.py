@@ -59,10 +59,10 @@ from bt_sorter.trees.vocabulary import (
     INCLUDE,
     KINDS,
     PLACEHOLDER,
-    _all_kinds,
-    _Bad,
-    _other_keys,
-    _params_of,
+    NodeError,
+    all_kinds,
+    other_keys,
+    params_of,
 )
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, load_text
 
@@ -177,7 +177,7 @@ class _Builder:
                 extras = [self.one(spec, k, label, depth) for k in kind.extra]
                 return kind.build(name, values, child, self.ctx, *extras)
             return kind.build(name, values, child, self.ctx)
-        except _Bad as bad:
+        except NodeError as bad:
             raise spec.error(f"{label}: {bad}", bad.key) from None
 
     def unique(self, spec: Located, key: str, name: str, label: str) -> None:
@@ -195,7 +195,7 @@ class _Builder:
             raise spec.error("empty node: expected a kind key such as 'sequence: <name>'")
         kinds = [k for k in spec if k in KINDS or k in REGISTRY or k in (INCLUDE, FOR_EACH_ROD)]
         if len(kinds) > 1:  # a leaf parameter may share a decorator's key ("timeout")
-            kinds = [k for k in kinds if not any(k in _other_keys(o) for o in kinds if o != k)]
+            kinds = [k for k in kinds if not any(k in other_keys(o) for o in kinds if o != k)]
         if len(kinds) == 1:
             return kinds[0]
         if len(kinds) > 1:
@@ -203,7 +203,7 @@ class _Builder:
             raise spec.error(
                 f"two node kinds {named} in one node (a node has exactly one)", kinds[1]
             )
-        words = {w for k in _all_kinds() for w in _other_keys(k)}
+        words = {w for k in all_kinds() for w in other_keys(k)}
         unknown = [k for k in spec if k not in words]
         if not unknown:
             found = ", ".join(repr(k) for k in spec)
@@ -214,12 +214,12 @@ class _Builder:
         first = unknown[0]
         name = spec[first]
         label = f"node {name!r}: " if isinstance(name, str) else ""
-        hint = _hint(first, _all_kinds()) or " (run.py --help lists the kinds)"
+        hint = _hint(first, all_kinds()) or " (run.py --help lists the kinds)"
         raise spec.error(f"{label}unknown node kind {first!r}{hint}", first)
 
     def check_params(self, spec: Located, key: str, label: str) -> dict[str, Any]:
-        params = _params_of(key)
-        allowed = _other_keys(key)
+        params = params_of(key)
+        allowed = other_keys(key)
         for other in spec:
             if other != key and other not in allowed:
                 known = ", ".join(sorted(allowed)) or "none"
@@ -256,12 +256,12 @@ class _Builder:
 
     def children(self, spec: Located, label: str, depth: int) -> list[Behaviour]:
         if "children" not in spec:
-            raise _Bad("needs a 'children:' list of nodes")
+            raise NodeError("needs a 'children:' list of nodes")
         items = spec["children"]
         if not isinstance(items, LocatedList):
-            raise _Bad(f"'children' must be a list of nodes, got {_short(items)}", "children")
+            raise NodeError(f"'children' must be a list of nodes, got {_short(items)}", "children")
         if not items:
-            raise _Bad("'children' is empty; give at least one node", "children")
+            raise NodeError("'children' is empty; give at least one node", "children")
         out: list[Behaviour] = []
         for item, line in zip(items, items.item_lines, strict=True):
             if isinstance(item, Located) and FOR_EACH_ROD in item:
@@ -296,10 +296,10 @@ class _Builder:
 
     def one(self, spec: Located, key: str, label: str, depth: int) -> Behaviour:
         if key not in spec:
-            raise _Bad(f"needs a '{key}:' node")
+            raise NodeError(f"needs a '{key}:' node")
         value = spec[key]
         if isinstance(value, list):
-            raise _Bad(f"'{key}' takes one node, not a list (wrap them in a sequence)", key)
+            raise NodeError(f"'{key}' takes one node, not a list (wrap them in a sequence)", key)
         return self.node(value, spec.file, spec.line_of(key), depth + 1)
 
     def include(self, spec: Located, depth: int) -> Behaviour:

@@ -25,8 +25,9 @@ from bt_sorter.blackboard import Blackboard
 from bt_sorter.yamlio import Located
 
 
-class _Bad(Exception):  # noqa: N818  (internal: becomes a SpecError)
-    """A problem with one node, raised by a kind's builder; ``key`` says which line."""
+class NodeError(Exception):
+    """A problem with one node, raised by a kind's builder; ``key`` says which line (the
+    builder turns it into a SpecError with file and line)."""
 
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
@@ -73,26 +74,26 @@ def _selector(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Cont
 def _parallel(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
     policy_name, sync, selected = v["policy"], v["synchronise"], v["selected"]
     if selected is not None and policy_name != "success_on_selected":
-        raise _Bad("'selected' applies only to policy success_on_selected", "selected")
+        raise NodeError("'selected' applies only to policy success_on_selected", "selected")
     policy: ParallelPolicy.Base
     if policy_name == "success_on_all":
         policy = ParallelPolicy.SuccessOnAll(synchronise=sync)
     elif policy_name == "success_on_one":
         if sync:
-            raise _Bad("'synchronise' does not apply to policy success_on_one", "synchronise")
+            raise NodeError("'synchronise' does not apply to policy success_on_one", "synchronise")
         policy = ParallelPolicy.SuccessOnOne()
     else:
         if not selected:
-            raise _Bad("policy success_on_selected needs 'selected: [child names]'", "policy")
+            raise NodeError("policy success_on_selected needs 'selected: [child names]'", "policy")
         by_name: dict[str, Behaviour] = {}
         for child in children:
             if child.name in by_name:
-                raise _Bad(f"two children named {child.name!r}; 'selected' needs unique names")
+                raise NodeError(f"two children named {child.name!r}; 'selected' needs unique names")
             by_name[child.name] = child
         chosen = []
         for item in selected:
             if not isinstance(item, str) or item not in by_name:
-                raise _Bad(f"selected {item!r} is not a child's name (children: "
+                raise NodeError(f"selected {item!r} is not a child's name (children: "
                            f"{', '.join(repr(n) for n in by_name)})", "selected")  # fmt: skip
             chosen.append(by_name[item])
         policy = ParallelPolicy.SuccessOnSelected(chosen, synchronise=sync)
@@ -104,21 +105,22 @@ def _parallel(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Cont
 
 def _retry(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
     if v["num_failures"] < 1:
-        raise _Bad(f"num_failures must be at least 1, got {v['num_failures']}", "num_failures")
+        raise NodeError(f"num_failures must be at least 1, got {v['num_failures']}", "num_failures")
     return py_trees.decorators.Retry(name, child, num_failures=v["num_failures"])
 
 
 def _repeat(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
     n = v["num_success"]
     if n < 1 and n != -1:
-        raise _Bad(f"num_success must be at least 1, or -1 for forever; got {n}", "num_success")
+        message = f"num_success must be at least 1, or -1 for forever; got {n}"
+        raise NodeError(message, "num_success")
     return py_trees.decorators.Repeat(name, child, num_success=n)
 
 
 def _timeout(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
     seconds = v["seconds"]
     if not math.isfinite(seconds) or seconds <= 0:
-        raise _Bad(f"seconds must be a positive number, got {seconds}", "seconds")
+        raise NodeError(f"seconds must be a positive number, got {seconds}", "seconds")
     return LineTimeout(name, child, seconds, ctx.bb)
 
 
@@ -242,11 +244,11 @@ FOR_EACH_ROD = "for_each_rod"  # in a children: list, its child once per classif
 PLACEHOLDER = re.compile(r"\{(rod|gate)\}")  # what for_each_rod replaces
 
 
-def _all_kinds() -> list[str]:
+def all_kinds() -> list[str]:
     return [*KINDS, INCLUDE, FOR_EACH_ROD, *REGISTRY]
 
 
-def _params_of(key: str) -> tuple[Param, ...]:
+def params_of(key: str) -> tuple[Param, ...]:
     if key in KINDS:
         return KINDS[key].params
     if key == INCLUDE:
@@ -256,12 +258,12 @@ def _params_of(key: str) -> tuple[Param, ...]:
     return REGISTRY[key].params
 
 
-def _other_keys(key: str) -> set[str]:
+def other_keys(key: str) -> set[str]:
     """Keys besides its kind key that a node of kind ``key`` may have."""
     structural = KINDS[key].structural if key in KINDS else ()
     if key == FOR_EACH_ROD:
         structural = ("child",)
-    return {p.name for p in _params_of(key)} | set(structural)
+    return {p.name for p in params_of(key)} | set(structural)
 
 
 def kind_key(spec: Located) -> str:
