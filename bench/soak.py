@@ -48,11 +48,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' headless Chromium
+
+from headless import Chromium, find_chromium  # noqa: E402
 
 from bt_sorter import protocol  # noqa: E402
 from bt_sorter.broker import free_port, start_broker  # noqa: E402
 from bt_sorter.record import record_files  # noqa: E402
-from bt_sorter.web.headless import Chromium, find_chromium  # noqa: E402
 
 STATUS_TOPIC = protocol.line_topics(None).status  # the built-in line's (no prefix)
 

@@ -34,7 +34,8 @@ from bt_sorter.routes import check_classes, classes_of
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
 from bt_sorter.sim.geometry import check_line
 from bt_sorter.sim.process import SimulatorError
-from bt_sorter.trees import load_tree, node_catalogue
+from bt_sorter.trees.build import load_tree
+from bt_sorter.trees.cli import node_catalogue
 from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
 

@@ -59,10 +59,11 @@ from py_trees.common import Status
 
 from bt_sorter import address
 from bt_sorter.behaviours.base import Context
-from bt_sorter.groot import BTCPP_FORMAT, SUBTREE, _Exporter, kind_key
 from bt_sorter.log import get_logger
 from bt_sorter.topology import Topology
 from bt_sorter.trace import walk
+from bt_sorter.trees.groot import BTCPP_FORMAT, BUILTIN_TAGS, SUBTREE, _Exporter, load_xml
+from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, PLACEHOLDER, kind_key
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 log = get_logger("bt_sorter.groot2")
@@ -113,8 +114,6 @@ class MonitorTree:
 
 
 def _subst(value: Any, names: dict[str, int] | None) -> Any:
-    from bt_sorter.trees import PLACEHOLDER
-
     if isinstance(value, dict) and len(value) == 1 and None in value.values():
         word = next(iter(value))  # YAML's unquoted {rod}: as the loader reads it
         value = f"{{{word}}}" if word in ("rod", "gate") else value
@@ -153,8 +152,6 @@ class _Running(_Exporter):
         return element
 
     def run_node(self, spec: Located, file: Path, path: str) -> ET.Element:
-        from bt_sorter.trees import FOR_EACH_ROD, INCLUDE
-
         key = kind_key(spec)
         if key == INCLUDE:
             target = file.parent / spec[INCLUDE]
@@ -192,8 +189,6 @@ class _Running(_Exporter):
 def monitor_tree(path: str | Path, root: Behaviour, topology: Topology) -> MonitorTree:
     """The running tree's XML for Groot2, from the tree file ``path`` that built ``root``
     on a line of ``topology``; a GrootError if the two do not agree node for node."""
-    from bt_sorter.groot import load_xml
-
     path = Path(path)
     data = load_xml(path) if path.suffix.lower() == ".xml" else load_file(path)
     running = _Running(topology)
@@ -551,7 +546,7 @@ def start_groot(address: str, path: str | Path, root: Behaviour, ctx: Context) -
 
 # --- a replay into the same server ----------------------------------------------------------
 
-# py_trees' classes in a record's tree shape -> the tags the exporter writes (bt_sorter.groot)
+# py_trees' classes in a record's tree shape -> the tags the exporter writes (bt_sorter.trees.groot)
 RECORD_TAGS = {
     "Sequence": "Sequence",
     "Selector": "Fallback",
@@ -575,8 +570,6 @@ CATEGORY = {"composite": "Control", "decorator": "Decorator", "leaf": "Action"}
 def record_tree(shape: list[dict[str, Any]], tree_id: str = "recorded") -> MonitorTree:
     """A monitor tree from a record's tree shape (names, classes, parents; no ports: the
     record keeps none), uid = node id + 1, includes inlined into one BehaviorTree."""
-    from bt_sorter.groot import BUILTIN_TAGS
-
     elements: list[ET.Element] = []
     used: dict[str, str] = {}
     top = ET.Element("BehaviorTree", {"ID": tree_id, "_fullpath": ""})

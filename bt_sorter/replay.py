@@ -336,7 +336,7 @@ def groot_tree(session: Session, tree: Path | None, record: Path) -> Any:
     """What Groot2 is served: the run's tree file as the live line served it (built on the
     record's line, checked node for node against the record), else the record's shape."""
     from bt_sorter.groot2 import GrootError, monitor_tree, record_tree
-    from bt_sorter.trees import load_tree
+    from bt_sorter.trees.build import load_tree
     from bt_sorter.web.state import walk
 
     if tree is None:

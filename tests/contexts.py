@@ -14,7 +14,7 @@ from bt_sorter.config import load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.record import Record
 from bt_sorter.topology import Topology
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 
 

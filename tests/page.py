@@ -13,8 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from bt_sorter.web.headless import Chromium, find_chromium
+from headless import Chromium, find_chromium
 
 needs_browser = pytest.mark.skipif(
     find_chromium() is None and os.environ.get("BT_SORTER_REQUIRE_BROWSER") != "1",

@@ -24,9 +24,9 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
 from bt_sorter.config import Config
-from bt_sorter.groot import export_xml
 from bt_sorter.record import Record
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
+from bt_sorter.trees.cli import export_xml
 from bt_sorter.yamlio import SpecError
 
 TREES = sorted(Path("trees").glob("*.yaml"))

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from bt_sorter.behaviours.base import REGISTRY
-from bt_sorter.groot import export_xml, import_xml
 from bt_sorter.trace import tree_shape
-from bt_sorter.trees import FOR_EACH_ROD, INCLUDE, KINDS, _params_of, check_tree
+from bt_sorter.trees.build import check_tree, load_tree
+from bt_sorter.trees.cli import export_xml
+from bt_sorter.trees.groot import import_xml
+from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, KINDS, params_of
 from bt_sorter.yamlio import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +35,7 @@ def _node(spec: dict[str, Any], file: Path) -> Any:
     key = next(k for k in spec if k in KINDS or k in REGISTRY or k in (INCLUDE, FOR_EACH_ROD))
     if key == INCLUDE:
         return {"include": canonical(file.parent / spec[INCLUDE]), "name": spec.get("name")}
-    params = {p.name: spec.get(p.name, p.default) for p in _params_of(key)}
+    params = {p.name: spec.get(p.name, p.default) for p in params_of(key)}
     out: dict[str, Any] = {"kind": key, "name": spec[key], "params": params}
     for structural in ("children", "child", "condition"):
         if structural in spec:
@@ -77,6 +79,19 @@ def test_export_is_btcpp_v4_with_every_leaf_declared(tree: Path) -> None:
         assert leaf in model, f"{leaf} not declared"
         ports = [p.get("name") for p in model[leaf].findall("input_port")]
         assert ports == [p.name for p in REGISTRY[leaf].params]
+
+
+def test_model_describes_each_leaf_in_whole_sentences() -> None:
+    """Groot2 shows a leaf's description from the model: its docstring's first paragraph,
+    whole, even where it runs over several lines (TrackItems', StackEmpty's)."""
+    root = ET.fromstring(export_xml(ROOT / "trees" / "sort_pipelined.yaml"))
+    model = {m.get("ID"): m.findtext("description") for m in root.find("TreeNodesModel")}
+    assert model["TrackItems"].startswith("Match this tick's gate edges and pictures to the ")
+    assert model["TrackItems"].endswith(" a stray edge is counted and ignored.")
+    assert model["StackEmpty"].endswith(" lengthened after an earlier empty feed, else FAILURE.")
+    for tag, text in model.items():
+        if tag in REGISTRY:
+            assert text.endswith(".") and "\n" not in text, (tag, text)
 
 
 def run_py(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -174,7 +189,6 @@ def test_for_each_rod_goes_to_groot_as_a_control_and_serves_any_line(tmp_path: P
     from bt_sorter.linemodel import LineModel
     from bt_sorter.record import Record
     from bt_sorter.topology import Topology
-    from bt_sorter.trees import load_tree
 
     xml = tmp_path / "sort_pipelined.xml"
     xml.write_text(export_xml(ROOT / "trees" / "sort_pipelined.yaml"), encoding="utf-8")

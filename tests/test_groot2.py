@@ -34,7 +34,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import Config
 from bt_sorter.groot2 import NO_HOOKS, NO_RECORDING, Groot2Server, GrootError, monitor_tree
 from bt_sorter.record import Record
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = str(ROOT / "run.py")

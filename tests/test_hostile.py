@@ -36,7 +36,7 @@ from bt_sorter.config import BrokerConfig, Limits, load_config
 from bt_sorter.sim.hostile import HostilePublisher, Send, broken_png, jpeg_bomb, png_bomb
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 from bt_sorter.vision.classifier import BadPictureError, ClassifierWorker
 from bt_sorter.vision.hsv import HsvClassifier
 from bt_sorter.vision.picture_header import check_picture, read_header

@@ -20,7 +20,7 @@ from bt_sorter.config import LineConfig, load_config
 from bt_sorter.linemodel import LineModel
 from bt_sorter.matcher import Matcher
 from bt_sorter.topology import Topology
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 
 Status = py_trees.common.Status
 

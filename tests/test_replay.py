@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from headless import Chromium
 from page import PAGE_FACTS, needs_browser, wait_http
 
 from bt_sorter.broker import free_port
 from bt_sorter.record import Record, record_files
 from bt_sorter.replay import Session, account, read_record
-from bt_sorter.web.headless import Chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = str(ROOT / "run.py")

@@ -24,7 +24,7 @@ from bt_sorter.broker import free_port, mosquitto_path, start_broker, stop_proce
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, ClassifierConfig, TlsConfig, load_config
 from bt_sorter.record import Record
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 from bt_sorter.vision.backends import make_classifier
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.yamlio import SpecError

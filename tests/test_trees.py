@@ -20,7 +20,9 @@ from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
 from bt_sorter.record import Record
-from bt_sorter.trees import KINDS, MAX_DEPTH, MAX_NODES, Guard, load_tree, node_catalogue
+from bt_sorter.trees.build import MAX_DEPTH, MAX_NODES, load_tree
+from bt_sorter.trees.cli import node_catalogue
+from bt_sorter.trees.vocabulary import KINDS, Guard
 from bt_sorter.yamlio import SpecError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -643,6 +645,20 @@ def test_node_catalogue_lists_kinds_and_registered_leaves_with_parameters() -> N
     assert "rod (int, required): rod 2..4" in text
     assert "mode (fast|slow, default 'fast')" in text
     assert "num_failures (int, required)" in text
+
+
+def test_node_catalogue_says_what_each_leaf_does_in_whole_sentences() -> None:
+    """run.py --help gives each leaf its docstring's first paragraph on one line, whole,
+    even where it runs over several lines (TrackItems', StackEmpty's), not its first line."""
+    lines = node_catalogue().splitlines()
+    said = {n: next(ln for ln in lines if ln.startswith(f"  {n}: ")) for n in REGISTRY}
+    assert said["TrackItems"].startswith("  TrackItems: Match this tick's gate edges and ")
+    assert said["TrackItems"].endswith(" a stray edge is counted and ignored.")
+    assert said["StackEmpty"].endswith(" lengthened after an earlier empty feed, else FAILURE.")
+    ours = [n for n, cls in REGISTRY.items() if cls.__module__.startswith("bt_sorter.")]
+    assert len(ours) >= 20
+    for name in ours:
+        assert said[name].endswith("."), said[name]
 
 
 # --- property: any text is a tree or a SpecError, never a crash -------------------------------

@@ -17,10 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from headless import Chromium
 from page import needs_browser, page_facts, wait_http
 
 from bt_sorter.broker import free_port
-from bt_sorter.web.headless import Chromium
 from bt_sorter.web.server import WebServer
 
 ROOT = Path(__file__).resolve().parent.parent

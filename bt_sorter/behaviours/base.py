@@ -111,10 +111,20 @@ def register(cls: type[Leaf]) -> type[Leaf]:
     return cls
 
 
+def summary(cls: type[Leaf]) -> str:
+    """What a leaf does, for ``run.py --help`` and Groot2's node model: the first paragraph
+    of its docstring (whole sentences) as one line."""
+    words: list[str] = []
+    for line in (cls.__doc__ or "").strip().splitlines():
+        if not line.strip():
+            break
+        words += line.split()
+    return " ".join(words)
+
+
 def describe(cls: type[Leaf]) -> str:
     """A ``--help`` style description of a leaf and its parameters."""
-    doc = (cls.__doc__ or "").strip().splitlines()
-    lines = [f"{cls.__name__}: {doc[0] if doc else ''}"]
+    lines = [f"{cls.__name__}: {summary(cls)}"]
     for p in cls.params:
         default = "required" if p.required else f"default {p.default!r}"
         lines.append(f"    {p.name} ({p.type_name()}, {default}): {p.doc}")

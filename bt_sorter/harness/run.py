@@ -2,7 +2,7 @@
 
 :func:`run_scenario` builds the controller exactly as ``run.py`` does (the config file
 through :func:`bt_sorter.config.load_config`, :func:`bt_sorter.app.make_context`,
-:func:`bt_sorter.trees.load_tree`, the model/route check), puts it on a
+:func:`bt_sorter.trees.build.load_tree`, the model/route check), puts it on a
 :class:`~bt_sorter.harness.world.World`, and runs the real runner until it stops. Then
 the oracles (:func:`judge`) compare what the controller did with what the line did:
 
@@ -45,7 +45,7 @@ from bt_sorter.sim import render
 from bt_sorter.sim.core import SimCore
 from bt_sorter.sim.line import RodState
 from bt_sorter.sim.summary import route_bin
-from bt_sorter.trees import load_tree
+from bt_sorter.trees.build import load_tree
 from bt_sorter.vision.classifier import ClassifierWorker
 
 THROUGHPUT_FLOOR = 0.5  # healthy pipelined runs: steady feeds per minute / measured limit

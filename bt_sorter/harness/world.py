@@ -1,7 +1,7 @@
 """One run of the real controller against the simulated line, in virtual time.
 
 Nothing here stands in for the controller: the tree file is loaded by
-:func:`bt_sorter.trees.load_tree` into the real leaves, blackboard, matcher, line model
+:func:`bt_sorter.trees.build.load_tree` into the real leaves, blackboard, matcher, line model
 and watchdogs, and the real :class:`bt_sorter.runner.Runner` ticks it. What is virtual:
 
 - the clock (:class:`VirtualClock`): the runner reads its wall time from it and sleeps

@@ -41,265 +41,34 @@ number, anything else stays text::
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import py_trees
 from py_trees.behaviour import Behaviour
-from py_trees.common import OneShotPolicy, ParallelPolicy, Status
 
-import bt_sorter.behaviours  # noqa: F401  (registers the leaves)
-from bt_sorter.behaviours.base import REGISTRY, Context, Param, describe
+from bt_sorter.behaviours.base import REGISTRY, Context
 from bt_sorter.blackboard import Blackboard
+from bt_sorter.clock import LineClock
+from bt_sorter.config import Config
+from bt_sorter.record import Record
+from bt_sorter.trees.groot import load_xml
+from bt_sorter.trees.vocabulary import (
+    FOR_EACH_ROD,
+    INCLUDE,
+    KINDS,
+    PLACEHOLDER,
+    NodeError,
+    all_kinds,
+    other_keys,
+    params_of,
+)
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, load_text
 
 MAX_DEPTH = 64  # nodes nested deeper than this are a mistake (or a recursive alias)
 MAX_NODES = 5000  # more nodes than this are a mistake (or an alias bomb)
 TOP_KEYS = ("root", "description")  # the keys a tree file may have at top level
-
-
-class _Bad(Exception):  # noqa: N818  (internal: becomes a SpecError)
-    """A problem with one node, raised by a kind's builder; ``key`` says which line."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """A composite or decorator a tree may use: its key, declared parameters and builder."""
-
-    key: str
-    shape: Literal["composite", "decorator"]
-    doc: str
-    params: tuple[Param, ...]
-    build: Callable[..., Behaviour]  # (name, values, children|child, ctx[, condition])
-    extra: tuple[str, ...] = ()  # structural keys besides children/child
-
-    @property
-    def structural(self) -> tuple[str, ...]:
-        return ("children",) if self.shape == "composite" else ("child", *self.extra)
-
-    def describe(self) -> str:
-        shape = "children: [nodes]" if self.shape == "composite" else "child: node"
-        if self.extra:
-            shape += ", " + ", ".join(f"{k}: node" for k in self.extra)
-        lines = [f"{self.key}: {self.doc} ({shape})"]
-        for p in self.params:
-            default = "required" if p.required else f"default {p.default!r}"
-            lines.append(f"    {p.name} ({p.type_name()}, {default}): {p.doc}")
-        return "\n".join(lines)
-
-
-# --- composites ---------------------------------------------------------------------------
-
-
-def _sequence(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
-    return py_trees.composites.Sequence(name, memory=v["memory"], children=children)
-
-
-def _selector(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
-    return py_trees.composites.Selector(name, memory=v["memory"], children=children)
-
-
-def _parallel(name: str, v: dict[str, Any], children: list[Behaviour], ctx: Context) -> Behaviour:
-    policy_name, sync, selected = v["policy"], v["synchronise"], v["selected"]
-    if selected is not None and policy_name != "success_on_selected":
-        raise _Bad("'selected' applies only to policy success_on_selected", "selected")
-    policy: ParallelPolicy.Base
-    if policy_name == "success_on_all":
-        policy = ParallelPolicy.SuccessOnAll(synchronise=sync)
-    elif policy_name == "success_on_one":
-        if sync:
-            raise _Bad("'synchronise' does not apply to policy success_on_one", "synchronise")
-        policy = ParallelPolicy.SuccessOnOne()
-    else:
-        if not selected:
-            raise _Bad("policy success_on_selected needs 'selected: [child names]'", "policy")
-        by_name: dict[str, Behaviour] = {}
-        for child in children:
-            if child.name in by_name:
-                raise _Bad(f"two children named {child.name!r}; 'selected' needs unique names")
-            by_name[child.name] = child
-        chosen = []
-        for item in selected:
-            if not isinstance(item, str) or item not in by_name:
-                raise _Bad(f"selected {item!r} is not a child's name (children: "
-                           f"{', '.join(repr(n) for n in by_name)})", "selected")  # fmt: skip
-            chosen.append(by_name[item])
-        policy = ParallelPolicy.SuccessOnSelected(chosen, synchronise=sync)
-    return py_trees.composites.Parallel(name, policy=policy, children=children)
-
-
-# --- decorators ---------------------------------------------------------------------------
-
-
-def _retry(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
-    if v["num_failures"] < 1:
-        raise _Bad(f"num_failures must be at least 1, got {v['num_failures']}", "num_failures")
-    return py_trees.decorators.Retry(name, child, num_failures=v["num_failures"])
-
-
-def _repeat(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
-    n = v["num_success"]
-    if n < 1 and n != -1:
-        raise _Bad(f"num_success must be at least 1, or -1 for forever; got {n}", "num_success")
-    return py_trees.decorators.Repeat(name, child, num_success=n)
-
-
-def _timeout(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
-    seconds = v["seconds"]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise _Bad(f"seconds must be a positive number, got {seconds}", "seconds")
-    return LineTimeout(name, child, seconds, ctx.bb)
-
-
-class LineTimeout(py_trees.decorators.Timeout):
-    """py_trees' Timeout, counted in line time (``bb.now``, stamped by the runner each
-    tick) instead of wall time: the file speaks line seconds, and a run on a virtual
-    clock (the deterministic simulation) times out exactly where a real one would."""
-
-    def __init__(self, name: str, child: Behaviour, seconds: float, bb: Blackboard) -> None:
-        super().__init__(name, child, duration=seconds)
-        self.bb = bb
-
-    def initialise(self) -> None:
-        self.finish_time = self.bb.now + self.duration
-        self.feedback_message = ""
-
-    def update(self) -> Status:
-        running = self.decorated.status == Status.RUNNING
-        if running and self.bb.now > self.finish_time:
-            self.feedback_message = "timed out"
-            self.decorated.stop(Status.INVALID)
-            return Status.FAILURE
-        remaining = self.finish_time - self.bb.now
-        self.feedback_message = (
-            f"line time still ticking ... [remaining: {remaining:.2f} s]"
-            if running
-            else "child finished before timeout triggered"
-        )
-        return self.decorated.status
-
-
-def _one_shot(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
-    policy = OneShotPolicy[v["policy"].upper()]
-    return py_trees.decorators.OneShot(name, child, policy=policy)
-
-
-class Guard(py_trees.decorators.EternalGuard):
-    """EternalGuard whose condition is a behaviour, ticked once before every tick of the child.
-
-    The guard passes while the condition returns SUCCESS; otherwise the child is stopped
-    and the guard fails.
-    """
-
-    def __init__(self, name: str, child: Behaviour, condition: Behaviour) -> None:
-        self.condition_node = condition
-        super().__init__(name=name, child=child, condition=self._check)
-
-    def _check(self) -> bool:
-        self.condition_node.tick_once()
-        status = self.condition_node.status
-        if status == Status.RUNNING:  # not a pass: start the check afresh next time
-            self.condition_node.stop(Status.INVALID)
-        self.feedback_message = f"{self.condition_node.name}: {status.value}"
-        return status == Status.SUCCESS
-
-    def setup(self, **kwargs: Any) -> None:
-        self.condition_node.setup(**kwargs)
-
-    def shutdown(self) -> None:
-        self.condition_node.shutdown()
-
-
-def _eternal_guard(
-    name: str, v: dict[str, Any], child: Behaviour, ctx: Context, condition: Behaviour
-) -> Behaviour:
-    return Guard(name, child, condition)
-
-
-def _plain(cls: type[py_trees.decorators.Decorator]) -> Callable[..., Behaviour]:
-    def build(name: str, v: dict[str, Any], child: Behaviour, ctx: Context) -> Behaviour:
-        return cls(name=name, child=child)
-
-    return build
-
-
-_CONVERTERS: tuple[tuple[str, type[py_trees.decorators.Decorator], str], ...] = (
-    ("inverter", py_trees.decorators.Inverter, "SUCCESS <-> FAILURE, RUNNING stays"),
-    ("success_is_failure", py_trees.decorators.SuccessIsFailure, "SUCCESS becomes FAILURE"),
-    ("failure_is_success", py_trees.decorators.FailureIsSuccess, "FAILURE becomes SUCCESS"),
-    ("failure_is_running", py_trees.decorators.FailureIsRunning, "FAILURE becomes RUNNING"),
-    ("running_is_failure", py_trees.decorators.RunningIsFailure, "RUNNING becomes FAILURE"),
-    ("running_is_success", py_trees.decorators.RunningIsSuccess, "RUNNING becomes SUCCESS"),
-    ("success_is_running", py_trees.decorators.SuccessIsRunning, "SUCCESS becomes RUNNING"),
-)
-
-KINDS: dict[str, Kind] = {
-    k.key: k
-    for k in (
-        Kind("sequence", "composite", "tick children in order; fail at the first failure",
-             (Param("memory", bool, "resume at the running child instead of restarting",
-                    default=True),), _sequence),
-        Kind("selector", "composite", "tick children in order; succeed at the first success",
-             (Param("memory", bool, "resume at the running child instead of restarting",
-                    default=False),), _selector),
-        Kind("parallel", "composite", "tick all children every tick",
-             (Param("policy", Literal["success_on_all", "success_on_one", "success_on_selected"],
-                    "when the parallel succeeds"),
-              Param("synchronise", bool, "skip children that already succeeded", default=False),
-              Param("selected", list, "child names for success_on_selected", default=None)),
-             _parallel),
-        Kind("retry", "decorator", "run the child again after a failure",
-             (Param("num_failures", int, "failures allowed before failing (>= 1)"),), _retry),
-        Kind("timeout", "decorator", "fail (and stop the child) if it runs too long",
-             (Param("seconds", float, "line seconds before the child is stopped"),), _timeout),
-        Kind("repeat", "decorator", "run the child again after a success",
-             (Param("num_success", int, "successes before succeeding; -1 = forever"),),
-             _repeat),
-        Kind("one_shot", "decorator", "run the child to completion once, then keep its result",
-             (Param("policy", Literal["on_completion", "on_successful_completion"],
-                    "which completion counts"),), _one_shot),
-        Kind("eternal_guard", "decorator",
-             "tick the condition before every tick of the child; stop the child and fail "
-             "as soon as the condition is not SUCCESS", (), _eternal_guard, extra=("condition",)),
-        *(Kind(key, "decorator", doc, (), _plain(cls)) for key, cls, doc in _CONVERTERS),
-    )
-}  # fmt: skip
-
-INCLUDE = "include"
-_INCLUDE_PARAMS = (Param("name", str, "new name for the included root", default=None),)
-FOR_EACH_ROD = "for_each_rod"  # in a children: list, its child once per classifying rod
-PLACEHOLDER = re.compile(r"\{(rod|gate)\}")  # what for_each_rod replaces
-
-
-def _all_kinds() -> list[str]:
-    return [*KINDS, INCLUDE, FOR_EACH_ROD, *REGISTRY]
-
-
-def _params_of(key: str) -> tuple[Param, ...]:
-    if key in KINDS:
-        return KINDS[key].params
-    if key == INCLUDE:
-        return _INCLUDE_PARAMS
-    if key == FOR_EACH_ROD:
-        return ()
-    return REGISTRY[key].params
-
-
-def _other_keys(key: str) -> set[str]:
-    """Keys besides its kind key that a node of kind ``key`` may have."""
-    structural = KINDS[key].structural if key in KINDS else ()
-    if key == FOR_EACH_ROD:
-        structural = ("child",)
-    return {p.name for p in _params_of(key)} | set(structural)
 
 
 def _short(value: Any) -> str:
@@ -408,7 +177,7 @@ class _Builder:
                 extras = [self.one(spec, k, label, depth) for k in kind.extra]
                 return kind.build(name, values, child, self.ctx, *extras)
             return kind.build(name, values, child, self.ctx)
-        except _Bad as bad:
+        except NodeError as bad:
             raise spec.error(f"{label}: {bad}", bad.key) from None
 
     def unique(self, spec: Located, key: str, name: str, label: str) -> None:
@@ -426,7 +195,7 @@ class _Builder:
             raise spec.error("empty node: expected a kind key such as 'sequence: <name>'")
         kinds = [k for k in spec if k in KINDS or k in REGISTRY or k in (INCLUDE, FOR_EACH_ROD)]
         if len(kinds) > 1:  # a leaf parameter may share a decorator's key ("timeout")
-            kinds = [k for k in kinds if not any(k in _other_keys(o) for o in kinds if o != k)]
+            kinds = [k for k in kinds if not any(k in other_keys(o) for o in kinds if o != k)]
         if len(kinds) == 1:
             return kinds[0]
         if len(kinds) > 1:
@@ -434,7 +203,7 @@ class _Builder:
             raise spec.error(
                 f"two node kinds {named} in one node (a node has exactly one)", kinds[1]
             )
-        words = {w for k in _all_kinds() for w in _other_keys(k)}
+        words = {w for k in all_kinds() for w in other_keys(k)}
         unknown = [k for k in spec if k not in words]
         if not unknown:
             found = ", ".join(repr(k) for k in spec)
@@ -445,12 +214,12 @@ class _Builder:
         first = unknown[0]
         name = spec[first]
         label = f"node {name!r}: " if isinstance(name, str) else ""
-        hint = _hint(first, _all_kinds()) or " (run.py --help lists the kinds)"
+        hint = _hint(first, all_kinds()) or " (run.py --help lists the kinds)"
         raise spec.error(f"{label}unknown node kind {first!r}{hint}", first)
 
     def check_params(self, spec: Located, key: str, label: str) -> dict[str, Any]:
-        params = _params_of(key)
-        allowed = _other_keys(key)
+        params = params_of(key)
+        allowed = other_keys(key)
         for other in spec:
             if other != key and other not in allowed:
                 known = ", ".join(sorted(allowed)) or "none"
@@ -487,12 +256,12 @@ class _Builder:
 
     def children(self, spec: Located, label: str, depth: int) -> list[Behaviour]:
         if "children" not in spec:
-            raise _Bad("needs a 'children:' list of nodes")
+            raise NodeError("needs a 'children:' list of nodes")
         items = spec["children"]
         if not isinstance(items, LocatedList):
-            raise _Bad(f"'children' must be a list of nodes, got {_short(items)}", "children")
+            raise NodeError(f"'children' must be a list of nodes, got {_short(items)}", "children")
         if not items:
-            raise _Bad("'children' is empty; give at least one node", "children")
+            raise NodeError("'children' is empty; give at least one node", "children")
         out: list[Behaviour] = []
         for item, line in zip(items, items.item_lines, strict=True):
             if isinstance(item, Located) and FOR_EACH_ROD in item:
@@ -527,10 +296,10 @@ class _Builder:
 
     def one(self, spec: Located, key: str, label: str, depth: int) -> Behaviour:
         if key not in spec:
-            raise _Bad(f"needs a '{key}:' node")
+            raise NodeError(f"needs a '{key}:' node")
         value = spec[key]
         if isinstance(value, list):
-            raise _Bad(f"'{key}' takes one node, not a list (wrap them in a sequence)", key)
+            raise NodeError(f"'{key}' takes one node, not a list (wrap them in a sequence)", key)
         return self.node(value, spec.file, spec.line_of(key), depth + 1)
 
     def include(self, spec: Located, depth: int) -> Behaviour:
@@ -566,58 +335,19 @@ class _Builder:
 
 
 def load_tree(path: str | Path, ctx: Context) -> Behaviour:
-    """Read, check and build the tree in ``path`` (YAML, or Groot2's XML: ``bt_sorter.groot``);
-    every problem is a SpecError."""
+    """Read, check and build the tree in ``path`` (YAML, or Groot2's XML,
+    ``bt_sorter.trees.groot``); every problem is a SpecError."""
     builder = _Builder(ctx)
     try:
         builder.files.append(Path(path).resolve())
     except (OSError, ValueError, RuntimeError) as exc:
         raise SpecError(f"bad path: {exc}", path) from None
     if Path(path).suffix.lower() == ".xml":
-        from bt_sorter.groot import load_xml
-
         return builder.tree_file(load_xml(path), str(path), 0)
     return builder.tree_file(load_file(path), str(path), 0)
 
 
 def check_tree(path: str | Path) -> Behaviour:
     """Build the tree in ``path`` against a scratch context (default config, no record)."""
-    from bt_sorter.blackboard import Blackboard
-    from bt_sorter.clock import LineClock
-    from bt_sorter.config import Config
-    from bt_sorter.record import Record
-
     return load_tree(path, Context(bb=Blackboard(), config=Config(), clock=LineClock(),
                                    record=Record()))  # fmt: skip
-
-
-def node_catalogue() -> str:
-    """Help text: the composites, decorators, include and every registered leaf."""
-    out = ["Composites (a 'children:' list of nodes):"]
-    out += [
-        "  " + k.describe().replace("\n", "\n  ") for k in KINDS.values() if k.shape == "composite"
-    ]
-    out.append("")
-    out.append("Decorators (one 'child:' node):")
-    out += [
-        "  " + k.describe().replace("\n", "\n  ") for k in KINDS.values() if k.shape == "decorator"
-    ]
-    out.append("")
-    out.append("Subtrees:")
-    out.append("  include: <file.yaml> (path relative to the including file; it has a 'root:')")
-    out.append("      name (str, optional): new name for the included root")
-    out.append(f"  {FOR_EACH_ROD}: <description> (in a 'children:' list; child: node): the "
-               "child once per classifying rod of config topology:, with {rod} and {gate} "
-               "(the gate that fires it) replaced in names and parameters")  # fmt: skip
-    out.append("")
-    out.append("Leaves (by class name; parameters as sibling keys):")
-    if not REGISTRY:
-        out.append("  (none registered)")
-    out += ["  " + describe(REGISTRY[n]).replace("\n", "\n  ") for n in sorted(REGISTRY)]
-    return "\n".join(out)
-
-
-if __name__ == "__main__":  # python -m bt_sorter.trees export|import (Groot2's XML)
-    from bt_sorter.groot import main
-
-    raise SystemExit(main())

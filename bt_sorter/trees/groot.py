@@ -33,10 +33,8 @@ the line of every element for the errors.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +44,9 @@ from xml.parsers import expat
 
 import yaml
 
-from bt_sorter.behaviours.base import REGISTRY, Param
+from bt_sorter.behaviours.base import REGISTRY, Param, summary
 from bt_sorter.coerce import WrongTypeError, convert
+from bt_sorter.trees.vocabulary import FOR_EACH_ROD, KINDS, kind_key
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, read_spec_text
 
 BTCPP_FORMAT = "4"
@@ -91,12 +90,6 @@ FOR_EACH_ROD_DOC = (
 )
 
 
-def _kinds() -> dict[str, Any]:
-    from bt_sorter.trees import KINDS  # here: trees.py imports this module lazily
-
-    return KINDS
-
-
 # --- YAML -> XML ------------------------------------------------------------------------------
 
 
@@ -127,14 +120,6 @@ def _port_doc(param: Param) -> str:
     return param.doc
 
 
-def kind_key(spec: Located) -> str:
-    """The key that names a (checked) node's kind."""
-    from bt_sorter.trees import FOR_EACH_ROD
-
-    kinds = _kinds()
-    return next(k for k in spec if k in kinds or k in REGISTRY or k in ("include", FOR_EACH_ROD))
-
-
 @dataclass
 class _Exporter:
     """Builds the XML of one tree file and every file it includes."""
@@ -163,8 +148,6 @@ class _Exporter:
         return tree_id
 
     def node(self, spec: Located, file: Path) -> ET.Element:
-        from bt_sorter.trees import FOR_EACH_ROD
-
         key = kind_key(spec)
         name = spec[key]
         if key == "include":
@@ -193,8 +176,7 @@ class _Exporter:
 
     def element(self, spec: Located, key: str, name: str, file: Path) -> ET.Element:
         """One node's element, its tag and ports, without children; its model is noted."""
-        kinds = _kinds()
-        params = kinds[key].params if key in kinds else REGISTRY[key].params
+        params = KINDS[key].params if key in KINDS else REGISTRY[key].params
         ports: dict[str, str] = {}
         if key in ("sequence", "selector"):
             memory = spec.get("memory", next(p.default for p in params if p.name == "memory"))
@@ -219,10 +201,9 @@ class _Exporter:
 
     @staticmethod
     def _category(key: str) -> str:
-        kinds = _kinds()
-        if key == "eternal_guard" or (key in kinds and kinds[key].shape == "composite"):
+        if key == "eternal_guard" or (key in KINDS and KINDS[key].shape == "composite"):
             return "Control"
-        if key in kinds:
+        if key in KINDS:
             return "Decorator"
         return "Condition" if getattr(REGISTRY[key], "condition", False) else "Action"
 
@@ -247,18 +228,15 @@ class _Exporter:
         if tag == FOR_EACH_ROD_TAG:
             return FOR_EACH_ROD_DOC
         if tag in REGISTRY:
-            lines = (REGISTRY[tag].__doc__ or "").strip().splitlines()
-            return lines[0] if lines else ""
+            return summary(REGISTRY[tag])
         kind = KIND_OF_TAG.get(tag)
-        return str(_kinds()[kind].doc) if kind else ""
+        return str(KINDS[kind].doc) if kind else ""
 
 
-def export_xml(path: str | Path) -> str:
-    """The BehaviorTree.CPP v4 XML of the tree file ``path`` (checked first: a SpecError)."""
-    from bt_sorter.trees import check_tree
-
+def xml_of(path: str | Path) -> str:
+    """The BehaviorTree.CPP v4 XML of the tree file ``path``, which must be checked
+    (:func:`bt_sorter.trees.cli.export_xml` checks it first)."""
     path = Path(path)
-    check_tree(path)
     exporter = _Exporter()
     main = exporter.tree(path)
     root = ET.Element("root", {"BTCPP_format": BTCPP_FORMAT, "main_tree_to_execute": main})
@@ -408,13 +386,12 @@ class _Reader:
             return subtree(element, element.attrib.get("name"))
         if element.tag == FOR_EACH_ROD_TAG:
             return self.for_each_rod(element, name, attrs, subtree)
-        kinds = _kinds()
         ports: dict[str, str] = {}
         items: list[tuple[str, Any]]
         if element.tag in MEMORY_OF_TAG:
             key, memory = MEMORY_OF_TAG[element.tag]
             items = [(key, name)]
-            default = next(p.default for p in kinds[key].params if p.name == "memory")
+            default = next(p.default for p in KINDS[key].params if p.name == "memory")
             if "memory" not in attrs and memory != default:  # py_trees' parser writes memory=
                 items.append(("memory", memory))
         elif element.tag in KIND_OF_TAG:
@@ -424,7 +401,7 @@ class _Reader:
         else:  # a leaf (or an unknown kind: the builder says so, with a hint)
             key = element.tag
             items = [(key, name)]
-        params = {p.name: p for p in (kinds[key].params if key in kinds else
+        params = {p.name: p for p in (KINDS[key].params if key in KINDS else
                                       REGISTRY[key].params if key in REGISTRY else ())}  # fmt: skip
         for attr, text in attrs.items():
             ours = ports.get(attr, attr)
@@ -432,7 +409,7 @@ class _Reader:
                 continue  # the model's default="" (Groot2 fills it in): not set
             items.append((ours, _typed(params[ours], text) if ours in params else text))
         children = [self.node(c, subtree) for c in element.children]
-        kind = kinds.get(key)
+        kind = KINDS.get(key)
         if kind is not None and kind.shape == "composite":
             listed = LocatedList(children)
             listed.file, listed.line = self.file, element.line
@@ -456,8 +433,6 @@ class _Reader:
     def for_each_rod(
         self, element: _Element, name: str, attrs: dict[str, str], subtree: SubtreeFn
     ) -> Located:
-        from bt_sorter.trees import FOR_EACH_ROD
-
         if attrs:
             raise SpecError(f"node {name!r} ({FOR_EACH_ROD_TAG}): no ports, got "
                             f"{', '.join(attrs)}", self.file, element.line)  # fmt: skip
@@ -527,41 +502,3 @@ def import_xml(path: str | Path, out: str | Path) -> list[Path]:
                           encoding="utf-8")  # fmt: skip
         written.append(target)
     return written
-
-
-# --- the command line -------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bt_sorter.trees export|import``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bt_sorter.trees",
-        description="Convert tree files between YAML and Groot2's BehaviorTree.CPP v4 XML.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="YAML tree (and its includes) -> one XML file")
-    exp.add_argument("tree", type=Path)
-    exp.add_argument("-o", "--output", type=Path, help="XML file (default: stdout)")
-    imp = sub.add_parser("import", help="XML -> YAML (one file per BehaviorTree)")
-    imp.add_argument("xml", type=Path)
-    imp.add_argument("-o", "--output", type=Path, required=True, help="main YAML file")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "export":
-            text = export_xml(args.tree)
-            if args.output is None:
-                sys.stdout.write(text)
-            else:
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(text, encoding="utf-8")
-                print(f"wrote {args.output}")
-        else:
-            from bt_sorter.trees import check_tree
-
-            check_tree(args.xml)
-            for path in import_xml(args.xml, args.output):
-                print(f"wrote {path}")
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
