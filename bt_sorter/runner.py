@@ -249,8 +249,11 @@ class Runner:
         bb.now = self.ctx.clock.now()
         bb.tick += 1
         if bb.connected:
-            for node in self.root.tick():  # tick_once, showing each ticked node to the trace
-                self.trace.visit(node)
+            if self.trace.enabled:
+                for node in self.root.tick():  # tick_once, showing each ticked node to the trace
+                    self.trace.visit(node)
+            else:
+                self.root.tick_once()
             self.tree_ticks += 1
         commands = bb.take_outbox()
         for command in commands:
