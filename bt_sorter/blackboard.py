@@ -138,7 +138,7 @@ class Resolved:
     latest resolve times.
 
     Nothing refers to an older resolved item: the matcher and the leaves work on the
-    items in flight, and the neighbour checks (:func:`bt_sorter.items.identity_doubt`, a
+    items in flight, and the neighbour checks (:func:`bt_sorter.item_story.identity_doubt`, a
     picture offered again) look at the last eight. Only the newest :data:`PICTURES_KEPT`
     keep their picture (the page shows them); the record has every picture already.
     ``len()`` is the number resolved in all.

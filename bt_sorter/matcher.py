@@ -45,7 +45,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bt_sorter.blackboard import Edge, Item
-from bt_sorter.items import note_feeder_missed, note_missing, note_push_missed, since_feed
+from bt_sorter.item_story import note_feeder_missed, note_missing, note_push_missed, since_feed
 from bt_sorter.linemodel import quantities
 from bt_sorter.linemodel.bounds import SHORTEST_PASSAGE_S
 from bt_sorter.linemodel.windows import REL_TOL, SPREAD_K

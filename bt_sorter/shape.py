@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bt_sorter.blackboard import REPEAT_S, Edge, Item, Outcome
-from bt_sorter.items import doubt_push, since_feed
+from bt_sorter.item_story import doubt_push, since_feed
 from bt_sorter.linemodel import quantities
 from bt_sorter.linemodel.bounds import LONGEST_ITEM, SHORTEST_PASSAGE_S, SLOWEST_BELT
 from bt_sorter.linemodel.windows import REL_TOL

@@ -36,7 +36,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from bt_sorter.blackboard import Item, Outcome
-from bt_sorter.items import note_feeder_missed, note_missing, resolve_item, since_feed
+from bt_sorter.item_story import note_feeder_missed, note_missing, resolve_item, since_feed
 from bt_sorter.linemodel import quantities
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
-from bt_sorter.items import identity_doubt
+from bt_sorter.item_story import identity_doubt
 from bt_sorter.linemodel import quantities
 from bt_sorter.linemodel.latency import DELAY_WINDOW
 from bt_sorter.linemodel.model import LineModel

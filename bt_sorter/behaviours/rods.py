@@ -7,7 +7,7 @@ import py_trees
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import Item, Outcome
-from bt_sorter.items import identity_doubt, resolve_item
+from bt_sorter.item_story import identity_doubt, resolve_item
 from bt_sorter.linemodel import quantities
 from bt_sorter.linemodel.windows import SPREAD_K
 from bt_sorter.watchdogs import blockage_doubt

@@ -7,7 +7,7 @@ import py_trees
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Leaf, Param, register
 from bt_sorter.blackboard import Outcome
-from bt_sorter.items import resolve_item
+from bt_sorter.item_story import resolve_item
 
 Status = py_trees.common.Status
 

@@ -10,7 +10,7 @@ import py_trees
 
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import Item
-from bt_sorter.items import since_feed
+from bt_sorter.item_story import since_feed
 from bt_sorter.linemodel import quantities
 from bt_sorter.vision.classifier import (
     UNKNOWN,

@@ -1,9 +1,13 @@
-"""An item's story in line-model terms: its times since its feed, and how it ends.
+"""An item's story in line-model terms: its times since its feed, what went wrong on its
+way, and how it ends.
 
 Shared by the matcher, the watchdogs and the leaves: :func:`since_feed` puts a line time
 on the item's own clock (belt seconds since its feed), :func:`observed_times` lists what
-its events showed of the line, and :func:`resolve_item` closes its record, teaching the
-line model from it when it was unambiguous.
+its events showed of the line, the ``note_*`` and ``doubt_*`` functions record what went
+wrong (a missing edge, a feeder or push miss, a push in doubt), :func:`identity_doubt`
+says when its events may be two items', and :func:`resolve_item` closes its record,
+teaching the line model from it when it was unambiguous. (Not to be confused with
+:class:`bt_sorter.blackboard.Item`, the item itself, or ``bb.items``, those in flight.)
 """
 
 from __future__ import annotations
