@@ -27,7 +27,9 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
 from bt_sorter.config import DEFAULT_CONFIG, Config, find_data, load_config
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel.model import LineModel
+from bt_sorter.linemodel.priors import prior_times
+from bt_sorter.linemodel.report import line_section, summary_section
 from bt_sorter.portable import WINDOWS, stop_signals
 from bt_sorter.record import Record
 from bt_sorter.routes import check_classes, classes_of
@@ -212,7 +214,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "missed_pushes": ctx.bb.missed_pushes,  # issue 20: pushed, then seen downstream
         "alarms": list(ctx.bb.alarms),
         "line_time_s": round(ctx.bb.now, 2),
-        "measured_line": ctx.bb.line.report(),
+        "measured_line": summary_section(ctx.bb.line),
         "ticks": runner.stats(),
     }
     if truth is not None:
@@ -297,7 +299,7 @@ def write_calibrated(source: Path | None, line: dict[str, Any], out: Path) -> No
 
 def describe_line(config: Config) -> str:
     """``--check``: what the config says of the line, as the controller will take it."""
-    expected = LineModel(config.line, topology=config.topology).prior_times
+    expected = prior_times(config.line)
     if not expected:
         return "line: not configured; the controller learns it from the first items"
     lines = ["line (a prior, used once measurement confirms it; belt s since the feed):"]
@@ -467,7 +469,7 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
         summary = summarise(ctx, runner, truth)
     print(format_summary(summary))
     if args.calibrate is not None and code == 0:
-        write_calibrated(args.config, ctx.bb.line.line_section(), args.out)
+        write_calibrated(args.config, line_section(ctx.bb.line), args.out)
         print(f"calibrated line written to {args.out}")
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)

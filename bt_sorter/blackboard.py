@@ -5,7 +5,7 @@ Only the runner writes line facts here, in the pre-tick, from the adapter's even
 cannot overtake each other on a belt, so in-flight items are a FIFO in feed order
 (:class:`ItemFifo`); the matcher (:mod:`bt_sorter.matcher`) gives every gate edge and
 picture to the item whose turn it is. What the controller has learned of the line (its
-timings, the belt odometer) is ``line``, a :class:`bt_sorter.linemodel.LineModel`; the
+timings, the belt odometer) is ``line``, a :class:`bt_sorter.linemodel.model.LineModel`; the
 line's shape (gates, classifying rods, which gate fires which rod) is its ``topology``
 (:class:`bt_sorter.topology.Topology`, from config), also ``Blackboard.topology``.
 Several items in flight are the normal case, not an extension.
@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bt_sorter import protocol
-from bt_sorter.linemodel import SHORTEST_PASSAGE_S, LineModel
+from bt_sorter.linemodel.bounds import SHORTEST_PASSAGE_S
+from bt_sorter.linemodel.model import LineModel
 from bt_sorter.topology import FS, Topology
 from bt_sorter.vision.classifier import Prediction
 
@@ -137,7 +138,7 @@ class Resolved:
     latest resolve times.
 
     Nothing refers to an older resolved item: the matcher and the leaves work on the
-    items in flight, and the neighbour checks (:func:`bt_sorter.items.identity_doubt`, a
+    items in flight, and the neighbour checks (:func:`bt_sorter.item_story.identity_doubt`, a
     picture offered again) look at the last eight. Only the newest :data:`PICTURES_KEPT`
     keep their picture (the page shows them); the record has every picture already.
     ``len()`` is the number resolved in all.

@@ -249,8 +249,8 @@ def board(ctx: Context) -> dict[str, Any]:
                 "uncertain": item.uncertain,
             }
         )
-    spacing, limit = model.safe_spacing(), model.limit_per_minute()
-    times = {name: model.expected(name) for name in model.quantities}
+    spacing, limit = model.spacing.safe_spacing(), model.spacing.limit_per_minute()
+    times = {name: model.estimates.expected(name) for name in model.estimates.names}
     return {
         "tick": bb.tick,
         "line_time": round(bb.now, 4),  # as the record writes it
@@ -266,10 +266,10 @@ def board(ctx: Context) -> dict[str, Any]:
         "gates_blocked": {str(g): b for g, b in bb.gates.items()},
         "rods_out": {str(r): o for r, o in bb.rods_out.items()},
         "line_model": {
-            "items_learned": model.items_learned,
+            "items_learned": model.learning.items_learned,
             "measured": {k: round(v, 4) for k, v in times.items() if v is not None},
             "safe_spacing_s": None if spacing is None else round(spacing, 4),
-            "feeder_cycle_s": round(model.feeder_cycle, 4),
+            "feeder_cycle_s": round(model.spacing.feeder_cycle, 4),
             "limit_items_per_minute": None if limit is None else round(limit, 3),
         },
     }

@@ -44,9 +44,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bt_sorter import linemodel
 from bt_sorter.blackboard import Edge, Item
-from bt_sorter.items import note_feeder_missed, note_missing, note_push_missed, since_feed
+from bt_sorter.item_story import note_feeder_missed, note_missing, note_push_missed, since_feed
+from bt_sorter.linemodel import quantities
+from bt_sorter.linemodel.bounds import SHORTEST_PASSAGE_S
+from bt_sorter.linemodel.windows import REL_TOL, SPREAD_K
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -58,7 +60,9 @@ class Matcher:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.bb = ctx.bb
-        self.model = ctx.bb.line
+        line = ctx.bb.line
+        self.odometer, self.estimates = line.odometer, line.estimates
+        self.windows, self.latency = line.windows, line.latency
         self._held: dict[int, tuple[Item, Edge]] = {}  # pushed item -> its blocked edge after
 
     # -- edges -----------------------------------------------------------------------
@@ -74,7 +78,7 @@ class Matcher:
             return pushed
         if not edge.blocked and (held := self._held_at(edge)) is not None:
             item, blocked = held
-            if self.model.odometer.between(blocked.t, edge.t) < self._shortest_passage(edge.gate):
+            if self.odometer.between(blocked.t, edge.t) < self._shortest_passage(edge.gate):
                 self.ctx.record.write("pushed_item_swept", edge.t, item=item.id, gate=edge.gate)
                 return item  # it left the gate early: swept off the belt, as pushed
             note_push_missed(self.ctx, item, edge.t, f"passed gate {edge.gate}")
@@ -106,11 +110,11 @@ class Matcher:
         if not edge.blocked or not self.bb.items.pushed:
             return None
         self._forget_pushed(edge.t)
-        name = linemodel.blocked(edge.gate)
+        name = quantities.blocked(edge.gate)
         for item in self.bb.items.pushed:
-            if item.push_gate + 1 != edge.gate or self.model.predict(name, item.anchor) is None:
+            if item.push_gate + 1 != edge.gate or self.windows.predict(name, item.anchor) is None:
                 continue
-            low, high = self.model.window(name, item.anchor)
+            low, high = self.windows.window(name, item.anchor)
             if not low <= since_feed(self.ctx, item, edge.t) <= high:
                 continue
             flight = list(self.bb.items)
@@ -138,8 +142,8 @@ class Matcher:
         ``t`` (here, not every tick: the watch is bounded, and edges are few)."""
         pushed = self.bb.items.pushed
         for item in list(pushed):
-            leave = linemodel.clear(item.push_gate + 1)
-            if since_feed(self.ctx, item, t) > self.model.deadline(leave, item.anchor):
+            leave = quantities.clear(item.push_gate + 1)
+            if since_feed(self.ctx, item, t) > self.windows.deadline(leave, item.anchor):
                 pushed.remove(item)
 
     # -- matching ----------------------------------------------------------------------
@@ -147,7 +151,7 @@ class Matcher:
     def _blocked(self, edge: Edge, occupant: Item | None) -> Item | None:
         gate = edge.gate
         if occupant is not None:
-            inside = self.model.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
+            inside = self.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
             # Issue 15: an occupant only presumed in the gate (the watchdogs noted its
             # blocked edge missing: it came bunched with the item ahead) has no edge this
             # one could duplicate; the edge is the next item's.
@@ -170,7 +174,7 @@ class Matcher:
             # Its own clear edge, taken even when it comes too soon (a flicker in the middle
             # of the item, or a late blocked edge bunched with it): the rod's window lies
             # downstream of the gate, so a push now still meets the item. Too soon to learn.
-            inside = self.model.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
+            inside = self.odometer.between(occupant.blocked_at.get(gate, edge.t), edge.t)
             if inside < self._shortest_passage(gate):
                 occupant.clean = False
             return self._leave(occupant, edge)
@@ -187,10 +191,10 @@ class Matcher:
 
     def _shortest_passage(self, gate: int) -> float:
         """Belt s an item surely spends in a gate: below it, a change is a glitch."""
-        passage = self.model.passage_time(gate)
+        passage = self.estimates.passage_time(gate)
         if passage is None:  # unmeasured: half the shortest passage in the target range
-            return linemodel.SHORTEST_PASSAGE_S / 2
-        return passage * (1 - linemodel.REL_TOL) - self.model.margin
+            return SHORTEST_PASSAGE_S / 2
+        return passage * (1 - REL_TOL) - self.latency.margin
 
     def _candidate(self, edge: Edge, after: Item | None = None) -> Item | None:
         """The oldest item that has not made this edge yet and can have reached the gate.
@@ -215,9 +219,9 @@ class Matcher:
                     return None
                 for upstream in range(item.cleared + 1, gate):  # their messages were lost
                     self._left_unseen(item, upstream, blocked_seen=item.entered == upstream)
-            leave = linemodel.clear(gate)
-            if since_feed(self.ctx, item, edge.t) > self.model.deadline(leave, item.anchor):
-                if self.model.predict(leave, item.anchor) is None:
+            leave = quantities.clear(gate)
+            if since_feed(self.ctx, item, edge.t) > self.windows.deadline(leave, item.anchor):
+                if self.windows.predict(leave, item.anchor) is None:
                     return None  # unmeasured: order only, and the order says this one
                 self._left_unseen(item, gate, blocked_seen=item.entered == gate)
                 continue
@@ -234,7 +238,7 @@ class Matcher:
         (:meth:`_nearer`). ``item`` is left as it is: the watchdogs call it an
         empty feed at its deadline, or its own events show it. Order alone would give
         the next item's events to the empty feed, and every later item's one back."""
-        name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
+        name = quantities.blocked(edge.gate) if edge.blocked else quantities.clear(edge.gate)
         items = list(self.bb.items)
         behind = items[items.index(item) + 1 :]
         later = next((i for i in behind if (i.entered if edge.blocked else i.cleared) < edge.gate),
@@ -254,11 +258,12 @@ class Matcher:
         ``later`` the event may come no earlier than the prediction less the measured
         jitter (four spreads) and the latency margin, and no later than its window.
         """
-        theirs, mine = self.model.predict(name, later.anchor), self.model.predict(name, item.anchor)
+        windows = self.windows
+        theirs, mine = windows.predict(name, later.anchor), windows.predict(name, item.anchor)
         if theirs is None or mine is None:
             return False  # unmeasured: order decides
-        high = self.model.window(name, later.anchor)[1]
-        low = theirs - linemodel.SPREAD_K * self.model.spread(name) - self.model.margin
+        high = windows.window(name, later.anchor)[1]
+        low = theirs - SPREAD_K * self.estimates.spread(name) - self.latency.margin
         at_later, at_item = since_feed(self.ctx, later, t), since_feed(self.ctx, item, t)
         return low <= at_later <= high and abs(at_later - theirs) < abs(at_item - mine)
 
@@ -275,9 +280,9 @@ class Matcher:
         behind = items[items.index(item) + 1 :]
         if not behind or gate - 1 not in behind[0].evidence:
             return False
-        name = linemodel.blocked(gate) if edge.blocked else linemodel.clear(gate)
-        mine = self.model.predict(name, item.anchor)
-        theirs = self.model.predict(name, behind[0].anchor)
+        name = quantities.blocked(gate) if edge.blocked else quantities.clear(gate)
+        mine = self.windows.predict(name, item.anchor)
+        theirs = self.windows.predict(name, behind[0].anchor)
         if mine is None or theirs is None:
             return False
         miss_mine = abs(since_feed(self.ctx, item, edge.t) - mine)
@@ -295,12 +300,12 @@ class Matcher:
         measured window for it (a stray does not). Without this, an item whose upstream
         messages were all lost would leave every later edge unmatched, and the quiet
         belt would read as a stalled one."""
-        name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
-        if not self._alone(item) or self.model.predict(name, item.anchor) is None:
+        name = quantities.blocked(edge.gate) if edge.blocked else quantities.clear(edge.gate)
+        if not self._alone(item) or self.windows.predict(name, item.anchor) is None:
             return False
         at = since_feed(self.ctx, item, edge.t)
-        earliest = self.model.window(name, item.anchor)[0]
-        return earliest <= at <= self.model.deadline(name, item.anchor)
+        earliest = self.windows.window(name, item.anchor)[0]
+        return earliest <= at <= self.windows.deadline(name, item.anchor)
 
     def _fits(self, item: Item, edge: Edge, strict: bool = False) -> bool:
         """False when the edge comes before the item's window for it (a stray), unless the
@@ -308,8 +313,8 @@ class Matcher:
         whose blocked edge nobody saw is judged by the window even then."""
         if self._alone(item) and not strict:
             return True
-        name = linemodel.blocked(edge.gate) if edge.blocked else linemodel.clear(edge.gate)
-        earliest = self.model.window(name, item.anchor)[0]
+        name = quantities.blocked(edge.gate) if edge.blocked else quantities.clear(edge.gate)
+        earliest = self.windows.window(name, item.anchor)[0]
         return since_feed(self.ctx, item, edge.t) >= earliest
 
     def _enter(self, item: Item, edge: Edge) -> Item:
@@ -317,14 +322,14 @@ class Matcher:
             note_missing(self.ctx, item, edge.gate - 1, blocked=item.entered < edge.gate - 1)
         item.entered, item.cleared = edge.gate, edge.gate - 1
         item.blocked_at[edge.gate] = edge.t
-        self._matched(item, edge, linemodel.blocked(edge.gate))
+        self._matched(item, edge, quantities.blocked(edge.gate))
         return item
 
     def _leave(self, item: Item, edge: Edge) -> Item:
         item.entered = item.cleared = edge.gate
         item.cleared_at[edge.gate] = edge.t
         self.bb.blocked_gates.pop(edge.gate, None)
-        self._matched(item, edge, linemodel.clear(edge.gate))
+        self._matched(item, edge, quantities.clear(edge.gate))
         return item
 
     def _matched(self, item: Item, edge: Edge, name: str) -> None:
@@ -353,8 +358,8 @@ class Matcher:
         waiting = [i for i in self.bb.items if i.picture is None and i.cleared < 1]
         for index, item in enumerate(waiting):
             at = since_feed(self.ctx, item, t)
-            earliest = self.model.window(linemodel.PICTURE)[0]
-            latest = self.model.deadline(linemodel.PICTURE)
+            earliest = self.windows.window(quantities.PICTURE)[0]
+            latest = self.windows.deadline(quantities.PICTURE)
             if at < earliest and not self._alone(item):
                 break  # too early even for the oldest: a duplicate or a stray
             if at > latest and item.entered == 0:
@@ -363,7 +368,7 @@ class Matcher:
                 continue
             item.picture, item.picture_at = data, t
             if item.anchor is None:
-                item.anchor = (linemodel.PICTURE, at)
+                item.anchor = (quantities.PICTURE, at)
             self.seen(item, t)
             self.ctx.record.write("picture_received", t, item=item.id, bytes=len(data),
                                   since_feed=round(at, 4))  # fmt: skip
@@ -384,7 +389,7 @@ class Matcher:
         later = waiting[0] if waiting else None
         if later is None or (item.seen and not overdue) or later.entered > 0:
             return False
-        if not self._nearer(linemodel.PICTURE, t, later, item):
+        if not self._nearer(quantities.PICTURE, t, later, item):
             return False
         self.ctx.record.write("picture_passed_on", t, item=item.id, to=later.id)
         return True

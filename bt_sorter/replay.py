@@ -32,7 +32,7 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Item, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import METRE_KEYS, Config, LineConfig, SortingConfig
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel.model import LineModel
 from bt_sorter.record import Record, record_files
 from bt_sorter.topology import Topology
 from bt_sorter.vision.classifier import Prediction

@@ -220,7 +220,7 @@ class Runner:
             self._account(start, end)
             # Issue 15: how late this tick's commands went out after it was due, in line
             # time: the line model's margin for what happens between an event and its effect.
-            self.ctx.bb.line.note_delay(self.ctx.clock.speed * (end - next_deadline))
+            self.ctx.bb.line.latency.note_delay(self.ctx.clock.speed * (end - next_deadline))
             code = self._check_finished()
             if code is not None:
                 return code

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bt_sorter import linemodel
 from bt_sorter.blackboard import REPEAT_S, Edge, Item, Outcome
-from bt_sorter.items import doubt_push, since_feed
+from bt_sorter.item_story import doubt_push, since_feed
+from bt_sorter.linemodel import quantities
+from bt_sorter.linemodel.bounds import LONGEST_ITEM, SHORTEST_PASSAGE_S, SLOWEST_BELT
+from bt_sorter.linemodel.windows import REL_TOL
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -48,7 +50,9 @@ class ShapeWatch:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.bb = ctx.bb
-        self.model = ctx.bb.line
+        line = ctx.bb.line
+        self.odometer, self.estimates = line.odometer, line.estimates
+        self.windows, self.latency = line.windows, line.latency
         self.pending: dict[int, float] = {}  # undeclared gate -> its lone blocked edge's time
         self.last_passage_at = 0.0
         self.clean_runs = 0  # items to the belt end with no passage since the doubt began
@@ -61,7 +65,7 @@ class ShapeWatch:
             return  # the usual tick: nothing to judge
         longest = self._passage_bounds()[1]
         for gate, at in list(self.pending.items()):
-            if self.model.odometer.between(at, self.bb.now) > longest:
+            if self.odometer.between(at, self.bb.now) > longest:
                 del self.pending[gate]
                 self._stray(Edge(gate, True, at), "no clear edge followed it")
         self._runs()
@@ -81,7 +85,7 @@ class ShapeWatch:
         if blocked_at is None:
             self._stray(edge, "no blocked edge before it")
             return
-        passage = self.model.odometer.between(blocked_at, edge.t)
+        passage = self.odometer.between(blocked_at, edge.t)
         low, high = self._passage_bounds()
         carriers = self._carriers(blocked_at)
         if not low <= passage <= high:
@@ -98,24 +102,24 @@ class ShapeWatch:
         """Belt s an item's passage through a gate may take: the declared gates' measured
         passages within their tolerance, else the target range's."""
         gates = self.bb.topology.gate_numbers
-        passages = [p for g in gates if (p := self.model.passage_time(g)) is not None]
+        passages = [p for g in gates if (p := self.estimates.passage_time(g)) is not None]
         if not passages:
-            longest = linemodel.LONGEST_ITEM / linemodel.SLOWEST_BELT
-            return linemodel.SHORTEST_PASSAGE_S, longest
-        margin = self.model.margin
-        low = min(passages) * (1 - linemodel.REL_TOL) - margin
-        return low, max(passages) * (1 + linemodel.REL_TOL) + margin
+            longest = LONGEST_ITEM / SLOWEST_BELT
+            return SHORTEST_PASSAGE_S, longest
+        margin = self.latency.margin
+        low = min(passages) * (1 - REL_TOL) - margin
+        return low, max(passages) * (1 + REL_TOL) + margin
 
     def _carriers(self, t: float) -> list[Item]:
         """The items that may be past the last declared gate and still on the belt at
         ``t``: fed long enough ago to have reached that gate, not so long ago that they
         have surely fallen off the end (pushed ones too: a push may have missed)."""
         last = self.bb.topology.last_gate
-        run_out = self.model.run_out([])
+        run_out = self.windows.run_out([])
         out = []
         for item in (*self.bb.items.done.recent(RECENT), *self.bb.items):
-            earliest = self.model.window(linemodel.blocked(last), item.anchor)[0]
-            latest = self.model.deadline(linemodel.clear(last), item.anchor) + run_out
+            earliest = self.windows.window(quantities.blocked(last), item.anchor)[0]
+            latest = self.windows.deadline(quantities.clear(last), item.anchor) + run_out
             if item.seen and earliest <= since_feed(self.ctx, item, t) <= latest:
                 out.append(item)
         return out

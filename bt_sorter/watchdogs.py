@@ -35,9 +35,9 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from bt_sorter import linemodel
 from bt_sorter.blackboard import Item, Outcome
-from bt_sorter.items import note_feeder_missed, note_missing, resolve_item, since_feed
+from bt_sorter.item_story import note_feeder_missed, note_missing, resolve_item, since_feed
+from bt_sorter.linemodel import quantities
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -81,7 +81,8 @@ class Watchdogs:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.bb = ctx.bb
-        self.model = ctx.bb.line
+        line = ctx.bb.line
+        self.odometer, self.windows, self.latency = line.odometer, line.windows, line.latency
         self.last_gate = ctx.bb.topology.last_gate  # the line's, from config topology:
         self._bunched_noted: set[tuple[int, int]] = set()  # (item, gate) recorded bunched
 
@@ -112,10 +113,10 @@ class Watchdogs:
     def _unseen(self, item: Item, late: int) -> None:
         """``late``: items seen on the belt that are behind their time (it may be stalling)."""
         now = since_feed(self.ctx, item, self.bb.now)
-        names = (linemodel.PICTURE, linemodel.blocked(1))
-        if now > min(self.model.window(name)[1] for name in names):
+        names = (quantities.PICTURE, quantities.blocked(1))
+        if now > min(self.windows.window(name)[1] for name in names):
             self.bb.late_items += 1
-        if now <= max(self.model.deadline(name) for name in names):
+        if now <= max(self.windows.deadline(name) for name in names):
             return  # either may still come: a lost or broken picture leaves gate 1's edges
         if self._offline(item):
             reason = "never seen: fed before the broker was lost"
@@ -136,9 +137,9 @@ class Watchdogs:
         while item.cleared < self.last_gate:
             gate = item.entered if item.entered > item.cleared else item.cleared + 1
             is_blocked = item.entered == item.cleared
-            name = linemodel.blocked(gate) if is_blocked else linemodel.clear(gate)
-            if now <= self.model.deadline(name, item.anchor):
-                if now > self.model.window(name, item.anchor)[1]:
+            name = quantities.blocked(gate) if is_blocked else quantities.clear(gate)
+            if now <= self.windows.deadline(name, item.anchor):
+                if now > self.windows.window(name, item.anchor)[1]:
                     self.bb.late_items += 1  # late, not yet missing: feeding holds
                 return
             note_missing(self.ctx, item, gate, blocked=is_blocked)
@@ -146,8 +147,8 @@ class Watchdogs:
             item.missed += 1
             if not self._offline(item):
                 self.bb.missed_since_evidence += 1
-            latest = item.anchor[0] if item.anchor else linemodel.PICTURE
-            held_at = linemodel.gate_of(latest) if latest.endswith("blocked") else gate
+            latest = item.anchor[0] if item.anchor else quantities.PICTURE
+            held_at = quantities.gate_of(latest) if latest.endswith("blocked") else gate
             if item.missed >= STUCK_AFTER_MISSED and self.bb.gates[held_at]:
                 if self._bunched(item, held_at, now):
                     continue  # the gate's block may be the next item's: not stuck (yet)
@@ -176,8 +177,8 @@ class Watchdogs:
             if follower.cleared >= gate or not follower.seen or self._apart(item, follower):
                 continue
             at = since_feed(self.ctx, follower, self.bb.now)
-            opened = at >= self.model.window(linemodel.blocked(gate))[0]
-            if opened and at <= self.model.deadline(linemodel.clear(gate), follower.anchor):
+            opened = at >= self.windows.window(quantities.blocked(gate))[0]
+            if opened and at <= self.windows.deadline(quantities.clear(gate), follower.anchor):
                 if len(self._bunched_noted) > 64:  # issue 22: forget the resolved items'
                     ids = {i.id for i in self.bb.items}
                     self._bunched_noted = {k for k in self._bunched_noted if k[0] in ids}
@@ -195,22 +196,22 @@ class Watchdogs:
         for gate, cleared_at in item.cleared_at.items():
             blocked_at = follower.blocked_at.get(gate)
             if blocked_at is not None:
-                gap = self.model.odometer.between(cleared_at, blocked_at)
-                if gap > self.model.margin:
+                gap = self.odometer.between(cleared_at, blocked_at)
+                if gap > self.latency.margin:
                     return True
         return False
 
     def _ran_out(self, item: Item, now: float) -> None:
         """Past the last gate: resolve it once it has surely fallen off the belt end."""
         last_gate = self.last_gate
-        last = linemodel.clear(last_gate)
+        last = quantities.clear(last_gate)
         if last_gate in item.cleared_at:
             left = since_feed(self.ctx, item, item.cleared_at[last_gate])
         else:
-            left = self.model.deadline(last, item.anchor)
+            left = self.windows.deadline(last, item.anchor)
         at = sorted(since_feed(self.ctx, item, t) for t in item.blocked_at.values())
         own = [b - a for a, b in itertools.pairwise(at)]
-        if now <= left + self.model.run_out(own):
+        if now <= left + self.windows.run_out(own):
             return
         if last_gate in item.evidence:
             resolve_item(self.ctx, item, self.bb.now, Outcome.REJECTED, "rode to the belt end")

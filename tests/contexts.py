@@ -11,7 +11,7 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Item, Received
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel.model import LineModel
 from bt_sorter.record import Record
 from bt_sorter.topology import Topology
 from bt_sorter.trees.build import load_tree
@@ -22,7 +22,7 @@ def measured_line() -> LineModel:
     """The built-in line as the controller measures it from three items."""
     model = LineModel(load_config().line)
     for _ in range(3):
-        model.learn(dict(model.prior_times))
+        model.learning.learn(dict(model.prior.times))
     return model
 
 
@@ -36,7 +36,7 @@ def measured_shape(topology: Topology, passage: float = 0.4) -> LineModel:
         times |= {f"gate{gate}.blocked": head, f"gate{gate}.clear": head + passage,
                   f"gate{gate}.passage": passage}  # fmt: skip
     for _ in range(3):
-        model.learn(times)
+        model.learning.learn(times)
     return model
 
 

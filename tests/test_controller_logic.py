@@ -27,7 +27,7 @@ from bt_sorter.config import FaultConfig, LineConfig
 from bt_sorter.harness.run import Result, run_scenario
 from bt_sorter.harness.scenario import Scenario, draw
 from bt_sorter.harness.world import Delay, VisionModel
-from bt_sorter.linemodel import prior_times
+from bt_sorter.linemodel.priors import prior_times
 from bt_sorter.sim.geometry import LineGeometry, load_line
 from bt_sorter.topology import FS
 

@@ -186,7 +186,7 @@ def test_for_each_rod_goes_to_groot_as_a_control_and_serves_any_line(tmp_path: P
     from bt_sorter.blackboard import Blackboard
     from bt_sorter.clock import LineClock
     from bt_sorter.config import load_config
-    from bt_sorter.linemodel import LineModel
+    from bt_sorter.linemodel.model import LineModel
     from bt_sorter.record import Record
     from bt_sorter.topology import Topology
 

@@ -478,7 +478,7 @@ def test_a_feeder_that_missed_lengthens_its_cycle_within_a_bound(
         if t >= 1.0:
             ctx.bb.items.empty_feeds = tick  # an empty feed found during every feed
         if t == 6.0:  # until a later feed's item shows they were misses, the empty feeds
-            assert ctx.bb.line.feeder_cycle == pytest.approx(0.9)  # may be the stack's end
+            assert ctx.bb.line.spacing.feeder_cycle == pytest.approx(0.9)  # may be the stack's end
             ctx.bb.feeder_misses = 1
         commands = step(ctx, root, t)
         pushes += [t] * commands.count(protocol.push(1))
@@ -488,7 +488,7 @@ def test_a_feeder_that_missed_lengthens_its_cycle_within_a_bound(
     assert holds[5:] and all(hold == 1.2 for hold in holds[5:])  # at most twice 0.6
     lengthened = [e for e in ctx.record.recent if e["event"] == "feeder_cycle_lengthened"]
     assert lengthened[0]["hold"] == 0.75 and lengthened[-1]["at_limit"]
-    assert ctx.bb.line.feeder_cycle == pytest.approx(1.2 + 0.6)  # the limit follows a miss
+    assert ctx.bb.line.spacing.feeder_cycle == pytest.approx(1.2 + 0.6)  # the limit follows a miss
 
 
 # Issue 20: TRACK_AND_RODS with the line's health watched too (no false alarm on a miss).

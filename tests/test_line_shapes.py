@@ -19,7 +19,8 @@ from contexts import measured_line, measured_shape, running_context, step, tree_
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Item, Outcome, Received
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel.model import LineModel
+from bt_sorter.linemodel.report import line_section, summary_section
 from bt_sorter.topology import Topology
 from bt_sorter.web.state import stations
 from bt_sorter.yamlio import SpecError
@@ -316,8 +317,8 @@ def test_the_spacing_rule_runs_over_the_gates_that_fire_rods() -> None:
     tracking, fs_like = LineModel(topology=TRACKING_GATE), LineModel(topology=FIVE_BINS)
     for model in (tracking, fs_like):
         for _ in range(3):
-            model.learn(times)
-    tracking_spacing, fs_spacing = tracking.safe_spacing(), fs_like.safe_spacing()
+            model.learning.learn(times)
+    tracking_spacing, fs_spacing = tracking.spacing.safe_spacing(), fs_like.spacing.safe_spacing()
     assert tracking_spacing is not None and fs_spacing is not None
     assert fs_spacing - tracking_spacing == pytest.approx(2.6 * 1.75, abs=0.01)
 
@@ -329,19 +330,19 @@ def test_an_unrouted_rod_sets_no_spacing() -> None:
     every, routed = LineModel(topology=FIVE_BINS), LineModel(topology=FIVE_BINS, routed=[3, 4])
     for model in (every, routed):
         for _ in range(3):
-            model.learn(times)
-    assert routed.push_gates == [2, 3] and every.push_gates == [1, 2, 3, 4]
-    spacing_every, spacing_routed = every.safe_spacing(), routed.safe_spacing()
+            model.learning.learn(times)
+    assert routed.spacing.push_gates == [2, 3] and every.spacing.push_gates == [1, 2, 3, 4]
+    spacing_every, spacing_routed = every.spacing.safe_spacing(), routed.spacing.safe_spacing()
     assert spacing_every is not None and spacing_routed is not None
     assert spacing_every - spacing_routed == pytest.approx(2.6 * 1.75, abs=0.01)
 
 
 def test_the_line_model_learns_and_reports_every_declared_gate(tmp_path: Path) -> None:
     model = measured_shape(FIVE_BINS)
-    assert model.chain[-2:] == ("gate4.blocked", "gate4.clear")
-    assert model.report()["quantities"]["gate4.passage"]["median"] == 0.4
-    assert len(model.line_section()["gates"]) == 4
-    assert model.measured(items=3)
+    assert model.estimates.chain[-2:] == ("gate4.blocked", "gate4.clear")
+    assert summary_section(model)["quantities"]["gate4.passage"]["median"] == 0.4
+    assert len(line_section(model)["gates"]) == 4
+    assert model.learning.measured(items=3)
     ctx = running_context(tmp_path, model)
     drawn = [(s["gate"], s["rod"]) for s in stations(ctx) if s["kind"] == "gate"]
     assert drawn == [(1, 2), (2, 3), (3, 4), (4, 5)]

@@ -13,11 +13,16 @@ import py_trees
 import pytest
 from contexts import running_context, tree_from_text
 
-from bt_sorter import linemodel, protocol
+from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Edge, Item, Outcome, Received
 from bt_sorter.config import LineConfig, load_config
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel.estimates import WINDOW
+from bt_sorter.linemodel.learning import SHIFT_ITEMS
+from bt_sorter.linemodel.model import LineModel
+from bt_sorter.linemodel.priors import PRIOR_CHECK_SAMPLES
+from bt_sorter.linemodel.report import summary_section
+from bt_sorter.linemodel.spacing import PUSH_REACH
 from bt_sorter.matcher import Matcher
 from bt_sorter.topology import Topology
 from bt_sorter.trees.build import load_tree
@@ -37,8 +42,8 @@ def scaled(factor: float) -> dict[str, float]:
 def test_estimates_are_robust_medians_with_spread_and_count() -> None:
     model = LineModel()
     for jitter in (0.0, 0.01, -0.01, 0.02, 0.015):
-        model.learn({name: value + jitter for name, value in LINE.items()})
-    report = model.report()["quantities"]["gate2.blocked"]
+        model.learning.learn({name: value + jitter for name, value in LINE.items()})
+    report = summary_section(model)["quantities"]["gate2.blocked"]
     assert report["median"] == pytest.approx(5.01)
     assert 0 < report["spread"] < 0.05
     assert report["n"] == 5
@@ -48,66 +53,66 @@ def test_an_item_far_outside_the_windows_is_not_learned() -> None:
     # Issue 15: the next item's picture taken by an empty feed, 23.5 s after it.
     model = LineModel(feeder_cycle=0.9, rod_out=0.7, speed=8.0)
     for _ in range(3):
-        model.learn(LINE)
-    spacing = model.safe_spacing()
+        model.learning.learn(LINE)
+    spacing = model.spacing.safe_spacing()
     wild = {**LINE, "picture": 23.5, "gate1.blocked": 25.0, "gate1.passage": 20.0}
-    model.learn(wild)
-    assert model.report()["quantities"]["picture"]["n"] == 3
-    assert model.safe_spacing() == pytest.approx(spacing)
-    assert set(model.last_outliers) == {"picture", "gate1.blocked", "gate1.passage"}
-    assert model.items_rejected == 1 and model.items_learned == 3
-    model.learn(LINE)  # the next good item is learned as before
-    assert model.last_outliers == {} and model.items_learned == 4
+    model.learning.learn(wild)
+    assert summary_section(model)["quantities"]["picture"]["n"] == 3
+    assert model.spacing.safe_spacing() == pytest.approx(spacing)
+    assert set(model.learning.last_outliers) == {"picture", "gate1.blocked", "gate1.passage"}
+    assert model.learning.items_rejected == 1 and model.learning.items_learned == 3
+    model.learning.learn(LINE)  # the next good item is learned as before
+    assert model.learning.last_outliers == {} and model.learning.items_learned == 4
 
 
 def test_a_belt_slower_than_the_windows_allow_is_followed_after_a_few_items() -> None:
     model = LineModel()
-    for _ in range(linemodel.WINDOW):
-        model.learn(LINE)
+    for _ in range(WINDOW):
+        model.learning.learn(LINE)
     slower = scaled(1 / 0.6)  # 40 % slower: every time 67 % longer, outside the windows
-    for _ in range(linemodel.SHIFT_ITEMS - 1):
-        model.learn(slower)
-        assert model.last_outliers  # one or two such items may be anything
-    model.learn(slower)  # three in a row that agree: the line changed
-    assert model.last_outliers == {} and model.items_learned == linemodel.WINDOW + 3
-    assert model.predict("gate3.clear") == pytest.approx(slower["gate3.clear"], rel=0.02)
+    for _ in range(SHIFT_ITEMS - 1):
+        model.learning.learn(slower)
+        assert model.learning.last_outliers  # one or two such items may be anything
+    model.learning.learn(slower)  # three in a row that agree: the line changed
+    assert model.learning.last_outliers == {} and model.learning.items_learned == WINDOW + 3
+    assert model.windows.predict("gate3.clear") == pytest.approx(slower["gate3.clear"], rel=0.02)
     for _ in range(2):
-        model.learn(slower)
-    assert model.expected("gate3.clear") == pytest.approx(slower["gate3.clear"])
+        model.learning.learn(slower)
+    assert model.estimates.expected("gate3.clear") == pytest.approx(slower["gate3.clear"])
 
 
 def test_estimates_follow_a_belt_that_slows_by_20_percent_within_a_few_items() -> None:
     model = LineModel()
-    for _ in range(linemodel.WINDOW):
-        model.learn(LINE)
+    for _ in range(WINDOW):
+        model.learning.learn(LINE)
     slower = scaled(1 / 0.8)
-    model.learn(slower)
-    assert model.predict("gate3.clear") == pytest.approx(slower["gate3.clear"], rel=0.02)
-    for _ in range(linemodel.WINDOW // 2):
-        model.learn(slower)
-    assert model.expected("gate3.clear") == pytest.approx(slower["gate3.clear"])
+    model.learning.learn(slower)
+    assert model.windows.predict("gate3.clear") == pytest.approx(slower["gate3.clear"], rel=0.02)
+    for _ in range(WINDOW // 2):
+        model.learning.learn(slower)
+    assert model.estimates.expected("gate3.clear") == pytest.approx(slower["gate3.clear"])
 
 
 def test_a_wrong_prior_is_reported_and_the_measurement_wins() -> None:
     built_in = load_config().line  # the built-in line's metres: 0.1 m/s
     model = LineModel(built_in)
     mismatches = []
-    for _ in range(linemodel.PRIOR_CHECK_SAMPLES):
-        mismatches += model.learn(LINE)
+    for _ in range(PRIOR_CHECK_SAMPLES):
+        mismatches += model.learning.learn(LINE)
     names = {m["quantity"] for m in mismatches}
     assert {"picture", "gate1.blocked", "gate3.clear"} <= names
     gate1 = next(m for m in mismatches if m["quantity"] == "gate1.blocked")
     assert gate1["measured"] == pytest.approx(3.0) and gate1["configured"] == pytest.approx(4.9)
-    assert model.expected("gate1.blocked") == pytest.approx(3.0)
-    assert not model.confirmed & names
+    assert model.estimates.expected("gate1.blocked") == pytest.approx(3.0)
+    assert not model.prior.confirmed & names
 
 
 def test_a_confirmed_prior_shortens_learning() -> None:
     model = LineModel(LineConfig(belt_speed=0.1, item_length=0.04, camera_position=0.22,
                                  gate_positions=(0.34, 0.54, 0.74)))  # fmt: skip
-    model.learn(LINE)
-    assert model.measured(items=3)  # one item confirmed the prior everywhere
-    assert not LineModel().measured(items=3) and model.mismatches == []
+    model.learning.learn(LINE)
+    assert model.learning.measured(items=3)  # one item confirmed the prior everywhere
+    assert not LineModel().learning.measured(items=3) and model.prior.mismatches == []
 
 
 def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Path) -> None:
@@ -115,11 +120,11 @@ def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Pa
     # ever reaches gate 3; waiting for its edges fed one item at a time for ever.
     model = LineModel()
     for _ in range(3):
-        model.learn({n: v for n, v in LINE.items() if not n.startswith("gate3")})
-    assert not model.measured(items=3)  # gate 3 counts on a line that routes to its rod
-    assert model.measured(items=3, through=2)
-    assert not model.measured(items=3, through=3)
-    assert not LineModel().measured(items=3, through=1)  # the picture and gate 1 always
+        model.learning.learn({n: v for n, v in LINE.items() if not n.startswith("gate3")})
+    assert not model.learning.measured(items=3)  # gate 3 counts on a line that routes to its rod
+    assert model.learning.measured(items=3, through=2)
+    assert not model.learning.measured(items=3, through=3)
+    assert not LineModel().learning.measured(items=3, through=1)  # the picture and gate 1 always
     # The leaf asks for the gates up to the last rod some label routes to.
     ctx = running_context(tmp_path, model, measured=False)
     root = tree_from_text(ctx, tmp_path, "root:\n  LineMeasured: measured\n")
@@ -133,17 +138,19 @@ def test_gates_past_the_last_routed_rod_need_no_item_to_be_measured(tmp_path: Pa
 
 def test_limit_is_the_feeder_cycle_or_the_safe_spacing() -> None:
     model = LineModel(feeder_cycle=2.5, rod_out=1.3, tick=0.02)
-    assert model.safe_spacing() is None and model.limit_per_minute() is None
-    model.learn(LINE)
-    late_push = linemodel.PUSH_REACH * 0.4
+    assert model.spacing.safe_spacing() is None and model.spacing.limit_per_minute() is None
+    model.learning.learn(LINE)
+    late_push = PUSH_REACH * 0.4
     behind = 0.4 + late_push + 1.3  # the item behind stays off the push for this one
-    ahead = model.run_out([])  # this one is past the last rod's window (the belt end)
+    ahead = model.windows.run_out([])  # this one is past the last rod's window (the belt end)
     assert ahead > behind
-    assert model.safe_spacing() == pytest.approx(ahead + model.command_margin)
-    assert model.limit_per_minute() == pytest.approx(60 / model.safe_spacing())
+    assert model.spacing.safe_spacing() == pytest.approx(ahead + model.latency.command_margin)
+    assert model.spacing.limit_per_minute() == pytest.approx(60 / model.spacing.safe_spacing())
     slow = LineModel(feeder_cycle=2.5, rod_out=1.3, tick=0.02)
-    slow.learn(scaled(10))  # a slow belt: 4 s passages
-    assert slow.limit_per_minute() == pytest.approx(60 / (slow.safe_spacing() or 0.0))
+    slow.learning.learn(scaled(10))  # a slow belt: 4 s passages
+    assert slow.spacing.limit_per_minute() == pytest.approx(
+        60 / (slow.spacing.safe_spacing() or 0.0)
+    )
 
 
 # -- the matcher and the watchdogs, through the tree's leaves ---------------------------
@@ -228,7 +235,7 @@ def test_with_several_items_an_edge_before_its_window_fits_none(
     ctx: Context, tmp_path: Path
 ) -> None:
     for _ in range(3):
-        ctx.bb.line.learn(LINE)
+        ctx.bb.line.learning.learn(LINE)
     first = fed(ctx, 0.0, rod=None)
     second = fed(ctx, 2.5, rod=2)
     events = {2.0: "picture", 4.5: "picture", **passage(3.0, 1), 4.0: (1, True)}
@@ -243,7 +250,7 @@ def test_item_that_passed_a_gate_unseen_leaves_the_next_edge_to_the_item_behind(
     ctx: Context, tmp_path: Path
 ) -> None:
     for _ in range(3):
-        ctx.bb.line.learn(LINE)
+        ctx.bb.line.learning.learn(LINE)
     first = fed(ctx, 0.0, rod=2)  # both its gate 1 edges are lost
     second = fed(ctx, 2.5, rod=2)
     sent = run(ctx, tmp_path, 6.5, {2.0: "picture", 4.5: "picture", **passage(5.5, 1)})
@@ -260,7 +267,7 @@ def test_a_slower_line_is_not_a_stuck_item(ctx: Context, tmp_path: Path) -> None
 
 
 def test_a_faster_line_is_not_a_stalled_belt(ctx: Context, tmp_path: Path) -> None:
-    ctx.bb.line.learn(scaled(2.0))  # measured on a slower belt than it runs now
+    ctx.bb.line.learning.learn(scaled(2.0))  # measured on a slower belt than it runs now
     events = {0.8: "picture", **passage(1.2, 1, 0.2), **passage(2.0, 2, 0.2)}
     item = fed(ctx, 0.0, rod=None)
     sent = run(ctx, tmp_path, 12.0, {**events, **passage(2.8, 3, 0.2)})
@@ -270,7 +277,7 @@ def test_a_faster_line_is_not_a_stalled_belt(ctx: Context, tmp_path: Path) -> No
 
 def test_an_item_seen_only_by_its_edges_is_not_an_empty_feed(ctx: Context, tmp_path: Path) -> None:
     for _ in range(3):
-        ctx.bb.line.learn(LINE)
+        ctx.bb.line.learning.learn(LINE)
     item = fed(ctx, 0.0, rod=None)  # its picture never comes
     run(ctx, tmp_path, 9.0, {**passage(3.0, 1), **passage(5.0, 2), **passage(7.0, 3)})
     assert ctx.bb.items.empty_feeds == 0
@@ -279,7 +286,7 @@ def test_an_item_seen_only_by_its_edges_is_not_an_empty_feed(ctx: Context, tmp_p
 
 def test_a_stalled_belt_is_reported_once_the_line_is_measured(ctx: Context, tmp_path: Path) -> None:
     for _ in range(3):
-        ctx.bb.line.learn(LINE)
+        ctx.bb.line.learning.learn(LINE)
     fed(ctx, 0.0, rod=None)  # the belt stalls after gate 1
     sent = run(ctx, tmp_path, 20.0, {2.0: "picture", **passage(3.0, 1)})
     assert sent[:2] == [protocol.ALL_PULL, protocol.BELT_STOP]
@@ -288,7 +295,7 @@ def test_a_stalled_belt_is_reported_once_the_line_is_measured(ctx: Context, tmp_
 
 def test_matcher_gives_an_edge_past_an_items_window_to_the_item_behind(ctx: Context) -> None:
     for _ in range(3):
-        ctx.bb.line.learn(LINE)
+        ctx.bb.line.learning.learn(LINE)
     first, second = fed(ctx, 0.0, rod=2), fed(ctx, 3.0, rod=2)
     first.seen = second.seen = True
     ctx.bb.now = 6.0  # past the first item's deadline for leaving gate 1, on time for the second
@@ -305,7 +312,7 @@ def test_an_empty_feed_leaves_the_next_items_events_to_it(tmp_path: Path) -> Non
     # at --speed 8), but nearer the later feed's predictions.
     model = LineModel(None, tick=0.02, speed=8.0)
     for _ in range(3):
-        model.learn(LINE)
+        model.learning.learn(LINE)
     ctx = running_context(tmp_path, model, measured=False)
     empty, second, third = fed(ctx, 0.0, rod=None), fed(ctx, 2.0, rod=2), fed(ctx, 4.0, rod=None)
     events = {4.0: "picture", **passage(5.0, 1)}  # the second item, swept by rod 2
@@ -328,7 +335,7 @@ def test_a_late_picture_stays_with_its_item_though_the_next_feed_is_nearer(
     # on the wrong item.
     model = LineModel(None, tick=0.02, speed=8.0)
     for _ in range(3):
-        model.learn(LINE)
+        model.learning.learn(LINE)
     ctx = running_context(tmp_path, model, measured=False)
     first, second = fed(ctx, 0.0, rod=None), fed(ctx, 1.5, rod=2)
     events = {2.9: "picture", **passage(3.0, 1), 3.5: "picture", **passage(4.5, 1)}
@@ -348,11 +355,11 @@ def test_the_item_ahead_has_left_a_rods_window_before_the_push_for_the_item_behi
         times |= {f"gate{k}.blocked": 6.0 * k, f"gate{k}.clear": 6.0 * k + 0.7,
                   f"gate{k}.passage": 0.7}  # fmt: skip
     model = LineModel(feeder_cycle=2.5, rod_out=1.1, tick=0.02, topology=topology)
-    model.learn(times)
-    spacing = model.safe_spacing()
+    model.learning.learn(times)
+    spacing = model.spacing.safe_spacing()
     assert spacing is not None
     assert spacing >= times["gate4.clear"] - times["gate3.clear"]  # 6 s: off rod 2's window
-    assert spacing >= model.run_out([])  # past the belt end: off rod 3's
+    assert spacing >= model.windows.run_out([])  # past the belt end: off rod 3's
 
 
 def test_a_picture_past_the_deadline_of_an_item_in_gate_1_is_the_next_items(
@@ -365,7 +372,7 @@ def test_a_picture_past_the_deadline_of_an_item_in_gate_1_is_the_next_items(
     long |= {f"gate{k}.passage": 1.0 for k in (1, 2, 3)}  # in gate 1 from 3.0 to 4.0
     model = LineModel(None, tick=0.02)
     for _ in range(3):
-        model.learn(long)
+        model.learning.learn(long)
     ctx = running_context(tmp_path, model, measured=False)
     first, second, third = fed(ctx, 0.0, rod=None), fed(ctx, 1.6, rod=None), fed(ctx, 3.2, 2)
     for item in (first, second, third):
@@ -383,10 +390,10 @@ def test_one_time_off_on_its_own_is_not_a_line_that_changed() -> None:
     # other (the gates' times were right, so their paces did too) and were learned as a
     # line that changed: the shift then fit the windows, and nothing doubted it.
     model = LineModel()
-    for _ in range(linemodel.WINDOW):
-        model.learn(LINE)
+    for _ in range(WINDOW):
+        model.learning.learn(LINE)
     late_picture = {**LINE, "picture": LINE["picture"] + 2.0}
-    for _ in range(2 * linemodel.SHIFT_ITEMS):
-        model.learn(late_picture)
-        assert set(model.last_outliers) == {"picture"}
-    assert model.expected("picture") == pytest.approx(LINE["picture"])
+    for _ in range(2 * SHIFT_ITEMS):
+        model.learning.learn(late_picture)
+        assert set(model.learning.last_outliers) == {"picture"}
+    assert model.estimates.expected("picture") == pytest.approx(LINE["picture"])

@@ -13,8 +13,8 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import PICTURES_KEPT, RECENT, Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import Config
-from bt_sorter.items import resolve_item
-from bt_sorter.linemodel import LineModel
+from bt_sorter.item_story import resolve_item
+from bt_sorter.linemodel.model import LineModel
 from bt_sorter.record import Record
 from bt_sorter.sim.render import LABELS, render_picture
 from bt_sorter.view import facts

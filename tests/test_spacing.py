@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 from test_linemodel import LINE, fed, passage, run
 
-from bt_sorter import linemodel, protocol
+from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import load_config
-from bt_sorter.items import identity_doubt
-from bt_sorter.linemodel import LineModel
+from bt_sorter.item_story import identity_doubt
+from bt_sorter.linemodel import quantities
+from bt_sorter.linemodel.latency import DELAY_WINDOW
+from bt_sorter.linemodel.model import LineModel
+from bt_sorter.linemodel.report import summary_section
 from bt_sorter.record import Record
 
 
@@ -37,33 +40,35 @@ def measured(tmp_path: Path) -> Context:
     context.bb.command(protocol.BELT_RUN)
     context.bb.take_outbox()
     for _ in range(3):
-        context.bb.line.learn(LINE)
+        context.bb.line.learning.learn(LINE)
     return context
 
 
 def test_the_spacing_grows_with_the_measured_decision_delay() -> None:
     model = LineModel(feeder_cycle=1.5, rod_out=1.3, tick=0.02, speed=8.0)
-    model.learn(LINE)
-    idle = model.safe_spacing()
-    assert idle is not None and model.command_margin == pytest.approx(0.05 * 8 + 2 * 0.02)
-    for _ in range(linemodel.DELAY_WINDOW):
-        model.note_delay(0.01)  # an idle machine: ticks 10 ms of line time late
-    assert model.decision_delay == pytest.approx(0.02 + 0.01)
-    for _ in range(linemodel.DELAY_WINDOW // 10):
-        model.note_delay(0.3)  # a loaded one: one tick in ten goes out 0.3 s late
-    assert model.decision_delay == pytest.approx(0.02 + 0.3)
-    assert model.safe_spacing() == pytest.approx(idle + 2 * (0.32 - 0.02))
-    assert model.margin == pytest.approx(0.05 * 8 + 2 * 0.02)  # windows: the network and a tick
-    assert model.report()["decision_delay_s"] == pytest.approx(0.32)
+    model.learning.learn(LINE)
+    idle = model.spacing.safe_spacing()
+    assert idle is not None and model.latency.command_margin == pytest.approx(0.05 * 8 + 2 * 0.02)
+    for _ in range(DELAY_WINDOW):
+        model.latency.note_delay(0.01)  # an idle machine: ticks 10 ms of line time late
+    assert model.latency.decision_delay == pytest.approx(0.02 + 0.01)
+    for _ in range(DELAY_WINDOW // 10):
+        model.latency.note_delay(0.3)  # a loaded one: one tick in ten goes out 0.3 s late
+    assert model.latency.decision_delay == pytest.approx(0.02 + 0.3)
+    assert model.spacing.safe_spacing() == pytest.approx(idle + 2 * (0.32 - 0.02))
+    assert model.latency.margin == pytest.approx(
+        0.05 * 8 + 2 * 0.02
+    )  # windows: the network and a tick
+    assert summary_section(model)["decision_delay_s"] == pytest.approx(0.32)
 
 
 def test_a_late_picture_does_not_move_the_items_windows() -> None:
     model = LineModel(tick=0.02)
-    model.learn(LINE)
-    late = (linemodel.PICTURE, LINE["picture"] + 1.5)  # the picture came 1.5 s late
-    gate = linemodel.blocked(1)
-    assert model.window(gate, late) == model.window(gate)
-    assert model.window(gate)[0] <= LINE[gate] <= model.window(gate)[1]
+    model.learning.learn(LINE)
+    late = (quantities.PICTURE, LINE["picture"] + 1.5)  # the picture came 1.5 s late
+    gate = quantities.blocked(1)
+    assert model.windows.window(gate, late) == model.windows.window(gate)
+    assert model.windows.window(gate)[0] <= LINE[gate] <= model.windows.window(gate)[1]
 
 
 def test_two_items_close_together_keep_their_own_edges_and_raise_no_alarm(

@@ -781,7 +781,7 @@ root:
 
 
 def shaped_ctx(gates: int, rod_gates: tuple[int, ...]) -> Context:
-    from bt_sorter.linemodel import LineModel
+    from bt_sorter.linemodel.model import LineModel
     from bt_sorter.topology import Topology
 
     topology = Topology(gates=gates, rod_gates=rod_gates)

@@ -7,7 +7,8 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Outcome
 from bt_sorter.clock import LineClock
 from bt_sorter.config import Config, load_config
-from bt_sorter.linemodel import LineModel
+from bt_sorter.linemodel.model import LineModel
+from bt_sorter.linemodel.priors import prior_times
 from bt_sorter.record import Record
 from bt_sorter.web.state import Throughput, line_view
 
@@ -15,7 +16,7 @@ from bt_sorter.web.state import Throughput, line_view
 def context() -> Context:
     config = Config()
     model = LineModel()
-    model.learn(LineModel(load_config().line).prior_times)  # the built-in line, measured once
+    model.learning.learn(prior_times(load_config().line))  # the built-in line, measured once
     return Context(bb=Blackboard(line=model), config=config, clock=LineClock(),
                    record=Record())  # fmt: skip
 

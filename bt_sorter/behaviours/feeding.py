@@ -32,7 +32,7 @@ class FeedItem(Leaf):
     model takes the longer cycle.
 
     reads: now, rods_out, items (their empty feeds), feeder_misses. writes: items (a new
-    item), rod 1 commands; line.feeder_cycle.
+    item), rod 1 commands; line.spacing.feeder_cycle.
     """
 
     params = (
@@ -47,7 +47,7 @@ class FeedItem(Leaf):
         timings = self.ctx.config.timings
         self.hold_s = self.hold if self.hold is not None else timings.feed_hold
         self.back_s = self.back if self.back is not None else timings.feed_back
-        ctx.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
+        ctx.bb.line.spacing.note_feeder_cycle(self.hold_s + self.back_s)
         self.configured = self.hold_s, self.back_s
         self.empty = 0  # the empty feeds this leaf has answered
         self.misses = 0  # the feeder misses whose cycle the line model has been told
@@ -58,15 +58,16 @@ class FeedItem(Leaf):
             self._lengthen()
         if self.bb.feeder_misses > self.misses:  # the longer cycle is the feeder's from now
             self.misses = self.bb.feeder_misses
-            self.bb.line.note_feeder_cycle(self.hold_s + self.back_s)
+            self.bb.line.spacing.note_feeder_cycle(self.hold_s + self.back_s)
         self.bb.command(protocol.push(1))
         self.item = self.bb.items.feed(self.bb.now)
         self.item.stretched = self.hold_s > self.configured[0]
         self.pulled_at: float | None = None
         # Issue 15: the least feed interval the spacing rule allowed at this feed (the
         # feeder cycle or the safe spacing; none while learning), for bench/line.py.
-        spacing = self.bb.line.safe_spacing()
-        least = None if spacing is None else round(max(spacing, self.bb.line.feeder_cycle), 4)
+        rule = self.bb.line.spacing
+        spacing = rule.safe_spacing()
+        least = None if spacing is None else round(max(spacing, rule.feeder_cycle), 4)
         self.ctx.record.write("item_fed", self.bb.now, item=self.item.id, least_interval=least)
 
     def update(self) -> Status:
@@ -121,7 +122,7 @@ class FeedIsSafe(Leaf):
         newest = self.bb.items.newest()
         if newest is None:
             return Status.SUCCESS
-        spacing = self.bb.line.safe_spacing()
+        spacing = self.bb.line.spacing.safe_spacing()
         if spacing is None:
             self.feedback_message = "line not measured: no spacing yet"
             return Status.RUNNING

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import py_trees
 
-from bt_sorter import linemodel, protocol
+from bt_sorter import protocol
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import Item, Outcome
-from bt_sorter.items import identity_doubt, resolve_item
+from bt_sorter.item_story import identity_doubt, resolve_item
+from bt_sorter.linemodel import quantities
+from bt_sorter.linemodel.windows import SPREAD_K
 from bt_sorter.watchdogs import blockage_doubt
 
 Status = py_trees.common.Status
@@ -123,11 +125,11 @@ class PushRod(Leaf):
         passage (beyond its spread) the item seemed to take to pass the gate: that much
         the clear message itself came late (a busy line), and the item has moved on."""
         gate, model = item.push_gate, self.bb.line
-        expected = model.passage_time(gate)
+        expected = model.estimates.passage_time(gate)
         late = 0.0
         if expected is not None and gate in item.blocked_at:
             seemed = model.odometer.between(item.blocked_at[gate], edge_at)
-            spread = linemodel.SPREAD_K * model.spread(linemodel.passage(gate))
+            spread = SPREAD_K * model.estimates.spread(quantities.passage(gate))
             late = max(0.0, seemed - expected - spread)
         return self.bb.now - edge_at + late
 
@@ -139,7 +141,7 @@ class PushRod(Leaf):
         own = None
         if gate in item.blocked_at and gate in item.cleared_at:
             own = self.bb.line.odometer.between(item.blocked_at[gate], item.cleared_at[gate])
-        return self.bb.line.max_push_delay(gate, own)
+        return self.bb.line.spacing.max_push_delay(gate, own)
 
 
 @register
@@ -149,7 +151,7 @@ class RetractRod(Leaf):
     ``rod: 0`` retracts every classifying rod that is out. SUCCESS at once if none is.
     Its hold and back times tell the line model how long a rod is out (feed spacing).
 
-    reads: rods_out, rod_pushed_at, now. writes: rod commands; line.rod_out.
+    reads: rods_out, rod_pushed_at, now. writes: rod commands; line.spacing.rod_out.
     """
 
     params = (
@@ -167,7 +169,7 @@ class RetractRod(Leaf):
         timings = self.ctx.config.timings
         self.hold_s = timings.push_hold if self.hold is None else self.hold
         self.back_s = timings.push_back if self.back is None else self.back
-        ctx.bb.line.note_rod_out(self.hold_s + self.back_s)
+        ctx.bb.line.spacing.note_rod_out(self.hold_s + self.back_s)
 
     def initialise(self) -> None:
         rods = self.bb.topology.classifying_rods if self.rod == 0 else (self.rod,)

@@ -7,7 +7,7 @@ import py_trees
 from bt_sorter import protocol
 from bt_sorter.behaviours.base import Leaf, Param, register
 from bt_sorter.blackboard import Outcome
-from bt_sorter.items import resolve_item
+from bt_sorter.item_story import resolve_item
 
 Status = py_trees.common.Status
 
@@ -40,7 +40,7 @@ class LineHealthy(Leaf):
         for gate, item in self.bb.blocked_gates.items():
             return self._fault(f"gate {gate} stays blocked; item {item} is stuck in it or "
                                "held back by what is")  # fmt: skip
-        max_quiet = self.max_quiet or self.bb.line.quiet_bound()
+        max_quiet = self.max_quiet or self.bb.line.windows.quiet_bound()
         quiet = self.bb.line.odometer.between(self.bb.last_evidence_at, self.bb.now)
         missed = self.bb.missed_since_evidence
         if missed >= self.min_missed and quiet > max_quiet:

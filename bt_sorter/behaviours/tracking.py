@@ -66,7 +66,7 @@ class LineMeasured(Leaf):
     def update(self) -> Status:
         line = self.bb.line
         through = line.topology.reach(self.ctx.config.sorting.routes.values())
-        if line.measured(self.items, through):
+        if line.learning.measured(self.items, through):
             return Status.SUCCESS
-        self.feedback_message = f"learning: {self.bb.line.items_learned} items measured"
+        self.feedback_message = f"learning: {line.learning.items_learned} items measured"
         return Status.FAILURE

@@ -8,10 +8,10 @@ from typing import Literal
 
 import py_trees
 
-from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context, Leaf, Param, register
 from bt_sorter.blackboard import Item
-from bt_sorter.items import since_feed
+from bt_sorter.item_story import since_feed
+from bt_sorter.linemodel import quantities
 from bt_sorter.vision.classifier import (
     UNKNOWN,
     BadPictureError,
@@ -95,7 +95,7 @@ class AwaitPicture(Leaf):
             return Status.FAILURE
         if target.picture is not None:
             return Status.SUCCESS
-        latest = self.bb.line.deadline(linemodel.PICTURE)
+        latest = self.bb.line.windows.deadline(quantities.PICTURE)
         late = since_feed(self.ctx, target, self.bb.now) > latest or target.cleared >= 1
         if target.outcome is not None or target not in self.bb.items or late:
             self.feedback_message = f"no picture for item {target.id}"
@@ -181,7 +181,7 @@ class Classify(Leaf):
             return
         item.picture = item.picture_at = None
         item.seen = bool(item.evidence)  # a picture that does not decode shows nothing
-        if item.anchor is not None and item.anchor[0] == linemodel.PICTURE:
+        if item.anchor is not None and item.anchor[0] == quantities.PICTURE:
             item.anchor = None  # nor does it say where the item is
         owners = [*self.bb.items, *self.bb.items.done.recent(8)]
         taken = {id(i.picture) for i in owners if i.picture is not None}

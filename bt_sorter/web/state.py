@@ -22,9 +22,9 @@ from typing import Any
 from py_trees.behaviour import Behaviour
 from py_trees.common import Status
 
-from bt_sorter import linemodel
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Item, Outcome, bin_of
+from bt_sorter.linemodel import quantities
 from bt_sorter.trace import tree_shape, walk
 
 __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
@@ -51,11 +51,11 @@ def segment_seconds(ctx: Context) -> list[float]:
     end); a stretch not measured yet is drawn as long as the longest known one.
     """
     model = ctx.bb.line
-    times = [0.0, model.expected(linemodel.PICTURE)]
+    times = [0.0, model.estimates.expected(quantities.PICTURE)]
     gates = ctx.bb.topology.gate_numbers
-    times += [model.expected(linemodel.blocked(gate)) for gate in gates]
-    last = model.expected(linemodel.clear(gates[-1]))
-    times.append(None if last is None else last + model.run_out([]))
+    times += [model.estimates.expected(quantities.blocked(gate)) for gate in gates]
+    last = model.estimates.expected(quantities.clear(gates[-1]))
+    times.append(None if last is None else last + model.windows.run_out([]))
     known = [
         b - a for a, b in itertools.pairwise(times) if a is not None and b is not None and b > a
     ]

@@ -1,9 +1,13 @@
-"""An item's story in line-model terms: its times since its feed, and how it ends.
+"""An item's story in line-model terms: its times since its feed, what went wrong on its
+way, and how it ends.
 
 Shared by the matcher, the watchdogs and the leaves: :func:`since_feed` puts a line time
 on the item's own clock (belt seconds since its feed), :func:`observed_times` lists what
-its events showed of the line, and :func:`resolve_item` closes its record, teaching the
-line model from it when it was unambiguous.
+its events showed of the line, the ``note_*`` and ``doubt_*`` functions record what went
+wrong (a missing edge, a feeder or push miss, a push in doubt), :func:`identity_doubt`
+says when its events may be two items', and :func:`resolve_item` closes its record,
+teaching the line model from it when it was unambiguous. (Not to be confused with
+:class:`bt_sorter.blackboard.Item`, the item itself, or ``bb.items``, those in flight.)
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from bt_sorter import linemodel
 from bt_sorter.blackboard import Item, Outcome
+from bt_sorter.linemodel import quantities
 
 if TYPE_CHECKING:
     from bt_sorter.behaviours.base import Context
@@ -27,13 +31,13 @@ def observed_times(ctx: Context, item: Item) -> dict[str, float]:
     """The line-model quantities ``item``'s matched events measured (belt s)."""
     out: dict[str, float] = {}
     if item.picture_at is not None:
-        out[linemodel.PICTURE] = since_feed(ctx, item, item.picture_at)
+        out[quantities.PICTURE] = since_feed(ctx, item, item.picture_at)
     for gate, at in item.blocked_at.items():
-        out[linemodel.blocked(gate)] = since_feed(ctx, item, at)
+        out[quantities.blocked(gate)] = since_feed(ctx, item, at)
     for gate, at in item.cleared_at.items():
-        out[linemodel.clear(gate)] = since_feed(ctx, item, at)
+        out[quantities.clear(gate)] = since_feed(ctx, item, at)
         if gate in item.blocked_at:
-            out[linemodel.passage(gate)] = ctx.bb.line.odometer.between(item.blocked_at[gate], at)
+            out[quantities.passage(gate)] = ctx.bb.line.odometer.between(item.blocked_at[gate], at)
     return out
 
 
@@ -119,9 +123,9 @@ def resolve_item(
     if outcome is not Outcome.LOST and item.clean:
         times = observed_times(ctx, item)
         if times:
-            for mismatch in ctx.bb.line.learn(times):
+            for mismatch in ctx.bb.line.learning.learn(times):
                 ctx.record.write("geometry_mismatch", t, item=item.id, **mismatch)
-            if outliers := ctx.bb.line.last_outliers:  # issue 15: not learned
+            if outliers := ctx.bb.line.learning.last_outliers:  # issue 15: not learned
                 ctx.record.write("line_sample_rejected", t, item=item.id, outliers=outliers)
             else:
                 ctx.record.write("line_learned", t, item=item.id,
@@ -140,17 +144,17 @@ def identity_doubt(ctx: Context, item: Item) -> str | None:
     picture taken by the wrong item. Then its label and its push edge may not belong to
     the same item: it is not pushed (bin 1, with this reason).
     """
-    model = ctx.bb.line
+    odometer, estimates = ctx.bb.line.odometer, ctx.bb.line.estimates
     feeds = [i.fed_at for i in (*ctx.bb.items.done.recent(8), *ctx.bb.items) if i is not item]
-    gaps = [abs(model.odometer.between(min(f, item.fed_at), max(f, item.fed_at))) for f in feeds]
+    gaps = [abs(odometer.between(min(f, item.fed_at), max(f, item.fed_at))) for f in feeds]
     if not gaps:
         return None  # alone on the belt: every event is its own
     half_spacing = min(gaps) / 2
     observed = observed_times(ctx, item)
-    names = [n for n in model.chain if n in observed and model.expected(n) is not None]
+    names = [n for n in estimates.chain if n in observed and estimates.expected(n) is not None]
     for a, b in itertools.pairwise(names):
-        expected = (model.expected(b) or 0.0) - (model.expected(a) or 0.0)
-        off = abs(observed[b] - observed[a] - expected * model.pace)
+        expected = (estimates.expected(b) or 0.0) - (estimates.expected(a) or 0.0)
+        off = abs(observed[b] - observed[a] - expected * estimates.pace)
         if off >= half_spacing:
             return f"{a} and {b} are {off:.2f} s off their gap: may be two items' events"
     return None
