@@ -324,14 +324,34 @@ class Runner:
         if status is py_trees.common.Status.SUCCESS:
             self.stop_reason = "tree_succeeded"
             return EXIT_OK
-        if bb.stack_empty and not len(bb.items):  # and the last items have reached their bins
-            self.stop_reason = "stack_empty"
-            return EXIT_OK
         done = len(bb.items.done)
+        if bb.stack_empty and not len(bb.items):  # and the last items have reached their bins
+            return self._finish_clear("stack_empty")
         if self.max_items is not None and done >= self.max_items and not len(bb.items):
-            self.stop_reason = "max_items_resolved"
-            return EXIT_OK
+            return self._finish_clear("max_items_resolved")
         return None
+
+    def _finish_clear(self, reason: str) -> int:
+        """The run's work is done; it ends well only on a clear line. A gate that still
+        reads blocked has something in it that no item in flight explains: the last item
+        stuck there (no item behind it is left to miss its edges there, which is how a
+        stuck item is found otherwise), or the gate's clear edge lost. Either way an
+        operator must look (issue 20, seeds 100735 and 102374: the run ended "done" with
+        an item stuck at the last gate)."""
+        bb = self.ctx.bb
+        blocked = sorted(gate for gate, on in bb.gates.items() if on)
+        if not blocked:
+            self.stop_reason = reason
+            return EXIT_OK
+        alarm = (f"gate {blocked[0]} still reads blocked with every item resolved: "
+                 "something is on the belt (an item stuck there, or the gate's clear edge "
+                 "lost)")  # fmt: skip
+        log.error("line_not_clear", gates=blocked, tick=bb.tick, finished=reason)
+        bb.alarms.append(alarm)
+        self.adapter.publish_status("alarm", reason=alarm, tick=bb.tick)
+        self._alarms_published = len(bb.alarms)
+        self.stop_reason = f"alarm: {alarm}"
+        return EXIT_ABORTED
 
     # -- the safe stop -----------------------------------------------------------------
 
