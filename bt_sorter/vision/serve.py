@@ -47,6 +47,7 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
+from bt_sorter.argtypes import non_negative_float, port_number, positive_int
 from bt_sorter.config import Limits
 from bt_sorter.log import configure, get_logger
 from bt_sorter.portable import stop_signals
@@ -316,18 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: config)")
     parser.add_argument("--config", type=Path, default=None, help="config file for the defaults")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="auto (CUDA if seen), cpu or cuda; default: config")  # fmt: skip
-    parser.add_argument("--max-body", type=int, default=None,
+    parser.add_argument("--max-body", type=positive_int, default=None,
                         help="bytes; default: config limits.payload_bytes")  # fmt: skip
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+    parser.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
                         help="most pictures per forward pass")  # fmt: skip
-    parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT * 1000,
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=DEFAULT_MAX_WAIT * 1000,
                         help="how long the first request of a batch waits for company")  # fmt: skip
-    parser.add_argument("--http-threads", type=int, default=DEFAULT_HTTP_THREADS,
+    parser.add_argument("--http-threads", type=positive_int, default=DEFAULT_HTTP_THREADS,
                         help="waitress worker threads (requests decoded at once)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure(args.log_level)
