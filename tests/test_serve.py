@@ -23,7 +23,7 @@ from bt_sorter.broker import free_port, stop_process, wait_for_port
 from bt_sorter.sim.render import LABELS, render_picture, render_ripeness
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.vision.http_backend import HttpClassifier
-from bt_sorter.vision.serve import PREDICT_PATH
+from bt_sorter.vision.serve import BODY_SLACK, PREDICT_PATH
 from bt_sorter.vision.torch_backend import TorchClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,13 +143,13 @@ def test_body_just_over_the_limit_is_refused_in_the_courses_json(server: Served)
     assert f"over the limit of {MAX_BODY} bytes" in answer["error"]
 
 
-def test_body_up_to_twice_the_limit_is_refused_in_json_and_over_it_unread(
+def test_body_a_little_over_the_limit_is_refused_in_json_and_further_over_unread(
     server: Served,
 ) -> None:
-    """Waitress buffers a body before the app sees it: at most twice the limit."""
-    status, answer = _post(server, b"\xff" * (2 * MAX_BODY))
+    """Waitress buffers a body before the app sees it: at most BODY_SLACK over the limit."""
+    status, answer = _post(server, b"\xff" * (MAX_BODY + BODY_SLACK))
     assert status == 413 and answer["code"] == 1 and "over the limit" in answer["error"]
-    status, body = _announce(server, 2 * MAX_BODY + 1)  # nothing sent: answered unread
+    status, body = _announce(server, MAX_BODY + BODY_SLACK + 1)  # nothing sent: unread
     assert status == 413 and b"exceeds" in body
 
 

@@ -8,8 +8,9 @@
 ``{"results": [{"label", "confidence"}], "code": 0, "error": ""}``, or code 1 with empty
 results and the reason when the body is empty or not a picture. A body over ``--max-body``
 is refused with HTTP 413 and the same JSON (its ``Content-Length`` is checked before the
-app reads it); waitress itself refuses a body over twice that (a plain-text 413, before
-reading a byte), so no request makes it buffer more. ``--config``'s ``limits:`` apply
+app reads it) up to ``BODY_SLACK`` over it; waitress itself refuses a body further over
+(a plain-text 413, before reading a byte), so no request makes it buffer much more than a
+valid one. ``--config``'s ``limits:`` apply
 (issue 22): a picture's side and pixels from its header before decoding, the pixels being
 decoded at once (``decode_pixels``), and ``payload_bytes`` as the default ``--max-body``.
 ``GET /health`` says which model answers (and the limits); ``GET /metrics`` gives
@@ -59,7 +60,7 @@ HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 DEFAULT_PORT = 8088
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
-WAITRESS_BODY_FACTOR = 2  # waitress refuses, unread, a body over this many times --max-body
+BODY_SLACK = 64 * 1024  # bytes over --max-body answered in JSON; further over: waitress, unread
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAIT = 0.010  # s a forming batch may wait for requests it expects (bench: 2-5 ms short)
 DEFAULT_HTTP_THREADS = 16
@@ -225,7 +226,7 @@ class ClassifyServer:
         self._server = waitress.create_server(
             self.app, host=host, port=port, threads=http_threads,
             # waitress refuses a body of max_request_body_size or more before reading it
-            max_request_body_size=WAITRESS_BODY_FACTOR * max_body + 1,
+            max_request_body_size=max_body + BODY_SLACK + 1,
             channel_timeout=CHANNEL_TIMEOUT, ident="bt_sorter", connection_limit=256,
         )  # fmt: skip
 

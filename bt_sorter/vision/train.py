@@ -232,7 +232,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--input-size", type=positive_int, default=224, help="square input side in px"
     )
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--lr", type=non_negative_float, default=1e-3)  # 0: weights kept
     parser.add_argument("--opt", default="adamw", choices=["adamw", "sgd"])
     parser.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
     parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
