@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from bt_sorter import log as logs
+from bt_sorter.argtypes import non_negative_int, positive_float, positive_int
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard
 from bt_sorter.clock import LineClock
@@ -62,21 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     add("--topic-prefix", metavar="PREFIX", help="the line's topics on a shared broker: "
         "PREFIX/aa, PREFIX/bb, PREFIX/status (default: config broker.topics)")  # fmt: skip
     add("--builtin", action="store_true", help="run the built-in simulated line even with --config")
-    add("--items", type=int, help="built-in line: items on the stack (default config sim.items)")
+    add("--items", type=positive_int, help="built-in line: items on the stack (default config "
+        "sim.items)")  # fmt: skip
     add("--line", type=Path, help="built-in line: the simulator's physical line from this line "
         "file (config/lines/*.yaml); the controller still gets only --config")  # fmt: skip
-    add("--seed", type=int, help="built-in line: seed of the stack's mix (default config sim.seed)")
-    add("--speed", type=float, help="line runs this many times faster than real time "
+    add("--seed", type=non_negative_int, help="built-in line: seed of the stack's mix (default "
+        "config sim.seed)")  # fmt: skip
+    add("--speed", type=positive_float, help="line runs this many times faster than real time "
         "(built-in default config sim.speed, external 1)")  # fmt: skip
-    add("--max-items", type=int, help="stop once this many items are resolved")
+    add("--max-items", type=positive_int, help="stop once this many items are resolved")
     add("--summary", type=Path, help="write the end-of-run summary as JSON here")
     add("--record", type=Path, help="append-only JSON-lines record of every decision")
-    add("--record-max-bytes", type=int, metavar="N", help="rotate the record once its file "
-        "holds N bytes: it becomes RECORD.1, .2, ... (the replay reads the set)")  # fmt: skip
-    add("--record-rotate-seconds", type=float, metavar="S", help="rotate the record every S "
-        "wall seconds")  # fmt: skip
-    add("--record-keep", type=int, metavar="K", help="keep only the newest K rotated record "
-        "files (default: all)")  # fmt: skip
+    add("--record-max-bytes", type=positive_int, metavar="N", help="rotate the record once its "
+        "file holds N bytes: it becomes RECORD.1, .2, ... (the replay reads the set)")  # fmt: skip
+    add("--record-rotate-seconds", type=positive_float, metavar="S", help="rotate the record "
+        "every S wall seconds")  # fmt: skip
+    add("--record-keep", type=positive_int, metavar="K", help="keep only the newest K rotated "
+        "record files (default: all)")  # fmt: skip
     add("--ledger", type=Path, help="built-in line: the simulator's per-item ledger")
     add("--check", action="store_true", help="validate tree and config, load the classifiers "
         "(model included), print the tree, exit")  # fmt: skip
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(its monitor protocol, docs/groot.md; loopback unless HOST is given; another "
         "address needs BT_SORTER_GROOT_ALLOW)")  # fmt: skip
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    add("--calibrate", type=int, nargs="?", const=CALIBRATE_ITEMS, metavar="K",
+    add("--calibrate", type=positive_int, nargs="?", const=CALIBRATE_ITEMS, metavar="K",
         help=f"measure the line: sort K items one at a time (default {CALIBRATE_ITEMS}) with "
         "trees/calibrate.yaml and write --out")  # fmt: skip
     add("--out", type=Path, help="--calibrate: the config file to write (the --config given, "
@@ -178,7 +181,7 @@ def builtin_line(
             summary=workdir / "sim_summary.json",
             config=args.config,
             line=args.line,
-            items=args.items or config.sim.items,
+            items=args.items if args.items is not None else config.sim.items,
             seed=args.seed if args.seed is not None else config.sim.seed,
             speed=speed,
             ledger=args.ledger,
@@ -345,7 +348,7 @@ def _main(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         args.tree = args.tree or CALIBRATE_TREE
         args.max_items = args.calibrate
-        args.items = args.items or args.calibrate  # the built-in line's stack
+        args.items = args.items if args.items is not None else args.calibrate  # the stack
     if args.tree is None:
         print("error: --tree is required (e.g. --tree trees/sort.yaml)", file=sys.stderr)
         return EXIT_INVALID
@@ -363,7 +366,7 @@ def _main(args: argparse.Namespace) -> int:
                             "has its own (drop --line, or add --builtin)")  # fmt: skip
         if args.topic_prefix is not None:
             config = with_topic_prefix(config, args.topic_prefix)
-        speed = args.speed or (1.0 if external else config.sim.speed)
+        speed = args.speed if args.speed is not None else 1.0 if external else config.sim.speed
         rotation = {"max_bytes": args.record_max_bytes, "keep": args.record_keep,
                     "rotate_seconds": args.record_rotate_seconds}  # fmt: skip
         if args.record is None and any(v is not None for v in rotation.values()):

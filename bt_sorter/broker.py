@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bt_sorter.argtypes import port_number
 from bt_sorter.portable import WINDOWS, child_kwargs, stop_signal, stop_signals
 
 BrokerKind = Literal["mosquitto", "amqtt"]
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bt_sorter.broker", description="Serve an amqtt MQTT broker."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--port", type=int, default=21883, help="TCP port (default 21883)")
+    parser.add_argument("--port", type=port_number, default=21883, help="TCP port (default 21883)")
     args = parser.parse_args(argv)
     asyncio.run(_serve_amqtt(args.host, args.port))
     return 0

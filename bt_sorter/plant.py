@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bt_sorter import log as logs
 from bt_sorter import protocol
+from bt_sorter.argtypes import non_negative_int, positive_float, positive_int
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.vision.mqtt_backend import CONNECT_TIMEOUT, connect_v5, mqtt5_refusal
 
@@ -211,17 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="list every line and worker on the broker")
     status.add_argument("--broker", required=True, metavar="HOST:PORT")
-    status.add_argument("--wait", type=float, default=1.0, help="s to collect retained statuses")
+    status.add_argument("--wait", type=positive_float, default=1.0,
+                        help="s to collect retained statuses")  # fmt: skip
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--topic", action="append", default=[], metavar="FILTER",
                         help="also look here (a line with a status topic of its own)")  # fmt: skip
     sim = commands.add_parser("sim", help="start N simulated lines on the broker")
     sim.add_argument("--broker", required=True, metavar="HOST:PORT")
-    sim.add_argument("--lines", type=int, required=True, help="how many lines")
+    sim.add_argument("--lines", type=positive_int, required=True, help="how many lines")
     sim.add_argument("--prefix", default="line", help="line names: PREFIX1..PREFIXN (line)")
-    sim.add_argument("--items", type=int, help="items per line (default config sim.items)")
-    sim.add_argument("--speed", type=float, help="time-lapse (default config sim.speed)")
-    sim.add_argument("--seed", type=int, help="line k uses seed S+k")
+    sim.add_argument("--items", type=non_negative_int,
+                     help="items per line (default config sim.items)")  # fmt: skip
+    sim.add_argument("--speed", type=positive_float, help="time-lapse (default config sim.speed)")
+    sim.add_argument("--seed", type=non_negative_int, help="line k uses seed S+k")
     sim.add_argument("--config", type=Path, help="line config (default config/default.yaml)")
     sim.add_argument("--out", type=Path, default=Path("plant_out"), help="ledgers and summaries")
     return parser

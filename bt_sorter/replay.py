@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_sorter import protocol
+from bt_sorter.argtypes import positive_float
 from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Blackboard, Item, Outcome
 from bt_sorter.clock import LineClock
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("record", type=Path, help="the JSON-lines record of a run (rotated: "
                         "the name given to --record; its RECORD.N files are read too)")  # fmt: skip
     parser.add_argument("--web", metavar="[HOST:]PORT", help="serve the replay page here")
-    parser.add_argument("--speed", type=float, default=1.0, help="line seconds per second")
+    parser.add_argument("--speed", type=positive_float, default=1.0, help="line seconds per second")
     parser.add_argument("--paused", action="store_true", help="start paused at the beginning")
     parser.add_argument("--groot", metavar="[HOST:]PORT", help="serve the replay to Groot2 / "
                         "btview (its monitor protocol, docs/groot.md)")  # fmt: skip

@@ -8,12 +8,16 @@ high-water mark (``VmHWM``) of the process that would have decoded the bomb.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import io
 import json
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,10 @@ import paho.mqtt.client as mqtt
 import py_trees
 import pytest
 from contexts import measured_line, running_context
+from hypothesis import given
+from hypothesis import strategies as st
 from peer import Peer, wait_until
+from PIL import Image
 
 from bt_sorter import protocol
 from bt_sorter.adapter import MqttAdapter
@@ -33,13 +40,25 @@ from bt_sorter.blackboard import Received
 from bt_sorter.broker import BrokerProcess, free_port, stop_process
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, Limits, load_config
-from bt_sorter.sim.hostile import HostilePublisher, Send, broken_png, jpeg_bomb, png_bomb
+from bt_sorter.sim.hostile import (
+    HostilePublisher,
+    Send,
+    broken_png,
+    iccp_flood,
+    jpeg_bomb,
+    png_bomb,
+)
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees.build import load_tree
 from bt_sorter.vision.classifier import BadPictureError, ClassifierWorker
 from bt_sorter.vision.hsv import HsvClassifier
-from bt_sorter.vision.picture_header import check_picture, read_header
+from bt_sorter.vision.picture_header import (
+    HEADER_BYTES,
+    PNG_TEXT_BYTES,
+    check_picture,
+    read_header,
+)
 from bt_sorter.vision.preprocess import decode_picture
 from bt_sorter.yamlio import SpecError
 
@@ -86,8 +105,9 @@ def test_pixel_bombs_are_refused_from_their_header_before_any_pixel_is_decoded()
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     png, jpeg, one_over, gif = result["reasons"]
-    assert png.startswith("PNG of 20000x20000") and "not decoded" in png
-    assert jpeg.startswith("JPEG of 20000x20000") and "not decoded" in jpeg
+    # Pillow's own guard refuses these (400 MP is over twice Image.MAX_IMAGE_PIXELS)
+    assert "400000000 pixels" in png and "not decoded" in png
+    assert "400000000 pixels" in jpeg and "not decoded" in jpeg
     assert "JPEG of 4097x4097" in one_over and "limit of 4096" in one_over
     assert "not a JPEG, PNG or BMP" in gif
     # decoding either bomb costs 400 MB (grey) to 1.2 GB (BGR): it never started
@@ -125,7 +145,7 @@ def test_service_refuses_concurrent_bombs_without_its_memory_growing() -> None:
         stop_process(service, 10.0)
     for answer in answers:
         assert answer["code"] == 1 and answer["results"] == []
-        assert "of 20000x20000" in answer["error"] and "not decoded" in answer["error"]
+        assert "400000000 pixels" in answer["error"] and "not decoded" in answer["error"]
     assert peak < 1.5 * idle, (peak / MB, idle / MB)
 
 
@@ -331,20 +351,108 @@ def test_the_header_gives_the_size_the_decoder_finds(suffix: str, flags: list[in
     assert decode_picture(data).shape == (123, 321, 3)
 
 
+def _png_ihdr(body: bytes) -> bytes:
+    """A PNG signature and an ``IHDR`` chunk holding ``body`` (13 bytes when sound)."""
+    crc = zlib.crc32(b"IHDR" + body).to_bytes(4, "big")
+    return b"\x89PNG\r\n\x1a\n" + len(body).to_bytes(4, "big") + b"IHDR" + body + crc
+
+
+def _bmp_header(width: int = 10, height: int = 10, compression: int = 0) -> bytes:
+    """A BMP file header and a 40-byte info header of a 24-bit picture, no pixels."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, compression, 0, 0, 0, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"", "empty picture"),
-        (b"\x89PNG\r\n\x1a\n" + bytes(8), "PNG without an IHDR"),
-        (b"\xff\xd8\xff\xda\x00\x08", "JPEG without a frame header"),
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG header ends"),
-        (b"\xff\xd8\x00\x00", "JPEG marker expected"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(8), "header is broken"),
+        (b"\xff\xd8\xff\xda\x00\x08", "unreadable picture header"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "unreadable picture header"),
+        (b"\xff\xd8\x00\x00", "header is broken"),
         (b"II*\x00" + bytes(16), "not a JPEG, PNG or BMP"),
+        (_png_ihdr(bytes(5)), "unreadable picture header.*IHDR"),  # Pillow: ValueError
+        (_bmp_header(compression=99), "unreadable picture header.*compression"),  # OSError
+        (iccp_flood(), "unreadable picture header"),  # 4 MB of ICC profiles before the pixels
     ],
 )
 def test_a_header_that_cannot_be_read_is_refused(data: bytes, reason: str) -> None:
     with pytest.raises(BadPictureError, match=reason):
         check_picture(data, Limits())
+
+
+def _genuine(fmt: str, **extra: Any) -> bytes:
+    """A 321 x 123 picture written by Pillow in ``fmt`` with ``extra`` save options."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (321, 123), (200, 120, 40)).save(buffer, fmt, **extra)
+    return buffer.getvalue()
+
+
+def test_headers_up_to_the_bounds_are_read_and_past_them_refused() -> None:
+    """Pillow reads at most HEADER_BYTES, and a PNG's profiles inflate to PNG_TEXT_BYTES."""
+    icc = _genuine("PNG", icc_profile=bytes(3144))  # an sRGB profile's size
+    exif = _genuine("JPEG", exif=b"Exif\x00\x00" + bytes(10_000))  # a camera's APP1
+    for data in (icc, exif, iccp_flood(HEADER_BYTES, PNG_TEXT_BYTES)):
+        header = check_picture(data, Limits())
+        assert (header.width, header.height) == (321, 123) or str(header) == "PNG of 64x64"
+    assert decode_picture(icc).shape == decode_picture(exif).shape == (123, 321, 3)
+    for data in (iccp_flood(2 * HEADER_BYTES, PNG_TEXT_BYTES), iccp_flood(HEADER_BYTES)):
+        with pytest.raises(BadPictureError, match="unreadable picture header"):
+            check_picture(data, Limits())
+
+
+_GENUINE = [
+    cv2.imencode(s, np.full((40, 50, 3), 90, np.uint8))[1].tobytes()
+    for s in (".png", ".jpg", ".bmp")
+]
+
+
+@given(
+    st.sampled_from(_GENUINE),
+    st.integers(0, 4000),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=8),
+)
+def test_damaged_pictures_give_a_header_or_a_bad_picture_error(
+    genuine: bytes, cut: int, changes: list[tuple[int, int]]
+) -> None:
+    """Whatever Pillow trips on in untrusted bytes is a BadPictureError, nothing else."""
+    data = bytearray(genuine[: max(1, len(genuine) - cut)])
+    for at, value in changes:
+        data[at % len(data)] = value
+    with contextlib.suppress(BadPictureError):  # anything else fails the test
+        check_picture(bytes(data), Limits())
+
+
+_DISTINCT_SIZES = """
+import io, struct, sys
+import PIL.Image
+from bt_sorter.config import Limits
+from bt_sorter.vision.classifier import BadPictureError
+from bt_sorter.vision.picture_header import check_picture
+info = lambda h: struct.pack("<IiiHHIIiiII", 40, 10000, h, 1, 24, 0, 0, 0, 0, 0, 0)
+for height in range(9000, 9200):  # 90 to 92 MP: over Image.MAX_IMAGE_PIXELS, under twice
+    try:
+        check_picture(b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + info(height), Limits())
+    except BadPictureError:
+        pass
+print(len(getattr(PIL.Image, "__warningregistry__", {})))
+"""
+
+
+def test_a_stream_of_distinct_large_sizes_leaves_no_warning_trail() -> None:
+    """Pillow warns once per distinct size over its limit; unfiltered, each size stays in
+    the warnings registry: an attacker's stream would grow it (and stderr) without bound."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DISTINCT_SIZES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert int(done.stdout) <= 1  # the registry's version key at most
 
 
 def test_pictures_are_decoded_in_one_place() -> None:
@@ -357,4 +465,8 @@ def test_pictures_are_decoded_in_one_place() -> None:
         for name in decoders
         if name in path.read_text()
     ]
-    assert found == []
+    # Pillow's open reads the header only; the pixels are decoded when asked for
+    assert found == ["bt_sorter/vision/picture_header.py: Image.open("]
+    header_reader = (ROOT / "bt_sorter/vision/picture_header.py").read_text()
+    for pixels in (".load(", ".convert(", ".getdata(", ".tobytes(", "asarray(", "array("):
+        assert pixels not in header_reader

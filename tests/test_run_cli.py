@@ -382,9 +382,75 @@ def test_record_rotation_options_need_a_record_and_positive_values(tmp_path: Pat
     base = [sys.executable, RUN_PY, "--tree", "trees/sort.yaml", "--viz", "none"]
     cases = [
         (["--record-max-bytes", "100000"], "need --record FILE"),
-        (["--record", str(tmp_path / "r.jsonl"), "--record-keep", "0"], "keep must be positive"),
+        (
+            ["--record", str(tmp_path / "r.jsonl"), "--record-keep", "0"],
+            "argument --record-keep: must be at least 1",
+        ),
     ]
     for extra, why in cases:
         result = subprocess.run([*base, *extra], cwd=ROOT, capture_output=True, text=True,
                                 timeout=60)  # fmt: skip
         assert result.returncode == 2 and why in result.stderr, result.stderr
+
+
+# Issue 23: each tried by the reporter (a traceback and exit 1, or a value that silently
+# became the default), and one of each program's numeric options.
+RUN = [RUN_PY, "--tree", SORT_TREE, "--check"]
+OUT_OF_RANGE = [
+    ([*RUN, "--speed", "-2"], "argument --speed: must be above 0, got '-2'"),
+    ([*RUN, "--speed", "0"], "argument --speed: must be above 0, got '0'"),
+    ([*RUN, "--items", "0"], "argument --items: must be at least 1, got '0'"),
+    ([*RUN, "--speed", "nan"], "argument --speed: must be a finite number, got 'nan'"),
+    ([*RUN, "--max-items", "2.5"], "argument --max-items: must be an integer, got '2.5'"),
+    (["-m", "bt_sorter.sim", "--speed", "0"], "argument --speed: must be above 0"),
+    (["-m", "bt_sorter.sim", "--drop-rate", "1.5"], "argument --drop-rate: must be at most 1"),
+    (["-m", "bt_sorter.vision.serve", "--port", "70000"], "argument --port: must be at most"),
+    (["-m", "bt_sorter.vision.serve", "--http-threads", "0"], "argument --http-threads: must"),
+    (["-m", "bt_sorter.harness", "--scenarios", "0"], "argument --scenarios: must be at least 1"),
+    (["-m", "bt_sorter.harness", "--seed", "-1"], "argument --seed: must be at least 0"),
+]
+
+
+def _case_id(value: object) -> str:
+    """``run.py --speed -2``, ``bt_sorter.sim --speed 0``, ...; the messages get no id."""
+    if not isinstance(value, list):
+        return ""
+    program = "run.py" if value[0] == RUN_PY else value[1]
+    return f"{program} {' '.join(value[-2:])}"
+
+
+@pytest.mark.parametrize(("argv", "message"), OUT_OF_RANGE, ids=_case_id)
+def test_a_number_out_of_range_exits_2_naming_the_option(argv: list[str], message: str) -> None:
+    """Refused by argparse before anything starts: exit 2, the option and the value, no
+    traceback."""
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_every_numeric_option_is_read_by_a_bounded_type() -> None:
+    """No ``type=int`` or ``type=float`` left on a command line: each goes through
+    ``bt_sorter.argtypes``, so no option takes 0 or a negative number it cannot use."""
+    bare = re.compile(r"[^d]type=(int|float)\b")  # not numpy's dtype=
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in [ROOT / "run.py", *(ROOT / "bt_sorter").rglob("*.py")]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if bare.search(line)
+    ]
+    assert found == []
+
+
+def test_the_line_programs_do_not_import_psutil() -> None:
+    """psutil is a dev and bench dependency (a runtime one only on Windows, where
+    ``resource`` is missing): the controller, the simulator and the services run without."""
+    programs = (
+        "run, bt_sorter.app, bt_sorter.sim.__main__, bt_sorter.vision.serve, "
+        "bt_sorter.vision.worker, bt_sorter.harness.__main__, bt_sorter.plant"
+    )
+    code = f"import sys, {programs}; print('psutil' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -19,11 +19,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bt_sorter.broker import free_port, wait_for_port
+from bt_sorter.broker import free_port, stop_process, wait_for_port
 from bt_sorter.sim.render import LABELS, render_picture, render_ripeness
 from bt_sorter.vision.classifier import ClassifyError
 from bt_sorter.vision.http_backend import HttpClassifier
-from bt_sorter.vision.serve import PREDICT_PATH, ClassifyServer, make_server
+from bt_sorter.vision.serve import BODY_SLACK, PREDICT_PATH
 from bt_sorter.vision.torch_backend import TorchClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +31,29 @@ MODEL = ROOT / "models" / "resnet18_tomato.pth"
 MAX_BODY = 256 * 1024
 
 
+class Served:
+    """Where the service under test answers."""
+
+    def __init__(self, port: int) -> None:
+        self.address = ("127.0.0.1", port)
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[ClassifyServer]:
-    # A 50 ms batching window, so requests sent together really share forward passes.
-    srv = make_server(MODEL, port=0, max_body=MAX_BODY, threads=2, device="cpu", max_wait=0.05)
-    srv.start()
-    yield srv
-    srv.close()
+def server() -> Iterator[Served]:
+    """The service as a user runs it (waitress offers no public way to stop a server in a
+    thread). A 50 ms batching window, so requests sent together really share passes."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(MODEL),
+         "--port", str(port), "--max-body", str(MAX_BODY), "--threads", "2",
+         "--device", "cpu", "--max-wait-ms", "50"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_for_port("127.0.0.1", port, timeout=60), "service did not start"
+        yield Served(port)
+    finally:
+        stop_process(process, 10.0)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +77,7 @@ def _borderline_pictures(n: int) -> list[bytes]:
     return pictures
 
 
-def _post(
-    srv: ClassifyServer, body: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, dict]:
+def _post(srv: Served, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection(*srv.address, timeout=30)
     try:
         conn.request("POST", PREDICT_PATH, body=body, headers=headers or {})
@@ -74,7 +88,7 @@ def _post(
 
 
 def test_real_picture_gets_the_same_label_as_the_in_process_model(
-    server: ClassifyServer, local: TorchClassifier
+    server: Served, local: TorchClassifier
 ) -> None:
     picture = _pictures(1, seed=101)[0]
     status, answer = _post(server, picture)
@@ -89,40 +103,57 @@ def test_real_picture_gets_the_same_label_as_the_in_process_model(
     ("body", "reason"), [(b"definitely not a jpeg", "not a picture"), (b"", "empty")]
 )
 def test_garbage_or_empty_body_gets_code_1_with_a_reason(
-    server: ClassifyServer, body: bytes, reason: str
+    server: Served, body: bytes, reason: str
 ) -> None:
     _, answer = _post(server, body)
     assert answer == {"results": [], "code": 1, "error": answer["error"]}
     assert reason in answer["error"]
 
 
-def test_truncated_picture_gets_code_1(server: ClassifyServer) -> None:
+def test_truncated_picture_gets_code_1(server: Served) -> None:
     picture = _pictures(1, seed=102)[0]
     _, answer = _post(server, picture[: len(picture) // 3])
     assert answer["code"] == 1 and answer["results"] == []
 
 
-def test_over_limit_body_is_refused_without_being_read(server: ClassifyServer) -> None:
-    # Announce a gigabyte and send nothing: a server that tried to read it would hang.
-    conn = http.client.HTTPConnection(*server.address, timeout=5)
+def _announce(srv: Served, length: int) -> tuple[int, bytes]:
+    """POST headers announcing ``length`` body bytes, and no body: the answer."""
+    conn = http.client.HTTPConnection(*srv.address, timeout=5)
     try:
         conn.putrequest("POST", PREDICT_PATH)
-        conn.putheader("Content-Length", str(10**9))
+        conn.putheader("Content-Length", str(length))
         conn.endheaders()
         response = conn.getresponse()
-        assert response.status == 413
-        assert json.loads(response.read())["code"] == 1
+        return response.status, response.read()
     finally:
         conn.close()
 
 
-def test_body_just_over_the_limit_is_refused(server: ClassifyServer) -> None:
+def test_over_limit_body_is_refused_without_being_read(server: Served) -> None:
+    # Announce a gigabyte and send nothing: a server that tried to read it would hang.
+    # Waitress refuses it itself (plain text: its error page is not public API).
+    status, _ = _announce(server, 10**9)
+    assert status == 413
+
+
+def test_body_just_over_the_limit_is_refused_in_the_courses_json(server: Served) -> None:
     status, answer = _post(server, b"\xff" * (MAX_BODY + 1))
     assert status == 413
-    assert "limit" in answer["error"]
+    assert answer == {"results": [], "code": 1, "error": answer["error"]}
+    assert f"over the limit of {MAX_BODY} bytes" in answer["error"]
 
 
-def _get(srv: ClassifyServer, path: str) -> tuple[int, str, str]:
+def test_body_a_little_over_the_limit_is_refused_in_json_and_further_over_unread(
+    server: Served,
+) -> None:
+    """Waitress buffers a body before the app sees it: at most BODY_SLACK over the limit."""
+    status, answer = _post(server, b"\xff" * (MAX_BODY + BODY_SLACK))
+    assert status == 413 and answer["code"] == 1 and "over the limit" in answer["error"]
+    status, body = _announce(server, MAX_BODY + BODY_SLACK + 1)  # nothing sent: unread
+    assert status == 413 and b"exceeds" in body
+
+
+def _get(srv: Served, path: str) -> tuple[int, str, str]:
     conn = http.client.HTTPConnection(*srv.address, timeout=10)
     try:
         conn.request("GET", path)
@@ -132,7 +163,7 @@ def _get(srv: ClassifyServer, path: str) -> tuple[int, str, str]:
         conn.close()
 
 
-def _metrics(srv: ClassifyServer) -> dict[str, float]:
+def _metrics(srv: Served) -> dict[str, float]:
     """Every sample of /metrics by name and labels, e.g. 'classify_requests_total{outcome=ok}'."""
     status, content_type, text = _get(srv, "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
@@ -145,7 +176,7 @@ def _metrics(srv: ClassifyServer) -> dict[str, float]:
 
 
 def test_32_concurrent_clients_each_get_their_own_answer_from_shared_batches(
-    server: ClassifyServer, local: TorchClassifier
+    server: Served, local: TorchClassifier
 ) -> None:
     pictures = _borderline_pictures(32)
     expected = [local.classify(p) for p in pictures]
@@ -170,7 +201,7 @@ def test_32_concurrent_clients_each_get_their_own_answer_from_shared_batches(
     assert passes < 32  # some requests shared a forward pass
 
 
-def test_metrics_count_requests_by_outcome_and_latency(server: ClassifyServer) -> None:
+def test_metrics_count_requests_by_outcome_and_latency(server: Served) -> None:
     before = _metrics(server)
     _post(server, _pictures(1, seed=108)[0])
     _post(server, b"not a picture")
@@ -187,7 +218,7 @@ def test_metrics_count_requests_by_outcome_and_latency(server: ClassifyServer) -
     )
 
 
-def test_the_course_client_code_works_unchanged(server: ClassifyServer) -> None:
+def test_the_course_client_code_works_unchanged(server: Served) -> None:
     # The course's client, as written there: requests.post(url, data=picture bytes).
     url = f"http://{server.address[0]}:{server.address[1]}/aisim_tf_pre"
     picture = _pictures(1, seed=109)[0]
@@ -200,13 +231,13 @@ def test_the_course_client_code_works_unchanged(server: ClassifyServer) -> None:
     assert bad["code"] == 1 and bad["results"] == [] and "not a picture" in bad["error"]
 
 
-def test_unknown_path_gets_a_json_404(server: ClassifyServer) -> None:
+def test_unknown_path_gets_a_json_404(server: Served) -> None:
     status, content_type, text = _get(server, "/nowhere")
     assert status == 404 and content_type.startswith("application/json")
     assert json.loads(text)["code"] == 1
 
 
-def test_health_names_the_model_and_its_classes(server: ClassifyServer) -> None:
+def test_health_names_the_model_and_its_classes(server: Served) -> None:
     status, _, text = _get(server, "/health")
     health = json.loads(text)
     assert status == 200
@@ -217,7 +248,7 @@ def test_health_names_the_model_and_its_classes(server: ClassifyServer) -> None:
 
 
 def test_http_classifier_against_the_real_service_matches_in_process(
-    server: ClassifyServer, local: TorchClassifier
+    server: Served, local: TorchClassifier
 ) -> None:
     host, port = server.address
     client = HttpClassifier(f"http://{host}:{port}{PREDICT_PATH}", timeout=10)

@@ -194,7 +194,7 @@ def test_out_of_range_fault_rate_is_a_clear_error(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "--drop-rate must be within 0..1" in done.stderr
+    assert "argument --drop-rate: must be at most 1, got '2'" in done.stderr
 
 
 def test_line_ends_after_lingering_with_the_belt_left_running(

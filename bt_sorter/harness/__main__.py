@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_sorter import log as logs
+from bt_sorter.argtypes import non_negative_int, positive_int
 from bt_sorter.harness.run import Result, run_scenario
 from bt_sorter.harness.scenario import TREES, draw
 
@@ -34,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         "in virtual time, and judge every run.",
     )
     add = parser.add_argument
-    add("--scenarios", type=int, default=20, help="how many scenarios (default 20)")
-    add("--seed", type=int, default=1, help="seed of the first scenario (default 1)")
+    add("--scenarios", type=positive_int, default=20, help="how many scenarios (default 20)")
+    add("--seed", type=non_negative_int, default=1, help="seed of the first scenario (default 1)")
     add("--tree", choices=TREES, help="this tree in every scenario (default: drawn)")
     add("--classifier", choices=("oracle", "model"), default="oracle",
         help="oracle: the true label with injected errors; model: the shipped ResNet")  # fmt: skip
-    add("--jobs", type=int, default=1, help="processes (default 1; scenarios are independent)")
+    add("--jobs", type=positive_int, default=1, help="processes (default 1; scenarios are "
+        "independent)")  # fmt: skip
     add("--record", type=Path, help="one scenario: write its --record file here (anew)")
     add("--ledger", type=Path, help="one scenario: keep the simulator's ledger here")
     add("--verbose", action="store_true", help="a line per scenario, not only failures")

@@ -18,25 +18,33 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bt_sorter import log as logmod
+from bt_sorter.argtypes import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from bt_sorter.config import Config, FaultConfig, load_config
 from bt_sorter.portable import stop_signals
 from bt_sorter.sim.geometry import check_line, geometry_of, load_line
 from bt_sorter.yamlio import SpecError
 
-# CLI flag -> FaultConfig field, with the value type
-_FAULT_FLAGS: dict[str, type] = {
-    "drop_rate": float,
-    "duplicate_rate": float,
-    "malformed_rate": float,
-    "corrupt_picture_rate": float,
-    "missing_picture_rate": float,
-    "flicker_rate": float,
-    "stuck_item": int,
-    "stall_belt_at": float,
+# CLI flag -> FaultConfig field, with the argparse type of its value
+_FAULT_FLAGS: dict[str, Callable[[str], Any]] = {
+    "drop_rate": fraction,
+    "duplicate_rate": fraction,
+    "malformed_rate": fraction,
+    "corrupt_picture_rate": fraction,
+    "missing_picture_rate": fraction,
+    "flicker_rate": fraction,
+    "stuck_item": positive_int,
+    "stall_belt_at": non_negative_float,
 }
 
 
@@ -60,15 +68,21 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--line", type=Path, help="the physical line from this line file (config/lines/*.yaml)"
     )
-    run.add_argument("--items", type=int, help="items in the stack (default: config sim.items)")
-    run.add_argument("--seed", type=int, help="seed of labels, pictures, faults")
-    run.add_argument("--speed", type=float, help="line runs this many times faster than real")
+    run.add_argument("--items", type=non_negative_int, help="items in the stack, 0 for an empty "
+                     "one (default: config sim.items)")  # fmt: skip
+    run.add_argument("--seed", type=non_negative_int, help="seed of labels, pictures, faults")
+    run.add_argument(
+        "--speed", type=positive_float, help="line runs this many times faster than real"
+    )
     run.add_argument("--ledger", type=Path, help="write one JSON line per item here")
     run.add_argument("--summary", type=Path, help="write the summary JSON here")
     run.add_argument(
-        "--linger", type=float, default=10.0, help="line s to wait with the belt running (10)"
+        "--linger",
+        type=non_negative_float,
+        default=10.0,
+        help="line s to wait with the belt running (10)",
     )
-    run.add_argument("--silence-timeout", type=float, help="line s without a command: end")
+    run.add_argument("--silence-timeout", type=positive_float, help="line s without a command: end")
     faults = run.add_argument_group("faults (override the config's sim.faults)")
     for name, kind in _FAULT_FLAGS.items():
         faults.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
@@ -80,10 +94,10 @@ def _add_run(run: argparse.ArgumentParser) -> None:
 
 
 def _add_render(render: argparse.ArgumentParser) -> None:
-    render.add_argument("--n", type=int, required=True, help="pictures per class")
+    render.add_argument("--n", type=positive_int, required=True, help="pictures per class")
     render.add_argument("--out", type=Path, required=True, help="output folder")
-    render.add_argument("--seed", type=int, default=1)
-    render.add_argument("--size", type=int, default=256, help="picture side in pixels")
+    render.add_argument("--seed", type=non_negative_int, default=1)
+    render.add_argument("--size", type=positive_int, default=256, help="picture side in pixels")
     render.add_argument("--domain", choices=("train", "shifted", "wide"), default="train")
     render.add_argument(
         "--labels",

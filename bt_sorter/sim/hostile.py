@@ -11,6 +11,11 @@ decoded.
 * :func:`broken_png`: a picture whose header is fine and whose pixel data is not: it
   passes a header check and fails to decode;
 * :func:`truncated_jpeg`: a genuine JPEG cut in half;
+* :func:`iccp_flood`: a small PNG whose header carries thousands of compressed ICC
+  profiles, each inflating to a megabyte: cheap to send, slow for a header reader that
+  inflates them (Pillow does, chunk by chunk, until the pixel data);
+* :func:`segment_flood`: a genuine JPEG with a flood of empty segments before its frame
+  header: a header reader walks each one (the hand-written one did, to the end);
 * :class:`HostilePublisher`: a client on the line's broker that publishes such things on
   ``bb`` at set times after each feed command it sees on ``aa``.
 """
@@ -82,6 +87,23 @@ def broken_png(side: int = 256) -> bytes:
 def truncated_jpeg(genuine: bytes) -> bytes:
     """The first half of a genuine JPEG (no end-of-image marker)."""
     return genuine[: len(genuine) // 2]
+
+
+@functools.cache
+def iccp_flood(size: int = 4 * 1024 * 1024, inflated: int = 1024 * 1024, side: int = 64) -> bytes:
+    """A PNG of ``side`` x ``side`` of at most ``size`` bytes, nearly all ``iCCP`` chunks
+    (each inflating to ``inflated`` bytes)."""
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+    profile = _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(bytes(inflated), 9))
+    pixels = _chunk(b"IDAT", zlib.compress(bytes((side + 1) * side))) + _chunk(b"IEND", b"")
+    count = (size - 8 - len(header) - len(pixels)) // len(profile)
+    return b"\x89PNG\r\n\x1a\n" + header + profile * count + pixels
+
+
+def segment_flood(genuine: bytes, size: int = 4 * 1024 * 1024) -> bytes:
+    """``genuine`` (a JPEG) grown to about ``size`` bytes by empty APP15 segments after SOI."""
+    empty = b"\xff\xef\x00\x02"
+    return genuine[:2] + empty * ((size - len(genuine)) // len(empty)) + genuine[2:]
 
 
 Send = bytes | Callable[[mqtt.Client], None]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from bt_sorter.argtypes import positive_int
 from bt_sorter.vision.device import DEVICE_CHOICES, DevicePlan, autocast, device_plan, to_device
 
 ECE_BINS = 15
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, default=None, help="reliability diagram")
     parser.add_argument("--json", type=Path, default=None, help="the report as JSON")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     try:
         report = calibrate_folder(args.model, args.data, args.device, args.threads)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bt_sorter.argtypes import positive_int
 from bt_sorter.vision.dataset import scan_folder
 from bt_sorter.vision.device import DEVICE_CHOICES
 
@@ -178,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (.pth)")
     parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto: CUDA if PyTorch sees it, else the CPU")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")

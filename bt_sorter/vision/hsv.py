@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from bt_sorter.argtypes import fraction
 from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import Prediction
 from bt_sorter.vision.preprocess import DEFAULT_LIMITS, decoded
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bt_sorter.vision.hsv", description="Score the HSV colour rule on a folder."
     )
     parser.add_argument("--data", type=Path, required=True, help="folder of label sub-folders")
-    parser.add_argument("--threshold", type=float, default=0.6, help="confidence for 'unknown'")
+    parser.add_argument("--threshold", type=fraction, default=0.6, help="confidence for 'unknown'")
     args = parser.parse_args(argv)
     classifier = HsvClassifier()
     labels = list(classifier.labels)

@@ -1,11 +1,20 @@
 """What a picture claims to be, read from its header without decoding a pixel.
 
 A PNG of 20000 x 20000 black pixels is a few hundred kilobytes on the wire and 1.2 GB
-once decoded. :func:`check_picture` reads the format and the dimensions from the bytes
-(PNG: the ``IHDR`` chunk; JPEG: the first start-of-frame marker; BMP: the info header)
-and refuses, with :class:`BadPictureError` naming the dimensions, anything over the
-configured limits, anything whose header cannot be read, and every other format. It is
-pure Python over at most the header bytes, so a refusal costs microseconds and no memory.
+once decoded. :func:`check_picture` reads the format and the dimensions with Pillow's
+header read (``Image.open`` parses the header and decodes nothing until asked) and
+refuses, with :class:`BadPictureError` naming the dimensions, anything over the
+configured limits, anything whose header cannot be read, and every other format.
+
+Pillow's header read is bounded here, because it runs on paho's network thread for every
+picture from the line: Pillow only sees the first :data:`HEADER_BYTES` of a picture (it
+walks every PNG chunk and JPEG segment before the pixel data, and a PNG can carry
+thousands of small compressed ``iCCP`` chunks that each inflate to a megabyte: 15 s for a
+4 MB picture unbounded), and a PNG's compressed text and ICC profile may inflate to at
+most :data:`PNG_TEXT_BYTES` (Pillow's own ``MAX_TEXT_CHUNK``/``MAX_TEXT_MEMORY`` knobs).
+Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``) stays on behind the configured
+limits: above twice it Pillow refuses the picture itself, with the pixel count.
+``bench/picture_header.py`` prints what a check costs, genuine and hostile.
 
 :func:`bt_sorter.vision.preprocess.decode_picture` calls it before ``cv2.imdecode``;
 the MQTT adapter calls it on every picture from the line, so a refused picture is bad
@@ -14,21 +23,27 @@ input and never an item's picture.
 
 from __future__ import annotations
 
-import struct
+import io
+import warnings
 from dataclasses import dataclass
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import BadPictureError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_START = b"\xff\xd8"
+HEADER_BYTES = 16 * 1024  # what Pillow may read of a picture to find its header
+PNG_TEXT_BYTES = 4 * 1024  # a PNG's compressed text or ICC profile, inflated (sRGB: 3 KB)
+FORMATS = ("PNG", "JPEG", "BMP")
 JPEG_END = b"\xff\xd9"
 JPEG_TAIL = 512  # the end marker must sit this close to the end (trailing padding allowed)
-BMP_SIGNATURE = b"BM"
-# Start-of-frame markers: SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn stand alone
-_START_OF_SCAN = 0xDA
+
+PngImagePlugin.MAX_TEXT_CHUNK = PNG_TEXT_BYTES
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_BYTES
+# Between Image.MAX_IMAGE_PIXELS and twice it Pillow only warns, once per distinct size:
+# the configured limits refuse those pictures anyway, and an attacker's stream of distinct
+# sizes would grow the warnings registry without bound.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +66,21 @@ def read_header(data: bytes) -> PictureHeader:
     """The declared format and size; :class:`BadPictureError` when they cannot be read."""
     if not data:
         raise BadPictureError("empty picture")
-    if data.startswith(PNG_SIGNATURE):
-        return _png(data)
-    if data.startswith(JPEG_START):
-        return _jpeg(data)
-    if data.startswith(BMP_SIGNATURE):
-        return _bmp(data)
-    raise BadPictureError(f"not a JPEG, PNG or BMP picture (starts {data[:8]!r})")
+    try:
+        with Image.open(io.BytesIO(data[:HEADER_BYTES]), formats=FORMATS) as image:
+            width, height = image.size
+            kind = "JPEG" if image.format == "MPO" else str(image.format)  # MPO: JPEG + index
+    except Image.DecompressionBombError as exc:
+        raise BadPictureError(f"{exc} (header, not decoded)") from None
+    except UnidentifiedImageError:
+        raise BadPictureError(
+            f"not a JPEG, PNG or BMP picture, or its header is broken (starts {data[:8]!r})"
+        ) from None
+    except Exception as exc:  # untrusted bytes: whatever Pillow trips on, the picture is bad
+        raise BadPictureError(
+            f"unreadable picture header within its first {HEADER_BYTES} bytes: {exc}"
+        ) from None
+    return PictureHeader(kind, width, height)
 
 
 def check_picture(data: bytes, limits: Limits) -> PictureHeader:
@@ -80,52 +103,3 @@ def check_picture(data: bytes, limits: Limits) -> PictureHeader:
     if header.format == "JPEG" and JPEG_END not in data[-JPEG_TAIL:]:
         raise BadPictureError(f"truncated {header}: no end-of-image marker")
     return header
-
-
-def _png(data: bytes) -> PictureHeader:
-    # signature, then the first chunk must be IHDR: length 13, width, height (big-endian).
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        raise BadPictureError("PNG without an IHDR chunk first")
-    width, height = struct.unpack(">II", data[16:24])
-    return PictureHeader("PNG", width, height)
-
-
-def _jpeg(data: bytes) -> PictureHeader:
-    """Walk the marker segments up to the first start-of-frame; the scan must not come first."""
-    i, n = 2, len(data)
-    while i < n:
-        if data[i] != 0xFF:
-            raise BadPictureError(f"JPEG marker expected at byte {i}")
-        while i < n and data[i] == 0xFF:  # fill bytes
-            i += 1
-        if i >= n:
-            break
-        marker = data[i]
-        i += 1
-        if marker in _NO_LENGTH:
-            continue
-        if marker == _START_OF_SCAN or marker == JPEG_END[1]:
-            raise BadPictureError("JPEG without a frame header before its data")
-        if i + 2 > n:
-            break
-        (length,) = struct.unpack(">H", data[i : i + 2])
-        if length < 2:
-            raise BadPictureError(f"JPEG segment of length {length} at byte {i}")
-        if marker in _SOF:
-            if i + 7 > n:
-                break
-            height, width = struct.unpack(">HH", data[i + 3 : i + 7])
-            return PictureHeader("JPEG", width, height)
-        i += length
-    raise BadPictureError("JPEG header ends before its frame header")
-
-
-def _bmp(data: bytes) -> PictureHeader:
-    if len(data) < 26:
-        raise BadPictureError("BMP header is cut short")
-    (info_size,) = struct.unpack("<I", data[14:18])
-    if info_size == 12:  # OS/2 core header: 16-bit sizes
-        width, height = struct.unpack("<HH", data[18:22])
-    else:
-        width, height = struct.unpack("<ii", data[18:26])
-    return PictureHeader("BMP", width, abs(height))  # negative height: stored top-down

@@ -7,7 +7,10 @@
 ``POST /aisim_tf_pre``: the request body is the raw encoded picture; the answer is
 ``{"results": [{"label", "confidence"}], "code": 0, "error": ""}``, or code 1 with empty
 results and the reason when the body is empty or not a picture. A body over ``--max-body``
-is refused with HTTP 413 by waitress before it is read. ``--config``'s ``limits:`` apply
+is refused with HTTP 413 and the same JSON (its ``Content-Length`` is checked before the
+app reads it) up to ``BODY_SLACK`` over it; waitress itself refuses a body further over
+(a plain-text 413, before reading a byte), so no request makes it buffer much more than a
+valid one. ``--config``'s ``limits:`` apply
 (issue 22): a picture's side and pixels from its header before decoding, the pixels being
 decoded at once (``decode_pixels``), and ``payload_bytes`` as the default ``--max-body``.
 ``GET /health`` says which model answers (and the limits); ``GET /metrics`` gives
@@ -17,18 +20,16 @@ Each request is decoded and preprocessed on its own waitress thread (through
 :func:`bt_sorter.vision.preprocess.picture_to_input`, the project's one decoder); the forward
 pass goes through a :class:`~bt_sorter.vision.batcher.MicroBatcher`, so requests that arrive
 together are classified in one pass and each gets the result of its own picture back.
-Waitress is a production WSGI server in pure Python (runs on Linux and Windows alike).
+Waitress is a production WSGI server in pure Python (runs on Linux and Windows alike);
+the service uses its public API only (``create_server``, ``run``, ``close``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
+from bt_sorter.argtypes import non_negative_float, port_number, positive_int
 from bt_sorter.config import Limits
 from bt_sorter.log import configure, get_logger
 from bt_sorter.portable import stop_signals
@@ -61,6 +60,7 @@ HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 DEFAULT_PORT = 8088
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+BODY_SLACK = 64 * 1024  # bytes over --max-body answered in JSON; further over: waitress, unread
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAIT = 0.010  # s a forming batch may wait for requests it expects (bench: 2-5 ms short)
 DEFAULT_HTTP_THREADS = 16
@@ -203,29 +203,15 @@ def create_app(service: ClassifyService, max_body: int = DEFAULT_MAX_BODY) -> Fl
     return app
 
 
-class _JsonErrorTask(ErrorTask):
-    """Waitress's own refusals (body over the limit, malformed request) in the course's JSON."""
-
-    def execute(self) -> None:
-        error = self.request.error
-        if error.code == 413:
-            reason = f"body is over the limit of {self.channel.adj.max_request_body_size - 1} bytes"
-        else:
-            reason = f"{error.reason}: {error.body}"
-        body = json.dumps({"results": [], "code": 1, "error": reason}).encode("utf-8")
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-class _Channel(HTTPChannel):
-    error_task_class = _JsonErrorTask
-
-
 class ClassifyServer:
-    """The app on a waitress server: ``serve_forever`` (CLI) or ``start``/``close`` (tests)."""
+    """The app on a waitress server: :meth:`serve_forever` on the calling thread, then
+    :meth:`close`.
+
+    Waitress has no public way to stop a server from another thread (its maintainers say
+    so: Pylons/waitress#343, #372); its ``run`` ends when KeyboardInterrupt or SystemExit
+    reaches the serving thread, after letting the running requests finish. So the service
+    serves on the main thread and its stop signals raise KeyboardInterrupt there.
+    """
 
     def __init__(
         self,
@@ -240,12 +226,9 @@ class ClassifyServer:
         self._server = waitress.create_server(
             self.app, host=host, port=port, threads=http_threads,
             # waitress refuses a body of max_request_body_size or more before reading it
-            max_request_body_size=max_body + 1, channel_timeout=CHANNEL_TIMEOUT,
-            ident="bt_sorter", connection_limit=256,
+            max_request_body_size=max_body + BODY_SLACK + 1,
+            channel_timeout=CHANNEL_TIMEOUT, ident="bt_sorter", connection_limit=256,
         )  # fmt: skip
-        self._server.channel_class = _Channel
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -257,33 +240,13 @@ class ClassifyServer:
         return f"http://{host}:{port}{PREDICT_PATH}"
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`close` (or Ctrl-C), then shut waitress down on this thread."""
-        server = self._server
-        adj = server.adj
-        try:
-            while not self._stopping.is_set():
-                wasyncore.loop(adj.asyncore_loop_timeout, adj.asyncore_use_poll, server._map, 1)
-        finally:
-            server.task_dispatcher.shutdown()  # lets the running requests finish first
-            for channel in list(server._map.values()):
-                channel.close()
-
-    def start(self) -> None:
-        """Serve on a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, name="waitress", daemon=True)
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        """Make :meth:`serve_forever` return soon (any thread, or a signal handler)."""
-        self._stopping.set()
-        with contextlib.suppress(OSError):  # the loop has already ended and closed the pipe
-            self._server.pull_trigger()  # wakes the loop out of its poll
+        """Serve until KeyboardInterrupt or SystemExit on this thread (Ctrl-C, or a stop
+        signal's handler); the requests being answered finish first."""
+        self._server.run()
 
     def close(self) -> None:
-        """Stop serving (from any thread), then stop the batcher and the model."""
-        self.request_stop()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        """Close the listening socket, then stop the batcher and the model."""
+        self._server.close()
         self.service.close()
 
 
@@ -316,18 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: config)")
     parser.add_argument("--config", type=Path, default=None, help="config file for the defaults")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="auto (CUDA if seen), cpu or cuda; default: config")  # fmt: skip
-    parser.add_argument("--max-body", type=int, default=None,
+    parser.add_argument("--max-body", type=positive_int, default=None,
                         help="bytes; default: config limits.payload_bytes")  # fmt: skip
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+    parser.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
                         help="most pictures per forward pass")  # fmt: skip
-    parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT * 1000,
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=DEFAULT_MAX_WAIT * 1000,
                         help="how long the first request of a batch waits for company")  # fmt: skip
-    parser.add_argument("--http-threads", type=int, default=DEFAULT_HTTP_THREADS,
+    parser.add_argument("--http-threads", type=positive_int, default=DEFAULT_HTTP_THREADS,
                         help="waitress worker threads (requests decoded at once)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure(args.log_level)
@@ -351,13 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("service_started", host=host, port=port, model=str(model), max_body=max_body,
              device=server.service.health["device"], max_batch=args.max_batch)  # fmt: skip
     print(f"serving {server.url}", flush=True)
-    for sig in stop_signals():  # Ctrl-C as before: KeyboardInterrupt below
-        if sig != signal.SIGINT:
-            signal.signal(sig, lambda signum, frame: server.request_stop())
+    for sig in stop_signals():  # SIGTERM (SIGBREAK on Windows) stops it as Ctrl-C does
+        signal.signal(sig, signal.default_int_handler)
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns once a stop signal's KeyboardInterrupt reached it
     except KeyboardInterrupt:
-        pass
+        pass  # one that came before or after waitress's loop
     finally:
         server.close()
         log.info("service_stopped")

@@ -35,6 +35,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from bt_sorter.argtypes import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from bt_sorter.vision.calibrate import (
     calibration_report,
     collect_logits,
@@ -220,20 +227,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a ResNet picture classifier")
     parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
     parser.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--input-size", type=int, default=224, help="square input side in px")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument(
+        "--input-size", type=positive_int, default=224, help="square input side in px"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--lr", type=non_negative_float, default=1e-3)  # 0: weights kept
     parser.add_argument("--opt", default="adamw", choices=["adamw", "sgd"])
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
     parser.add_argument("--sched", default="cosine", choices=["cosine", "step"])
-    parser.add_argument("--lr-step-size", type=int, default=5, help="step schedule period")
-    parser.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule factor")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--lr-step-size", type=positive_int, default=5, help="step schedule period")
+    parser.add_argument("--lr-gamma", type=positive_float, default=0.1, help="step schedule factor")
+    parser.add_argument("--label-smoothing", type=fraction, default=0.0)
     parser.add_argument(
         "--brightness",
-        type=float,
+        type=positive_float,
         nargs=2,
         default=(0.6, 1.5),
         metavar=("LOW", "HIGH"),
@@ -241,17 +250,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cast",
-        type=float,
+        type=non_negative_float,
         default=0.12,
         help="augmentation: per-channel gain in 1 ± CAST (light colour)",
     )
     parser.add_argument(
-        "--contrast", type=float, default=0.2, help="augmentation: contrast in 1 ± CONTRAST"
+        "--contrast",
+        type=non_negative_float,
+        default=0.2,
+        help="augmentation: contrast in 1 ± CONTRAST",
     )
-    parser.add_argument("--val-split", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="data loader processes")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--val-split", type=fraction, default=0.15)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="data loader processes")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto: CUDA if PyTorch sees it, else the CPU")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output folder")

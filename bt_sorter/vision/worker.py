@@ -54,6 +54,7 @@ from paho.mqtt.properties import Properties
 
 from bt_sorter import log as logs
 from bt_sorter import protocol
+from bt_sorter.argtypes import non_negative_float, positive_int
 from bt_sorter.broker import stop_process
 from bt_sorter.config import ClassifierConfig
 from bt_sorter.portable import child_kwargs, peak_rss_mib, stop_signals
@@ -450,13 +451,23 @@ def build_parser() -> argparse.ArgumentParser:
     add("--group", default=protocol.DEFAULT_WORKER_GROUP, help="shared subscription group")
     add("--backend", choices=("torch", "hsv"), default="torch", help="the model (default torch)")
     add("--model", default=ClassifierConfig.model, help="torch checkpoint")
-    add("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    add("--max-batch", type=int, default=8, help="most pictures in one forward pass")
-    add("--window", type=float, default=0.005, help="s to gather more requests after the first")
-    add("--max-picture", type=int, default=DEFAULT_MAX_PICTURE, help="largest picture, bytes")
-    add("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+    add("--threads", type=positive_int, default=1, help="torch intra-op threads (default 1)")
+    add("--max-batch", type=positive_int, default=8, help="most pictures in one forward pass")
+    add(
+        "--window",
+        type=non_negative_float,
+        default=0.005,
+        help="s to gather more requests after the first",
+    )
+    add(
+        "--max-picture",
+        type=positive_int,
+        default=DEFAULT_MAX_PICTURE,
+        help="largest picture, bytes",
+    )
+    add("--max-queue", type=positive_int, default=DEFAULT_MAX_QUEUE,
         help="requests waiting at most; more are refused at once with a busy answer")  # fmt: skip
-    add("--max-queue-bytes", type=int, default=DEFAULT_MAX_QUEUE_BYTES,
+    add("--max-queue-bytes", type=positive_int, default=DEFAULT_MAX_QUEUE_BYTES,
         help="picture bytes waiting at most")  # fmt: skip
     add("--id", dest="worker_id", help="worker id (default HOST-PID)")
     add("--log-level", default="info", choices=("debug", "info", "warning", "error"))
