@@ -248,6 +248,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--contrast", type=float, default=0.2, help="augmentation: contrast in 1 ± CONTRAST"
     )
+    parser.add_argument(
+        "--stretch",
+        type=float,
+        default=0.0,
+        help="augmentation: one axis scaled by 1 - STRETCH..1 (fruit shape)",
+    )
+    parser.add_argument("--jpeg", type=float, default=0.0,
+                        help="augmentation: share re-encoded as JPEG, quality 35..95")  # fmt: skip
     parser.add_argument("--val-split", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
@@ -295,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_class_indices(args.out / "class_indices.json", classes)
 
-    jitter = Jitter((args.brightness[0], args.brightness[1]), args.cast, args.contrast)
+    jitter = Jitter((args.brightness[0], args.brightness[1]), args.cast, args.contrast,
+                    args.stretch, args.jpeg)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(
         PictureDataset(train_samples, args.input_size, train=True, jitter=jitter),
