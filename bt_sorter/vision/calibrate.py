@@ -280,12 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--floor-share", type=float, default=None,
                         help="also fit the logit floor (meta.min_logit) doubting this share of "
                         "the pictures (ones like the trained ones have larger logits)")  # fmt: skip
+    parser.add_argument("--keep-temperature", action="store_true",
+                        help="--write keeps the temperature (writes the logit floor)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         report = calibrate_folder(args.model, args.data, args.device, args.threads,
                                   floor_share=args.floor_share)  # fmt: skip
         if args.write:
-            write_temperature(args.model, report["temperature"], report.get("min_logit"))
+            temperature = report["previous"] if args.keep_temperature else report["temperature"]
+            write_temperature(args.model, temperature, report.get("min_logit"))
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -303,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "min_logit" in report:
         print(f"logit floor {report['min_logit']:.4f} (doubts {report['floor_share']} of these)")
     if args.write:
-        print(f"wrote temperature {report['temperature']:.4f} into {args.model}")
+        kept = report["previous"] if args.keep_temperature else report["temperature"]
+        print(f"wrote temperature {kept:.4f} into {args.model}")
     if args.png:
         plot_reliability(report, args.png)
     if args.json:

@@ -20,8 +20,8 @@ import numpy as np
 
 from bt_sorter.vision.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-BLACK_LEVEL = 40.0  # 99th percentile of luma (0..255) below this: a black frame
-CLIPPED_SHARE = 0.5  # share of pixels at >= 250 luma above this: washed out
+BLACK_LEVEL = 25.0  # 99th percentile of luma (0..255) below this: a black frame
+CLIPPED_SHARE = 0.7  # share of pixels at >= 250 luma above this: washed out
 GLARE_CONTRAST = 14.0  # luma standard deviation below this, with a bright mean: glare
 GLARE_MEAN = 170.0
 UNLIKE = "unlike any trained picture"  # the doubt of a picture no class explains
