@@ -30,6 +30,7 @@ from bt_sorter.harness.world import Delay, VisionModel
 from bt_sorter.linemodel.priors import prior_times
 from bt_sorter.sim.geometry import LineGeometry, load_line
 from bt_sorter.topology import FS
+from bt_sorter.vision.oddity import UNLIKE
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINED, SEQUENTIAL = "trees/sort_pipelined.yaml", "trees/sort.yaml"
@@ -200,6 +201,22 @@ def test_a_weak_answer_becomes_unknown_and_rides_to_bin_1(tmp_path: Path) -> Non
         assert event["confidence"] is not None and event["confidence"] < 0.6
         (resolved,) = events_of(events, "item_resolved", item=item)
         assert resolved["bin"] == 1 and resolved["reason"] == "no confident label"
+
+
+def test_a_doubted_picture_rides_to_bin_1_with_its_own_reason_however_confident(
+    tmp_path: Path,
+) -> None:
+    # Every answer confident (>= 0.75, over the 0.6 threshold) but doubted by the back end
+    # (the picture is unlike any trained one): not acted on, and the reason says why.
+    scenario = builtin(SEQUENTIAL, items=3, vision=VisionModel(odd_rate=1.0))
+    result, events = run(scenario, tmp_path)
+    assert result.bins["1"] == 3 and result.failures == []
+    for item in range(1, 4):
+        (event,) = events_of(events, "item_classified", item=item)
+        assert event["label"] == "unknown" and event["rod"] is None
+        assert event["confidence"] >= 0.75
+        (resolved,) = events_of(events, "item_resolved", item=item)
+        assert resolved["bin"] == 1 and resolved["reason"] == UNLIKE
 
 
 # -- pushing ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bt_sorter.sim.render import (
+    ALL_DOMAINS,
     LABELS,
     MARGIN,
     RAW_MAX,
@@ -40,7 +41,7 @@ def test_same_seed_gives_the_same_picture_and_another_seed_a_different_one() -> 
 
 
 @pytest.mark.parametrize("size", [64, 256])
-@pytest.mark.parametrize("domain", ["train", "shifted", "wide"])
+@pytest.mark.parametrize("domain", ALL_DOMAINS)
 def test_rendered_item_is_a_bgr_uint8_square_of_the_requested_size(size: int, domain: str) -> None:
     image = render_item(np.random.default_rng(1), "ripe", size=size, domain=domain)
     assert image.shape == (size, size, 3)

@@ -103,7 +103,7 @@ def test_evaluate_scores_agree_with_the_classifier_picture_by_picture(
     model = Path(__file__).resolve().parents[1] / "models" / "resnet18_tomato.pth"
     report = tmp_path / "scores.json"
     assert evaluate.main(["--model", str(model), "--data", str(data), "--json", str(report)]) == 0
-    scores = json.loads(report.read_text())
+    scores = json.loads(report.read_text())["results"][0]
     classifier = TorchClassifier(model, threads=2)
     right = sum(
         classifier.classify(p.read_bytes()).label == p.parent.name for p in data.rglob("*.jpg")

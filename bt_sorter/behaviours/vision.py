@@ -167,7 +167,8 @@ class Classify(Leaf):
         self.item.prediction = prediction
         threshold = self.ctx.config.sorting.confidence_threshold
         label = apply_threshold(prediction, threshold).label
-        decide(self.ctx, self.item, label, "no confident label" if label == UNKNOWN else "")
+        reason = prediction.doubt or ("no confident label" if label == UNKNOWN else "")
+        decide(self.ctx, self.item, label, reason)
         return Status.SUCCESS
 
     def terminate(self, new_status: Status) -> None:

@@ -254,7 +254,7 @@ def judge(
             edges = core.line.items[item - 1].gate_edges.get(gate or 0) or [[None, None]]
             cleared = edges[0][1]
             late = cleared is not None and oracle.answered_at[key] > cleared  # no push can follow
-            if answer.label == label and answer.confidence >= 0.6 and not late:
+            if answer.label == label and answer.confidence >= 0.6 and not answer.doubt and not late:
                 confident.add(item)
     for item in core.line.items:
         expected = route_bin(item.label, routes)

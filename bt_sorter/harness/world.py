@@ -42,6 +42,7 @@ from bt_sorter.clock import LineClock
 from bt_sorter.config import Limits
 from bt_sorter.sim.core import SimCore
 from bt_sorter.vision.classifier import BadPictureError, Classifier, ClassifyError, Prediction
+from bt_sorter.vision.oddity import UNLIKE
 
 
 def digest(data: bytes) -> bytes:
@@ -146,12 +147,14 @@ class VirtualAdapter:
 @dataclass
 class VisionModel:
     """How the classifier behaves: its delay (wall s), and the share of answers that are
-    failures, weak (below the threshold: unknown, bin 1), or confidently wrong."""
+    failures, weak (below the threshold: unknown, bin 1), confidently wrong, or doubted
+    (confident, but the picture is unlike any trained one: bin 1 with that reason)."""
 
     delay: Delay = field(default_factory=lambda: Delay(0.01, 0.005, 0.02, (0.05, 0.3)))
     fail_rate: float = 0.0
     weak_rate: float = 0.0
     wrong_rate: float = 0.0
+    odd_rate: float = 0.0
 
 
 class OracleClassifier:
@@ -215,6 +218,9 @@ class OracleClassifier:
             others = [c for c in self.classes if c != label]
             wrong = others[int(self.rng.integers(len(others)))] if others else label
             answer = Prediction(wrong, float(self.rng.uniform(0.7, 0.99)), self.name)
+        elif draw - model.weak_rate - model.wrong_rate < model.odd_rate:
+            confidence = float(self.rng.uniform(0.75, 1.0))
+            answer = Prediction(label, confidence, self.name, UNLIKE)
         else:
             answer = Prediction(label, float(self.rng.uniform(0.75, 1.0)), self.name)
         self.answers[key] = answer

@@ -98,7 +98,18 @@ def _add_render(render: argparse.ArgumentParser) -> None:
     render.add_argument("--out", type=Path, required=True, help="output folder")
     render.add_argument("--seed", type=non_negative_int, default=1)
     render.add_argument("--size", type=positive_int, default=256, help="picture side in pixels")
-    render.add_argument("--domain", choices=("train", "shifted", "wide"), default="train")
+    render.add_argument(
+        "--domain",
+        default="train",
+        help="train, shifted, wide; or a domain held out for judging: halogen, led, "
+        "green_belt, roma (bt_sorter.sim.render.ALL_DOMAINS)",
+    )
+    render.add_argument(
+        "--odd",
+        action="store_true",
+        help="instead: pictures no fruit class fits, one folder per kind (empty, black, washed, "
+        "two, object): the out-of-distribution set",
+    )
     render.add_argument(
         "--labels",
         default="ripe,half_ripe,raw",
@@ -200,10 +211,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from bt_sorter.sim.render import parse_labels, write_dataset
+    from bt_sorter.sim.render import parse_labels, write_dataset, write_odd_dataset
 
-    labels = parse_labels(args.labels)
-    counts = write_dataset(args.out, args.n, args.seed, args.size, args.domain, labels)
+    try:
+        if args.odd:
+            counts = write_odd_dataset(args.out, args.n, args.seed, args.size, args.domain)
+        else:
+            labels = parse_labels(args.labels)
+            counts = write_dataset(args.out, args.n, args.seed, args.size, args.domain, labels)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"out": str(args.out), "counts": counts}), flush=True)
     return 0
 

@@ -31,8 +31,15 @@ defocus blur, sensor noise and JPEG quality. The belt is neutral grey in the ``t
 domain, so it is a white-balance reference. The ``shifted`` domain puts brightness,
 colour cast and belt colour outside the training range (same colour rule) for robustness
 tests. The ``wide`` domain is domain randomisation for training: gain, light colour and a
-belt of any albedo and hue drawn from ranges that span both of the others. All randomness
-comes from the ``rng`` argument: the same generator state gives the same picture.
+belt of any albedo and hue drawn from ranges that span both of the others.
+
+Four more domains (:data:`HELDOUT_DOMAINS`) are other cameras, for judging only: ``halogen``
+(a warm, dim halogen rig with strong vignetting and soft light), ``led`` (a cool, slightly
+green LED rig with hard light and bright highlights), ``green_belt`` (a green PVC belt with
+a woven texture, training light) and ``roma`` (elongated plum tomatoes of any size, training
+light and a brown belt). The colour rule is the same in each, so the label is still read
+from the fruit's colour relative to the light. All randomness comes from the ``rng``
+argument: the same generator state gives the same picture.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ from tqdm import tqdm
 LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")  # the default label set
 ALL_LABELS: tuple[str, ...] = (*LABELS, "overripe")  # every class the renderer can draw
 DOMAINS: tuple[str, ...] = ("train", "shifted", "wide")
+# Domains held out for judging only: no training, fine-tuning, calibration or threshold
+# choice may render them with the seeds the model card reserves for confirmation.
+HELDOUT_DOMAINS: tuple[str, ...] = ("halogen", "led", "green_belt", "roma")
+ALL_DOMAINS: tuple[str, ...] = (*DOMAINS, *HELDOUT_DOMAINS)
 
 RAW_MAX = 0.30
 RIPE_MIN = 0.70
@@ -209,6 +220,16 @@ def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]
         gain = rng.uniform(0.45, 1.5)
         temperature = rng.uniform(-0.2, 0.2)
         tint = rng.uniform(-0.08, 0.08)
+    elif domain == "halogen":  # warm, dim
+        gain = rng.uniform(0.6, 0.95)
+        temperature = rng.uniform(0.12, 0.2)
+        tint = rng.uniform(-0.02, 0.03)
+    elif domain == "led":  # cool, a little green, bright
+        gain = rng.uniform(1.0, 1.35)
+        temperature = rng.uniform(-0.18, -0.1)
+        tint = rng.uniform(0.03, 0.06)
+    elif domain in ("green_belt", "roma"):
+        gain, temperature, tint = rng.uniform(0.75, 1.2), rng.uniform(-0.1, 0.1), 0.0
     else:
         gain = rng.uniform(0.5, 0.68) if rng.random() < 0.5 else rng.uniform(1.28, 1.45)
         temperature = rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.18)
@@ -225,6 +246,15 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
     elif domain == "wide":  # any albedo, any hue up to about 3:1 between channels
         hue = 1.0 + rng.uniform(-0.5, 0.5, 3).astype(np.float32)
         base = np.clip(rng.uniform(0.05, 0.8) * hue, 0.03, 0.9).astype(np.float32)
+    elif domain in ("halogen", "led"):  # the training belt under another light
+        grey = rng.uniform(0.25, 0.55)
+        base = np.full(3, grey, dtype=np.float32)
+    elif domain == "green_belt":  # green PVC, BGR
+        shade = rng.uniform(0.7, 1.3)
+        base = (np.array([0.16, 0.34, 0.14], dtype=np.float32) * shade).astype(np.float32)
+    elif domain == "roma":  # brown rubber, BGR
+        shade = rng.uniform(0.7, 1.3)
+        base = (np.array([0.13, 0.2, 0.28], dtype=np.float32) * shade).astype(np.float32)
     else:
         kind = int(rng.integers(3))
         if kind == 0:  # near-black belt
@@ -241,6 +271,11 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
     streaks = cv2.GaussianBlur(rng.standard_normal((size, 1), dtype=np.float32), (1, 5), 1.5)
     mottle = _smooth_noise(rng, size, 6) * rng.uniform(0.01, 0.03)
     texture = 1.0 + fine + streaks * rng.uniform(0.02, 0.05) + mottle
+    if domain == "green_belt":  # woven: a fine criss-cross pattern
+        ys = xs.T
+        period = rng.uniform(5.0, 9.0) * size / 256
+        weave = np.sin(xs * (2 * math.pi / period)) * np.sin(ys * (2 * math.pi / period))
+        texture = texture + rng.uniform(0.06, 0.12) * weave.astype(np.float32)
     belt = base[None, None, :] * texture[:, :, None]
     if rng.random() < 0.5:  # a seam across the belt (the belt moves along x)
         x0 = rng.uniform(0.05, 0.95) * size
@@ -339,17 +374,39 @@ def _radius2(size: int) -> np.ndarray:
 
 
 def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -> np.ndarray:
-    s = float(size)
-    xs, ys = _grid(size)
     gain, light = _lighting(rng, domain)
     belt = _belt(rng, size, domain)
+    _fruit(rng, belt, ripeness, size, domain)
+    return _camera(rng, belt, gain, light, size, domain)
+
+
+def _fruit(
+    rng: np.random.Generator,
+    belt: np.ndarray,
+    ripeness: float,
+    size: int,
+    domain: str,
+    place: tuple[float, float, float] | None = None,
+) -> None:
+    """Draw one fruit (and its shadow) onto ``belt`` (float BGR albedo), in place.
+    ``place`` = (x, y, scale) puts it there (fractions of the side) at that size."""
+    s = float(size)
+    xs, ys = _grid(size)
 
     # Fruit geometry: centre, semi-axes, rotation, outline lobes.
-    radius = rng.uniform(0.2, 0.32) * s
-    ax = radius
-    ay = radius * rng.uniform(0.84, 1.0)
+    if domain == "roma":  # elongated plum tomatoes, any size
+        radius = rng.uniform(0.22, 0.36) * s
+        ax = radius
+        ay = radius * rng.uniform(0.58, 0.75)
+    else:
+        radius = rng.uniform(0.2, 0.32) * s
+        ax = radius
+        ay = radius * rng.uniform(0.84, 1.0)
     cx = rng.uniform(0.36, 0.64) * s
     cy = rng.uniform(0.36, 0.64) * s
+    if place is not None:
+        cx, cy = place[0] * s, place[1] * s
+        radius, ax, ay = radius * place[2], ax * place[2], ay * place[2]
     rot = rng.uniform(0, math.pi)
     cr, sr = math.cos(rot), math.sin(rot)
     lobes = int(rng.integers(4, 7))
@@ -459,15 +516,25 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     region = belt[y0:y1, x0:x1]
     region += alpha[:, :, None] * (fruit - region)
     image = belt
-
     if tilt < 1.0:  # stem and calyx on the visible side
         scx = cx + (cr * su * ax - sr * sv * ay)
         scy = cy + (sr * su * ax + cr * sv * ay)
         squash = (math.atan2(scy - cy, scx - cx), min(0.6, tilt * 0.8), 0.0)
         _calyx(rng, image, (scx, scy), radius * rng.uniform(0.22, 0.4), squash)
 
-    # Camera: light colour, gain, vignetting (one pass, straight to 0..255), blur, noise.
-    vig = rng.uniform(0.0, 0.3)
+
+def _camera(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    gain: float,
+    light: np.ndarray,
+    size: int,
+    domain: str,
+) -> np.ndarray:
+    """The scene's albedo (float BGR, changed in place) as the camera's ``uint8`` picture:
+    light colour, gain, vignetting (one pass, straight to 0..255), blur, noise."""
+    s = float(size)
+    vig = rng.uniform(0.35, 0.55) if domain == "halogen" else rng.uniform(0.0, 0.3)
     image *= light[None, None, :]
     image *= (255.0 * gain - (255.0 * gain * vig) * _radius2(size))[:, :, None]
     if rng.random() < 0.3:  # motion blur along the belt
@@ -475,8 +542,7 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
         image = cv2.blur(image, (length, 1))
     if rng.random() < 0.25:  # defocus
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.4) * s / 256)
-    noise_range = {"train": (0.004, 0.02), "shifted": (0.01, 0.03), "wide": (0.004, 0.03)}
-    noise_sigma = rng.uniform(*noise_range[domain])
+    noise_sigma = rng.uniform(*_NOISE_RANGE.get(domain, (0.004, 0.02)))
     noise = _noise(rng, image.shape) * np.float32(noise_sigma * 255.0)
     noise += 0.5  # rounds on the cast below
     image += noise
@@ -484,11 +550,15 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     return image.astype(np.uint8)
 
 
+_NOISE_RANGE = {"train": (0.004, 0.02), "shifted": (0.01, 0.03), "wide": (0.004, 0.03),
+                "halogen": (0.01, 0.03)}  # fmt: skip
+
+
 def _check(label: str, size: int, domain: str, labels: Sequence[str] = LABELS) -> None:
     if label not in labels or label not in ALL_LABELS:
         raise ValueError(f"unknown label {label!r}; expected one of {tuple(labels)}")
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    if domain not in ALL_DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {ALL_DOMAINS}")
     if not 32 <= size <= 4096:
         raise ValueError(f"picture size {size} is outside 32..4096")
 
@@ -564,4 +634,94 @@ def write_dataset(
                 (folder / f"{label}_{i}.jpg").write_bytes(picture)
                 bar.update(1)
             counts[label] = n
+    return counts
+
+
+ODD_KINDS: tuple[str, ...] = ("empty", "black", "washed", "two", "object")
+_OBJECT_COLOURS = (  # BGR albedo: cardboard, white, blue, yellow, black, purple
+    (0.3, 0.45, 0.55), (0.8, 0.8, 0.8), (0.6, 0.3, 0.1), (0.1, 0.7, 0.8), (0.05, 0.05, 0.05),
+    (0.45, 0.15, 0.35),
+)  # fmt: skip
+
+
+def _object(rng: np.random.Generator, belt: np.ndarray, size: int) -> None:
+    """Draw something that is not a fruit onto ``belt``, in place: a box or packet (rotated
+    rectangle, with a printed stripe) or a lid/ball of a colour no fruit has, with a shadow."""
+    s = float(size)
+    colour = np.array(_OBJECT_COLOURS[int(rng.integers(len(_OBJECT_COLOURS)))], np.float32)
+    colour = colour * np.float32(rng.uniform(0.8, 1.15))
+    cx, cy = rng.uniform(0.3, 0.7) * s, rng.uniform(0.3, 0.7) * s
+    mask = np.zeros((size, size), np.float32)
+    if rng.random() < 0.6:  # a box or packet
+        w, h = rng.uniform(0.2, 0.5) * s, rng.uniform(0.15, 0.4) * s
+        box = cv2.boxPoints(((cx, cy), (w, h), rng.uniform(0, 180)))
+        cv2.fillPoly(mask, [np.round(box * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+    else:  # a lid or ball
+        r = rng.uniform(0.12, 0.3) * s
+        cv2.circle(mask, (round(cx * 16), round(cy * 16)), round(r * 16), 1.0, -1, cv2.LINE_AA, 4)
+    shift = (int(rng.integers(2, 8)) * size // 256, int(rng.integers(2, 8)) * size // 256)
+    shadow = cv2.GaussianBlur(np.roll(mask, shift, axis=(0, 1)), (0, 0), 3.0 * size / 256)
+    belt *= (1.0 - 0.45 * shadow)[:, :, None]
+    xs, ys = _grid(size)
+    shade = 0.75 + 0.35 * np.clip(1.0 - ((xs - cx) ** 2 + (ys - cy) ** 2) / (0.25 * s * s), 0, 1)
+    surface = colour[None, None, :] * shade[:, :, None]
+    if rng.random() < 0.5:  # a printed stripe
+        stripe = np.abs(ys - cy - rng.uniform(-0.05, 0.05) * s) < rng.uniform(0.02, 0.06) * s
+        surface[stripe] = colour[::-1] * 0.8
+    belt += mask[:, :, None] * (surface - belt)
+
+
+def render_odd(
+    rng: np.random.Generator, kind: str, size: int = 256, domain: str = "train"
+) -> np.ndarray:
+    """A picture of kind ``kind`` (:data:`ODD_KINDS`) that is not one fruit as trained, BGR
+    ``uint8``: ``empty`` belt, ``black`` frame (light off, lens covered), ``washed``-out
+    frame (over-exposed, or glare), ``two`` fruits side by side, another ``object``."""
+    if kind not in ODD_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {ODD_KINDS}")
+    _check(LABELS[0], size, domain)
+    gain, light = _lighting(rng, domain)
+    belt = _belt(rng, size, domain)
+    exposure, glare = 1.0, 0.0
+    if kind == "two":
+        for x in (0.3, 0.7):
+            label = LABELS[int(rng.integers(len(LABELS)))]
+            place = (x + rng.uniform(-0.04, 0.04), rng.uniform(0.35, 0.65), 0.75)
+            _fruit(rng, belt, sample_ripeness(rng, label), size, domain, place)
+    elif kind == "object":
+        _object(rng, belt, size)
+    elif kind in ("black", "washed"):
+        if rng.random() < 0.7:
+            label = LABELS[int(rng.integers(len(LABELS)))]
+            _fruit(rng, belt, sample_ripeness(rng, label), size, domain)
+        if kind == "black":
+            exposure = rng.uniform(0.0, 0.06)
+        elif rng.random() < 0.5:
+            exposure = rng.uniform(3.0, 8.0)
+        else:
+            glare = rng.uniform(0.65, 0.9)
+    image = _camera(rng, belt, gain * exposure, light, size, domain)
+    if glare:
+        image = (image * (1.0 - glare) + 245.0 * glare).astype(np.uint8)
+    return image
+
+
+def write_odd_dataset(
+    out: Path, n: int, seed: int, size: int = 256, domain: str = "train"
+) -> dict[str, int]:
+    """Write ``n`` pictures of every :data:`ODD_KINDS` to ``out/<kind>/<kind>_<i>.jpg``."""
+    out = Path(out)
+    counts: dict[str, int] = {}
+    for index, kind in enumerate(ODD_KINDS):
+        folder = out / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            rng = np.random.default_rng([seed, 100 + index, i])
+            image = render_odd(rng, kind, size, domain)
+            quality = int(rng.integers(60, 96))
+            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            (folder / f"{kind}_{i}.jpg").write_bytes(encoded.tobytes())
+        counts[kind] = n
     return counts

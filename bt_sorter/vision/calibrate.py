@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bt_sorter.argtypes import positive_int
+from bt_sorter.argtypes import fraction, positive_int
 from bt_sorter.vision.device import DEVICE_CHOICES, DevicePlan, autocast, device_plan, to_device
 
 ECE_BINS = 15
@@ -201,25 +201,45 @@ def collect_logits(
     return np.concatenate(logits), np.asarray(targets, dtype=np.int64)
 
 
-def write_temperature(path: Path, temperature: float) -> None:
-    """Store ``temperature`` in the checkpoint ``path``'s metadata; the weights stay as stored
-    (float16 stays float16). A course-format bare ``state_dict`` becomes the project format."""
+def fit_min_logit(logits: np.ndarray, share: float) -> float:
+    """The floor under which a largest logit means "unlike any trained picture": the
+    ``share`` quantile of the largest logits on labelled in-distribution pictures, so that
+    about ``share`` of such pictures are doubted."""
+    if len(logits) == 0:
+        raise ValueError("no pictures to fit a logit floor on")
+    if not 0.0 <= share < 0.5:
+        raise ValueError(f"floor share must be in [0, 0.5), got {share}")
+    return float(np.quantile(np.asarray(logits, dtype=np.float64).max(axis=1), share))
+
+
+def write_temperature(path: Path, temperature: float, min_logit: float | None = None) -> None:
+    """Store ``temperature`` (and ``min_logit`` when given) in the checkpoint ``path``'s
+    metadata; the weights stay as stored (float16 stays float16). A course-format bare
+    ``state_dict`` becomes the project format."""
     from bt_sorter.vision.torch_backend import load_model
 
     _, info = load_model(path)  # validates the file first
     raw = torch.load(path, map_location="cpu", weights_only=True)
+    values: dict[str, float] = {"temperature": float(temperature)}
+    if min_logit is not None:
+        values["min_logit"] = float(min_logit)
     if isinstance(raw.get("meta"), dict):
-        raw["meta"]["temperature"] = float(temperature)
+        raw["meta"].update(values)
     else:
-        meta = info.as_meta() | {"temperature": float(temperature)}
-        raw = {"state_dict": raw, "meta": meta}
+        raw = {"state_dict": raw, "meta": info.as_meta() | values}
     torch.save(raw, path)
 
 
 def calibrate_folder(
-    model_path: Path, data: Path, device: str = "cpu", threads: int = 2, batch_size: int = 64
+    model_path: Path,
+    data: Path,
+    device: str = "cpu",
+    threads: int = 2,
+    batch_size: int = 64,
+    floor_share: float | None = None,
 ) -> dict[str, Any]:
-    """Fit a temperature for ``model_path`` on every picture under ``data``; the report."""
+    """Fit a temperature for ``model_path`` on every picture under ``data`` (and, with
+    ``floor_share``, the logit floor :func:`fit_min_logit`); the report."""
     from bt_sorter.vision.dataset import PictureDataset, scan_folder
     from bt_sorter.vision.device import prepare_model
     from bt_sorter.vision.torch_backend import load_model
@@ -242,6 +262,9 @@ def calibrate_folder(
     temperature = fit_temperature(logits, targets)
     report = calibration_report(logits, targets, temperature)
     report.update({"model": str(model_path), "data": str(data), "previous": info.temperature})
+    if floor_share is not None:
+        report["min_logit"] = fit_min_logit(logits, floor_share)
+        report["floor_share"] = floor_share
     return report
 
 
@@ -255,11 +278,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="the report as JSON")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    parser.add_argument("--floor-share", type=fraction, default=None,
+                        help="also fit the logit floor (meta.min_logit) doubting this share of "
+                        "the pictures (ones like the trained ones have larger logits)")  # fmt: skip
+    parser.add_argument("--keep-temperature", action="store_true",
+                        help="--write keeps the temperature (writes the logit floor)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        report = calibrate_folder(args.model, args.data, args.device, args.threads)
+        report = calibrate_folder(args.model, args.data, args.device, args.threads,
+                                  floor_share=args.floor_share)  # fmt: skip
         if args.write:
-            write_temperature(args.model, report["temperature"])
+            temperature = report["previous"] if args.keep_temperature else report["temperature"]
+            write_temperature(args.model, temperature, report.get("min_logit"))
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -274,8 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"NLL  T=1: {before['nll']:.4f}   T={report['temperature']:.3f}: {after['nll']:.4f}")
     print(f"mean confidence T=1: {before['mean_confidence']:.4f}   "
           f"after: {after['mean_confidence']:.4f}")  # fmt: skip
+    if "min_logit" in report:
+        print(f"logit floor {report['min_logit']:.4f} (doubts {report['floor_share']} of these)")
     if args.write:
-        print(f"wrote temperature {report['temperature']:.4f} into {args.model}")
+        kept = report["previous"] if args.keep_temperature else report["temperature"]
+        print(f"wrote temperature {kept:.4f} into {args.model}")
     if args.png:
         plot_reliability(report, args.png)
     if args.json:

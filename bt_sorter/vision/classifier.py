@@ -35,11 +35,16 @@ class BadPictureError(ClassifyError):
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One answer: the label, its confidence (0..1), and which back end gave it."""
+    """One answer: the label, its confidence (0..1), and which back end gave it.
+
+    ``doubt`` says why the picture is not one the model was trained for (a black frame, an
+    empty belt, another object): such an answer is never acted on, whatever its confidence.
+    """
 
     label: str
     confidence: float
     backend: str
+    doubt: str = ""
 
 
 @runtime_checkable
@@ -108,7 +113,7 @@ def _digest(data: bytes) -> bytes:
 
 
 def apply_threshold(prediction: Prediction, threshold: float) -> Prediction:
-    """A weak answer (confidence below ``threshold``) becomes :data:`UNKNOWN`."""
-    if prediction.confidence < threshold:
-        return Prediction(UNKNOWN, prediction.confidence, prediction.backend)
+    """A weak answer (confidence below ``threshold``) or a doubted one becomes :data:`UNKNOWN`."""
+    if prediction.doubt or prediction.confidence < threshold:
+        return Prediction(UNKNOWN, prediction.confidence, prediction.backend, prediction.doubt)
     return prediction

@@ -78,6 +78,8 @@ class Jitter:
     brightness: tuple[float, float] = (0.6, 1.5)  # gain on the whole picture
     cast: float = 0.12  # per-channel gain in 1 ± cast: a light-colour cast over the whole scene
     contrast: float = 0.2  # contrast in 1 ± contrast
+    stretch: float = 0.0  # one axis (any direction) scaled by 1 - stretch..1: fruit shape
+    jpeg: float = 0.0  # share of pictures re-encoded as JPEG at quality 35..95
 
 
 def augment(
@@ -94,6 +96,10 @@ def augment(
     scale = rng.uniform(0.85, 1.15)
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     matrix[:, 2] += rng.uniform(-0.08, 0.08, 2) * (w, h)
+    if jitter.stretch > 0.0:  # squeeze along the picture's y axis after the rotation
+        squeeze = np.array([[1.0, 0.0], [0.0, rng.uniform(1.0 - jitter.stretch, 1.0)]])
+        matrix = squeeze @ matrix
+        matrix[1, 2] += (1.0 - squeeze[1, 1]) * h / 2
     image = cv2.warpAffine(
         np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REFLECT_101,
@@ -108,7 +114,13 @@ def augment(
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5) * w / 256)
     if rng.random() < 0.3:
         out += rng.standard_normal(out.shape, dtype=np.float32) * rng.uniform(1.0, 6.0)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    picture = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    if jitter.jpeg > 0.0 and rng.random() < jitter.jpeg:
+        quality = int(rng.integers(35, 96))
+        ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            picture = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    return picture
 
 
 class PictureDataset(Dataset[tuple[torch.Tensor, int]]):

@@ -1,11 +1,21 @@
 """Score a model on a picture folder: accuracy, per-class precision/recall, confusion, latency.
 
-    python -m bt_sorter.vision.evaluate --model models/resnet18_tomato.pth --data DIR [--json FILE]
-        [--device auto|cpu|cuda]
+    python -m bt_sorter.vision.evaluate --model models/resnet18_tomato.pth --data DIR
+        [--data DIR2 ...] [--json FILE] [--device auto|cpu|cuda]
+        [--target-risk 0.003 --min-acted 0.97] [--quiet]
 
-The folder has one sub-folder per class; folder names are matched to the model's labels by
+Each folder has one sub-folder per class; folder names are matched to the model's labels by
 name (a folder the model has no label for is an error). Pictures go through the same decoding
-and preprocessing as the line's classifier. Latency is per picture at batch 1.
+and preprocessing as the line's classifier. Latency is per picture at batch 1 (the line's call);
+``--batch N`` scores N pictures per forward pass (faster; latency is then a share of a batch).
+
+With several folders (one per domain: a camera, a light, a belt), the risk–coverage report
+follows the per-folder scores: for each ``sorting.confidence_threshold``, per domain, the share
+of pictures acted on (the rest go to bin 1) and the share of those that are wrong, and the
+threshold the rule picks: the lowest one at which every domain has at most ``--target-risk``
+wrong among the pictures acted on; it says whether every domain then has at least
+``--min-acted`` acted on. A picture the classifier doubts (:attr:`Prediction.doubt`: not one
+fruit as trained) is never acted on, whatever the threshold.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bt_sorter.argtypes import positive_int
-from bt_sorter.vision.dataset import scan_folder
+from bt_sorter.argtypes import fraction, positive_int
+from bt_sorter.vision.classifier import Prediction
+from bt_sorter.vision.dataset import Sample, scan_folder
 from bt_sorter.vision.device import DEVICE_CHOICES
+from bt_sorter.vision.preprocess import picture_to_input
 
 
 def confusion_matrix(true: Sequence[int], pred: Sequence[int], n: int) -> np.ndarray:
@@ -83,19 +95,26 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     plt.close(fig)
 
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+TARGET_RISK = 0.003  # at most this share wrong among the pictures acted on, every domain
+MIN_ACTED = 0.97  # with at least this share of pictures acted on, every domain
 
 
 def threshold_table(
-    confidences: Sequence[float], correct: Sequence[bool], thresholds: Sequence[float] = THRESHOLDS
+    confidences: Sequence[float],
+    correct: Sequence[bool],
+    thresholds: Sequence[float] = THRESHOLDS,
+    doubted: Sequence[bool] | None = None,
 ) -> list[dict[str, float]]:
     """Per confidence threshold: the share of pictures answered (the rest go to bin 1 as
-    ``unknown``) and the share of wrong labels among those answered (missorts)."""
+    ``unknown``) and the share of wrong labels among those answered (missorts). A picture
+    in ``doubted`` is never answered."""
     conf = np.asarray(confidences, dtype=np.float64)
     right = np.asarray(correct, dtype=bool)
+    never = np.zeros(len(conf), bool) if doubted is None else np.asarray(doubted, dtype=bool)
     rows = []
     for t in thresholds:
-        kept = conf >= t
+        kept = (conf >= t) & ~never
         n = int(kept.sum())
         rows.append(
             {
@@ -108,8 +127,50 @@ def threshold_table(
     return rows
 
 
+def choose_threshold(
+    tables: dict[str, list[dict[str, float]]],
+    target_risk: float = TARGET_RISK,
+    min_acted: float = MIN_ACTED,
+) -> dict[str, Any]:
+    """The rule: the lowest threshold of the tables (one per domain, same thresholds) at
+    which every domain has at most ``target_risk`` wrong among the answered pictures.
+
+    Returns ``{"threshold", "meets_risk", "meets_acted", "worst_risk", "least_acted"}``;
+    ``threshold`` is None when no threshold meets the risk on every domain.
+    """
+    rows_by_t: dict[float, list[dict[str, float]]] = {}
+    for rows in tables.values():
+        for row in rows:
+            rows_by_t.setdefault(row["threshold"], []).append(row)
+    for t in sorted(rows_by_t):
+        rows = rows_by_t[t]
+        worst = max(r["wrong_among_answered"] for r in rows)
+        if worst <= target_risk:
+            least = min(r["answered"] for r in rows)
+            return {"threshold": t, "meets_risk": True, "meets_acted": least >= min_acted,
+                    "worst_risk": worst, "least_acted": least}  # fmt: skip
+    return {"threshold": None, "meets_risk": False, "meets_acted": False,
+            "worst_risk": None, "least_acted": None}  # fmt: skip
+
+
+def format_risk_coverage(tables: dict[str, list[dict[str, float]]]) -> str:
+    """Per threshold (rows) and domain (columns): % acted on / % wrong among those (count)."""
+    names = list(tables)
+    width = max(21, *(len(n) + 2 for n in names))
+    lines = ["threshold " + "".join(n.rjust(width) for n in names),
+             "          " + "".join("acted% / wrong% (n)".rjust(width) for _ in names)]  # fmt: skip
+    for i, row in enumerate(tables[names[0]]):
+        cells = []
+        for n in names:
+            r = tables[n][i]
+            cells.append(f"{100 * r['answered']:.1f} / {100 * r['wrong_among_answered']:.2f} "
+                         f"({r['wrong']})".rjust(width))  # fmt: skip
+        lines.append(f"{row['threshold']:<10}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def evaluate_folder(
-    model_path: Path, data: Path, threads: int = 2, device: str = "cpu"
+    model_path: Path, data: Path, threads: int = 2, device: str = "cpu", batch: int = 1
 ) -> dict[str, Any]:
     """Classify every picture under ``data`` one at a time and return the scores.
 
@@ -129,24 +190,44 @@ def evaluate_folder(
     pred: list[int] = []
     latencies: list[float] = []
     confidences: list[float] = []
+    doubted: list[bool] = []
+    doubts: dict[str, int] = {}
     mistakes: list[dict[str, Any]] = []
     if samples:  # warm up once so the first call's set-up cost is not counted as latency
         classifier.classify(samples[0].path.read_bytes())
-    for sample in tqdm(samples, desc="evaluate", unit="pic"):
-        data_bytes = sample.path.read_bytes()
-        start = time.perf_counter()
-        prediction = classifier.classify(data_bytes)
-        latencies.append((time.perf_counter() - start) * 1000.0)
+
+    def _score(sample: Sample, prediction: Prediction) -> None:
         t = classes.index(folders[sample.target])
         p = classes.index(prediction.label)
         true.append(t)
         pred.append(p)
         confidences.append(prediction.confidence)
+        doubted.append(bool(prediction.doubt))
+        if prediction.doubt:
+            doubts[prediction.doubt] = doubts.get(prediction.doubt, 0) + 1
         if t != p:
             mistakes.append(
                 {"path": str(sample.path), "true": classes[t], "predicted": prediction.label,
+                 "doubt": prediction.doubt,
                  "confidence": round(prediction.confidence, 4)}
             )  # fmt: skip
+
+    bar = tqdm(total=len(samples), desc="evaluate", unit="pic")
+    for first in range(0, len(samples), batch):
+        chunk = samples[first : first + batch]
+        pictures = [sample.path.read_bytes() for sample in chunk]
+        start = time.perf_counter()
+        if batch == 1:  # the line's own call: decode, preprocess, forward
+            predictions = [classifier.classify(pictures[0])]
+        else:
+            size = classifier.info.input_size
+            inputs = [picture_to_input(data, size, classifier.limits) for data in pictures]
+            predictions = classifier.predict_inputs(inputs)
+        latencies.extend([(time.perf_counter() - start) * 1000.0 / len(chunk)] * len(chunk))
+        bar.update(len(chunk))
+        for sample, prediction in zip(chunk, predictions, strict=True):
+            _score(sample, prediction)
+    bar.close()
     cm = confusion_matrix(true, pred, len(classes))
     latencies.sort()
     return {
@@ -161,8 +242,9 @@ def evaluate_folder(
         ),
         "device": str(classifier.plan.device),
         "thresholds": threshold_table(
-            confidences, [t == p for t, p in zip(true, pred, strict=True)]
+            confidences, [t == p for t, p in zip(true, pred, strict=True)], THRESHOLDS, doubted
         ),
+        "doubted": doubts,
         "classes": classes,
         "per_class": per_class(cm, classes),
         "confusion": cm.tolist(),
@@ -170,6 +252,7 @@ def evaluate_folder(
             "p50": statistics.median(latencies),
             "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
             "threads": threads,
+            "batch": batch,
         },
         "mistakes": mistakes,
     }
@@ -178,17 +261,72 @@ def evaluate_folder(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (.pth)")
-    parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
+    parser.add_argument("--data", type=Path, required=True, action="append",
+                        help="folder of class sub-folders; repeat for one per domain")  # fmt: skip
     parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto: CUDA if PyTorch sees it, else the CPU")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    parser.add_argument(
+        "--target-risk",
+        type=fraction,
+        default=TARGET_RISK,
+        help="the rule: most wrong among the pictures acted on, every domain",
+    )
+    parser.add_argument(
+        "--min-acted",
+        type=fraction,
+        default=MIN_ACTED,
+        help="the rule: least share of pictures acted on, every domain",
+    )
+    parser.add_argument(
+        "--batch",
+        type=positive_int,
+        default=1,
+        help="pictures per forward pass (1: the line's call, with decoding)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="only the risk-coverage report")
     args = parser.parse_args(argv)
-    try:
-        result = evaluate_folder(args.model, args.data, args.threads, args.device)
-    except Exception as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    results = []
+    for data in args.data:
+        try:
+            results.append(
+                evaluate_folder(
+                    data=data,
+                    model_path=args.model,
+                    threads=args.threads,
+                    device=args.device,
+                    batch=args.batch,
+                )
+            )
+        except Exception as exc:
+            print(f"error: {data}: {exc}", file=sys.stderr)
+            return 2
+        if not args.quiet:
+            _print_result(results[-1])
+    tables = {Path(r["data"]).name or r["data"]: r["thresholds"] for r in results}
+    rule = choose_threshold(tables, args.target_risk, args.min_acted)
+    print(f"risk-coverage of {args.model} (temperature {results[0]['temperature']:.4f})")
+    print(format_risk_coverage(tables))
+    for name, r in zip(tables, results, strict=True):
+        print(f"  {name}: accuracy {r['accuracy']:.4f} of {r['pictures']}; doubted {r['doubted']}")
+    if rule["threshold"] is None:
+        print(f"rule: no threshold keeps every domain at <= {100 * args.target_risk:.2f} % wrong")
+    else:
+        verdict = "meets" if rule["meets_acted"] else "misses"
+        print(
+            f"rule: threshold {rule['threshold']} (lowest with <= {100 * args.target_risk:.2f} %"
+            f" wrong on every domain; worst {100 * rule['worst_risk']:.2f} %); least acted on "
+            f"{100 * rule['least_acted']:.1f} % ({verdict} {100 * args.min_acted:.0f} %)"
+        )
+    if args.json:
+        report = {"results": results, "rule": rule, "target_risk": args.target_risk,
+                  "min_acted": args.min_acted}  # fmt: skip
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _print_result(result: dict[str, Any]) -> None:
     classes = result["classes"]
     print(f"model {result['model']} (input {result['input_size']} px) on {result['data']}")
     print(f"pictures {result['pictures']}  accuracy {result['accuracy']:.4f}  "
@@ -205,14 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {row['threshold']:<27} {row['answered']:>8.4f}  "
               f"{row['wrong_among_answered']:.4f} ({row['wrong']})")  # fmt: skip
     lat = result["latency_ms"]
-    print(f"latency per picture, batch 1, {lat['threads']} threads: "
+    print(f"latency per picture, batch {lat['batch']}, {lat['threads']} threads: "
           f"p50 {lat['p50']:.1f} ms  p99 {lat['p99']:.1f} ms")  # fmt: skip
     for m in result["mistakes"][:20]:
         print(f"  wrong: {m['path']} true={m['true']} predicted={m['predicted']} "
               f"conf={m['confidence']}")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from bt_sorter.config import Limits
+from bt_sorter.vision.calibrate import softmax
 from bt_sorter.vision.classifier import ClassifyError, Prediction
 from bt_sorter.vision.device import autocast, device_plan, prepare_model, to_device
+from bt_sorter.vision.oddity import logit_doubt, picture_doubt
 from bt_sorter.vision.preprocess import (
     DEFAULT_LIMITS,
     load_class_indices,
@@ -44,14 +46,18 @@ class ModelInfo:
     input_size: int
     classes: tuple[str, ...]
     temperature: float = 1.0  # calibration: softmax(logits / temperature)
+    min_logit: float | None = None  # a largest logit below it: unlike any trained picture
 
     def as_meta(self) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "arch": self.arch,
             "input_size": self.input_size,
             "classes": list(self.classes),
             "temperature": self.temperature,
         }
+        if self.min_logit is not None:
+            meta["min_logit"] = self.min_logit
+        return meta
 
 
 def save_model(
@@ -100,6 +106,7 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
     arch = str(meta["arch"]) if meta is not None and "arch" in meta else infer_arch(state)
     input_size = int(meta.get("input_size", COURSE_INPUT_SIZE)) if meta else COURSE_INPUT_SIZE
     temperature = float(meta.get("temperature", 1.0)) if meta else 1.0
+    min_logit = float(meta["min_logit"]) if meta and meta.get("min_logit") is not None else None
     if not 0.0 < temperature < 1000.0:
         raise ValueError(f"{path}: temperature {temperature} is not a positive number")
     fc = state.get("fc.weight")
@@ -114,12 +121,16 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit {arch}: {exc}") from exc
     model.eval()
-    return model, ModelInfo(arch, input_size, classes, temperature)
+    return model, ModelInfo(arch, input_size, classes, temperature, min_logit)
 
 
 class TorchClassifier:
     """In-process ResNet classifier; confidence is the softmax maximum of the logits divided
     by the checkpoint's temperature (calibrated). Thread-safe.
+
+    A picture that is no usable frame (black, washed out) or that no class explains (largest
+    logit under the checkpoint's ``min_logit``) gets a ``doubt`` (:mod:`oddity`): the line
+    sends it to bin 1 with that reason.
 
     ``device`` is ``auto``, ``cpu`` or ``cuda`` (:mod:`bt_sorter.vision.device`); on CUDA
     the forward pass runs channels-last under autocast.
@@ -149,35 +160,41 @@ class TorchClassifier:
     def classes(self) -> tuple[str, ...]:
         return self.info.classes
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Calibrated softmax probabilities (N, classes) for a preprocessed (N, 3, S, S) batch."""
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw float32 logits (N, classes) for a preprocessed (N, 3, S, S) batch."""
         with self._lock, torch.inference_mode():
             images = to_device(torch.from_numpy(batch), self.plan)
             with autocast(self.plan):
                 logits = self.model(images)
-            scaled = logits.float() / self.info.temperature
-            return torch.softmax(scaled, dim=1).cpu().numpy()
+            return logits.float().cpu().numpy()
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated softmax probabilities (N, classes) for a preprocessed (N, 3, S, S) batch."""
+        return softmax(self.logits(batch), self.info.temperature)
 
     def predict_inputs(self, inputs: Sequence[np.ndarray]) -> list[Prediction]:
         """Label preprocessed (3, S, S) inputs (from :func:`preprocess`) in one forward pass."""
         if not inputs:
             return []
-        return [self._prediction(p) for p in self.probabilities(np.stack(inputs))]
+        return self._predictions(np.stack(inputs))
 
-    def _prediction(self, probs: np.ndarray) -> Prediction:
-        index = int(probs.argmax())
-        return Prediction(self.info.classes[index], float(probs[index]), self.name)
+    def _predictions(self, batch: np.ndarray) -> list[Prediction]:
+        logits = self.logits(batch)
+        probs = softmax(logits, self.info.temperature)
+        out = []
+        for chw, row, p in zip(batch, logits, probs, strict=True):
+            index = int(p.argmax())
+            doubt = picture_doubt(chw) or logit_doubt(float(row.max()), self.info.min_logit)
+            out.append(Prediction(self.info.classes[index], float(p[index]), self.name, doubt))
+        return out
 
     def classify(self, data: bytes) -> Prediction:
         """Label one encoded picture; raises BadPictureError for bytes that are not one."""
-        batch = picture_to_input(data, self.info.input_size, self.limits)[None]
-        probs = self.probabilities(batch)
-        return self._prediction(probs[0])
+        return self._predictions(picture_to_input(data, self.info.input_size, self.limits)[None])[0]
 
     def classify_images(self, images_bgr: Sequence[np.ndarray]) -> list[Prediction]:
         """Label already decoded BGR pictures in one batch."""
-        probs = self.probabilities(preprocess_batch(images_bgr, self.info.input_size))
-        return [self._prediction(p) for p in probs]
+        return self._predictions(preprocess_batch(images_bgr, self.info.input_size))
 
     def close(self) -> None:
         """Nothing to release; present for the Classifier protocol."""

@@ -260,6 +260,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="augmentation: contrast in 1 ± CONTRAST",
     )
+    parser.add_argument(
+        "--stretch",
+        type=fraction,
+        default=0.0,
+        help="augmentation: one axis scaled by 1 - STRETCH..1 (fruit shape)",
+    )
+    parser.add_argument("--jpeg", type=fraction, default=0.0,
+                        help="augmentation: share re-encoded as JPEG, quality 35..95")  # fmt: skip
     parser.add_argument("--val-split", type=fraction, default=0.15)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--workers", type=non_negative_int, default=0, help="data loader processes")
@@ -307,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_class_indices(args.out / "class_indices.json", classes)
 
-    jitter = Jitter((args.brightness[0], args.brightness[1]), args.cast, args.contrast)
+    jitter = Jitter((args.brightness[0], args.brightness[1]), args.cast, args.contrast,
+                    args.stretch, args.jpeg)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(
         PictureDataset(train_samples, args.input_size, train=True, jitter=jitter),
