@@ -118,8 +118,8 @@ def augment(
     if jitter.jpeg > 0.0 and rng.random() < jitter.jpeg:
         quality = int(rng.integers(35, 96))
         ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            picture = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+        if ok:  # read back as every picture is: one decoding path (header check first)
+            picture = decode_picture(encoded.tobytes())
     return picture
 
 
