@@ -17,12 +17,11 @@ from bt_sorter.vision.calibrate import (
     calibration_report,
     expected_calibration_error,
     fit_temperature,
-    softmax,
     write_temperature,
 )
 from bt_sorter.vision.evaluate import threshold_table
 from bt_sorter.vision.preprocess import picture_to_input
-from bt_sorter.vision.torch_backend import TorchClassifier, load_model
+from bt_sorter.vision.torch_backend import TorchClassifier, load_model, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "resnet18_tomato.pth"

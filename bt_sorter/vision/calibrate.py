@@ -30,19 +30,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from bt_sorter.argtypes import fraction, positive_int
-from bt_sorter.vision.device import DEVICE_CHOICES, DevicePlan, autocast, device_plan, to_device
+from bt_sorter.vision.dataset import PictureDataset, scan_folder
+from bt_sorter.vision.device import (
+    DEVICE_CHOICES,
+    DevicePlan,
+    autocast,
+    device_plan,
+    prepare_model,
+    to_device,
+)
+from bt_sorter.vision.torch_backend import load_model, softmax
 
 ECE_BINS = 15
 T_RANGE = (0.05, 20.0)  # temperatures searched
 MIN_MISTAKES = 5  # fewer wrong answers than this: the data cannot show over-confidence
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` (float64)."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
@@ -216,8 +217,6 @@ def write_temperature(path: Path, temperature: float, min_logit: float | None = 
     """Store ``temperature`` (and ``min_logit`` when given) in the checkpoint ``path``'s
     metadata; the weights stay as stored (float16 stays float16). A course-format bare
     ``state_dict`` becomes the project format."""
-    from bt_sorter.vision.torch_backend import load_model
-
     _, info = load_model(path)  # validates the file first
     raw = torch.load(path, map_location="cpu", weights_only=True)
     values: dict[str, float] = {"temperature": float(temperature)}
@@ -240,10 +239,6 @@ def calibrate_folder(
 ) -> dict[str, Any]:
     """Fit a temperature for ``model_path`` on every picture under ``data`` (and, with
     ``floor_share``, the logit floor :func:`fit_min_logit`); the report."""
-    from bt_sorter.vision.dataset import PictureDataset, scan_folder
-    from bt_sorter.vision.device import prepare_model
-    from bt_sorter.vision.torch_backend import load_model
-
     torch.set_num_threads(threads)
     plan = device_plan(device)
     model, info = load_model(model_path)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from bt_sorter.config import Limits
-from bt_sorter.vision.calibrate import softmax
 from bt_sorter.vision.classifier import ClassifyError, Prediction
 from bt_sorter.vision.device import autocast, device_plan, prepare_model, to_device
 from bt_sorter.vision.oddity import logit_doubt, picture_doubt
@@ -58,6 +57,14 @@ class ModelInfo:
         if self.min_logit is not None:
             meta["min_logit"] = self.min_logit
         return meta
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (float64)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def save_model(

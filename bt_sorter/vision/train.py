@@ -47,6 +47,7 @@ from bt_sorter.vision.calibrate import (
     collect_logits,
     fit_temperature,
     plot_reliability,
+    write_temperature,
 )
 from bt_sorter.vision.dataset import Jitter, PictureDataset, scan_folder, split_samples
 from bt_sorter.vision.device import (
@@ -60,7 +61,7 @@ from bt_sorter.vision.device import (
 from bt_sorter.vision.evaluate import confusion_matrix, per_class, plot_confusion
 from bt_sorter.vision.preprocess import write_class_indices
 from bt_sorter.vision.resnet import ARCHS, build
-from bt_sorter.vision.torch_backend import ModelInfo, save_model
+from bt_sorter.vision.torch_backend import ModelInfo, load_model, save_model
 
 
 def train_one_epoch(
@@ -185,7 +186,6 @@ def calibrate_best(
 ) -> dict[str, Any]:
     """Fit the temperature of ``model`` on the validation split, store it in ``best.pth``'s
     metadata and draw ``reliability.png``; returns the calibration report."""
-    from bt_sorter.vision.calibrate import write_temperature
 
     logits, targets = collect_logits(model, val_loader, plan)
     temperature = fit_temperature(logits, targets)
@@ -202,7 +202,6 @@ def _initial_weights(
     """The network of model file ``path`` to fine-tune; it must match ``arch`` and, unless
     ``new_head``, ``classes``. With ``new_head`` the final layer is rebuilt for ``classes``:
     rows of classes the model knows are copied, the others keep a fresh initialisation."""
-    from bt_sorter.vision.torch_backend import load_model
 
     model, info = load_model(path)
     if info.arch != arch or (not new_head and list(info.classes) != list(classes)):
@@ -401,8 +400,6 @@ def run(args: argparse.Namespace) -> int:
             },
             args.out / "checkpoint.pth",
         )
-
-    from bt_sorter.vision.torch_backend import load_model
 
     best_model, _ = load_model(args.out / "best.pth")
     best_model = prepare_model(best_model, plan)
