@@ -44,7 +44,11 @@ from controller import RssSampler, _vm_hwm
 
 from bt_sorter import protocol
 from bt_sorter.broker import free_port, start_broker, stop_process
-from bt_sorter.sim.hostile import (
+from bt_sorter.sim.process import start_simulator
+from bt_sorter.sim.render import render_picture
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers
+from hostile import (
     HostilePublisher,
     Send,
     broken_png,
@@ -52,8 +56,6 @@ from bt_sorter.sim.hostile import (
     png_bomb,
     truncated_jpeg,
 )
-from bt_sorter.sim.process import start_simulator
-from bt_sorter.sim.render import render_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024

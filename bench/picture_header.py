@@ -26,7 +26,13 @@ import cv2
 import numpy as np
 
 from bt_sorter.config import Limits
-from bt_sorter.sim.hostile import (
+from bt_sorter.sim.render import render_picture
+from bt_sorter.vision import picture_header
+from bt_sorter.vision.classifier import BadPictureError
+from bt_sorter.vision.preprocess import decode_picture
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers
+from hostile import (
     broken_png,
     iccp_flood,
     jpeg_bomb,
@@ -34,10 +40,6 @@ from bt_sorter.sim.hostile import (
     segment_flood,
     truncated_jpeg,
 )
-from bt_sorter.sim.render import render_picture
-from bt_sorter.vision import picture_header
-from bt_sorter.vision.classifier import BadPictureError
-from bt_sorter.vision.preprocess import decode_picture
 
 Check = Callable[[bytes, Limits], object]
 

@@ -4,7 +4,7 @@ Run: ``python bench/sim.py`` (options: ``--items``, ``--speed``, ``--render-seco
 ``--config FILE`` for the routes and the built-in line, ``--line FILE`` for the simulator's
 own line, e.g. ``--line config/lines/five_bins.yaml``: four gates, rods 2..5).
 A mosquitto broker (amqtt without it) and the simulator run as separate processes; the
-scripted sequential client (bt_sorter.sim.scripted) sorts every item with known labels.
+scripted sequential client (tests/scripted.py) sorts every item with known labels.
 The simulator measures itself (getrusage / process_time) and reports it in its summary.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,9 @@ from bt_sorter.sim import render
 from bt_sorter.sim.geometry import geometry_of, load_line
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.process import start_simulator
-from bt_sorter.sim.scripted import run_sequential
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers
+from scripted import run_sequential
 
 
 def line_cost(

@@ -28,6 +28,14 @@ import paho.mqtt.client as mqtt
 import py_trees
 import pytest
 from contexts import measured_line, running_context
+from hostile import (
+    HostilePublisher,
+    Send,
+    broken_png,
+    iccp_flood,
+    jpeg_bomb,
+    png_bomb,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from peer import Peer, wait_until
@@ -40,14 +48,6 @@ from bt_sorter.blackboard import Received
 from bt_sorter.broker import BrokerProcess, free_port, stop_process
 from bt_sorter.clock import LineClock
 from bt_sorter.config import BrokerConfig, Limits, load_config
-from bt_sorter.sim.hostile import (
-    HostilePublisher,
-    Send,
-    broken_png,
-    iccp_flood,
-    jpeg_bomb,
-    png_bomb,
-)
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees.build import load_tree
@@ -78,7 +78,7 @@ def vm_hwm(pid: int) -> int:
 
 _DECODE_BOMBS = """
 import json, resource
-from bt_sorter.sim.hostile import jpeg_bomb, png_bomb
+from hostile import jpeg_bomb, png_bomb
 from bt_sorter.vision.classifier import BadPictureError
 from bt_sorter.vision.preprocess import decode_picture
 bombs = [png_bomb(20000), jpeg_bomb(20000), jpeg_bomb(4097), b"GIF89a" + bytes(64)]

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 from line_runs import ALL_LINE_FILES, LINE_FILES, ROOT, SHAPED_LINE_FILES, speed_for
+from scripted import run_sequential
 
 from bt_sorter.broker import BrokerProcess, free_port
 from bt_sorter.config import load_config
 from bt_sorter.sim.geometry import geometry_of, load_line
 from bt_sorter.sim.line import course_rule_problems, draw_labels
 from bt_sorter.sim.process import start_simulator
-from bt_sorter.sim.scripted import run_sequential
 from bt_sorter.sim.summary import route_bin
 
 CONFIG = load_config()
@@ -105,7 +105,7 @@ def test_course_rule_sorts_every_item_on_a_line_of_another_shape(
 ) -> None:
     """The simulator takes the shape from ``--line FILE`` or, without one, from the config's
     ``topology:`` and ``line:``; commands to rods the line lacks are counted, nothing else."""
-    from bt_sorter.sim.scripted import SequentialClient
+    from scripted import SequentialClient
 
     line = ROOT / "config" / "lines" / f"{stem}.yaml"
     geo, topology = load_line(line)

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from peer import Peer
+from scripted import ScriptedRun, run_sequential
 
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess
 from bt_sorter.config import load_config
 from bt_sorter.sim.geometry import geometry_of
 from bt_sorter.sim.process import start_simulator
-from bt_sorter.sim.scripted import ScriptedRun, run_sequential
 from bt_sorter.vision.classifier import BadPictureError
 from bt_sorter.vision.preprocess import decode_picture
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted import ScriptedRun, run_sequential
 
 from bt_sorter import protocol
 from bt_sorter.broker import BrokerProcess, start_broker
@@ -18,7 +19,6 @@ from bt_sorter.config import load_config
 from bt_sorter.sim.geometry import geometry_of
 from bt_sorter.sim.line import draw_labels
 from bt_sorter.sim.process import start_simulator
-from bt_sorter.sim.scripted import ScriptedRun, run_sequential
 from bt_sorter.sim.summary import route_bin
 from bt_sorter.vision.preprocess import decode_picture
 
@@ -131,7 +131,7 @@ BAD_COMMANDS = [
 
 
 def test_bad_commands_are_counted_and_ignored(broker: BrokerProcess, tmp_path: Path) -> None:
-    from bt_sorter.sim.scripted import SequentialClient
+    from scripted import SequentialClient
 
     labels = draw_labels(2, 5, CONFIG.sim.mix)
     with start_simulator(
@@ -200,7 +200,7 @@ def test_out_of_range_fault_rate_is_a_clear_error(tmp_path: Path) -> None:
 def test_line_ends_after_lingering_with_the_belt_left_running(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
-    from bt_sorter.sim.scripted import SequentialClient
+    from scripted import SequentialClient
 
     sim = start_simulator(
         broker.address, summary=tmp_path / "s.json", items=1, speed=20, extra_args=["--linger", "3"]
