@@ -63,7 +63,7 @@ from bt_sorter.log import get_logger
 from bt_sorter.topology import Topology
 from bt_sorter.trace import walk
 from bt_sorter.trees.groot import BTCPP_FORMAT, BUILTIN_TAGS, SUBTREE, _Exporter, load_xml
-from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, PLACEHOLDER, kind_key
+from bt_sorter.trees.vocabulary import FOR_EACH_ROD, INCLUDE, kind_key, substitute
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 log = get_logger("bt_sorter.groot2")
@@ -113,20 +113,6 @@ class MonitorTree:
         return range(1, len(self.mirror) + 1)
 
 
-def _subst(value: Any, names: dict[str, int] | None) -> Any:
-    if isinstance(value, dict) and len(value) == 1 and None in value.values():
-        word = next(iter(value))  # YAML's unquoted {rod}: as the loader reads it
-        value = f"{{{word}}}" if word in ("rod", "gate") else value
-    if isinstance(value, list):
-        return [_subst(v, names) for v in value]
-    if names is None or not isinstance(value, str):
-        return value
-    whole = PLACEHOLDER.fullmatch(value)
-    if whole:
-        return names[whole.group(1)]
-    return PLACEHOLDER.sub(lambda m: str(names[m.group(1)]), value)
-
-
 class _Running(_Exporter):
     """The exporter's elements for the tree as built: rods expanded, one BehaviorTree per
     included instance, uids in BT.CPP's creation order."""
@@ -139,7 +125,7 @@ class _Running(_Exporter):
         self.order: list[ET.Element] = []  # by uid
 
     def value(self, value: Any) -> Any:
-        return _subst(value, self.vars)
+        return substitute(value, self.vars)
 
     def block(self, data: Any, file: Path, fullpath: str) -> None:
         element = ET.Element("BehaviorTree", {"ID": file.stem, "_fullpath": fullpath})

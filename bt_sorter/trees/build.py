@@ -63,6 +63,7 @@ from bt_sorter.trees.vocabulary import (
     all_kinds,
     other_keys,
     params_of,
+    substitute,
 )
 from bt_sorter.yamlio import Located, LocatedList, SpecError, load_file, load_text
 
@@ -93,25 +94,16 @@ class _Builder:
         self.names: list[dict[str, int]] = []
 
     def subst(self, value: Any, spec: Located, key: str) -> Any:
-        """``value`` with ``{rod}`` / ``{gate}`` replaced (inside a for_each_rod): a value
-        that is exactly one of them becomes its number; text and lists are replaced in.
-        YAML reads an unquoted ``{rod}`` as a mapping ``{rod: null}``: taken as meant."""
-        if isinstance(value, dict) and len(value) == 1 and None in value.values():
-            word = next(iter(value))
-            value = f"{{{word}}}" if word in ("rod", "gate") else value
-        if isinstance(value, list):
-            return [self.subst(v, spec, key) for v in value]
-        if not isinstance(value, str) or not PLACEHOLDER.search(value):
-            return value
+        """``value`` with ``{rod}`` / ``{gate}`` replaced (:func:`substitute`); one outside a
+        for_each_rod is an error."""
         if self.vars is None:
-            found = PLACEHOLDER.search(value)
-            raise spec.error(f"{found.group(0) if found else value} in {key!r} is known only "
-                             f"inside '{FOR_EACH_ROD}:' (one branch per rod)", key)  # fmt: skip
-        names = self.vars
-        whole = PLACEHOLDER.fullmatch(value)
-        if whole:
-            return names[whole.group(1)]
-        return PLACEHOLDER.sub(lambda m: str(names[m.group(1)]), value)
+            plain = substitute(value, None)
+            found = PLACEHOLDER.search(str(plain)) if isinstance(plain, str | list) else None
+            if found:
+                raise spec.error(f"{found.group(0)} in {key!r} is known only "
+                                 f"inside '{FOR_EACH_ROD}:' (one branch per rod)", key)  # fmt: skip
+            return plain
+        return substitute(value, self.vars)
 
     def tree_file(self, data: Any, file: str, depth: int) -> Behaviour:
         if data is None:

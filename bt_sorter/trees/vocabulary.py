@@ -244,6 +244,24 @@ FOR_EACH_ROD = "for_each_rod"  # in a children: list, its child once per classif
 PLACEHOLDER = re.compile(r"\{(rod|gate)\}")  # what for_each_rod replaces
 
 
+def substitute(value: Any, names: dict[str, int] | None) -> Any:
+    """``value`` with ``{rod}`` / ``{gate}`` replaced from ``names`` (one for_each_rod
+    branch): a value that is exactly one of them becomes its number; text and lists are
+    replaced in. YAML reads an unquoted ``{rod}`` as a mapping ``{rod: null}``: taken as
+    meant. ``names`` None: outside any for_each_rod, the value as written."""
+    if isinstance(value, dict) and len(value) == 1 and None in value.values():
+        word = next(iter(value))
+        value = f"{{{word}}}" if word in ("rod", "gate") else value
+    if isinstance(value, list):
+        return [substitute(v, names) for v in value]
+    if names is None or not isinstance(value, str):
+        return value
+    whole = PLACEHOLDER.fullmatch(value)
+    if whole:
+        return names[whole.group(1)]
+    return PLACEHOLDER.sub(lambda m: str(names[m.group(1)]), value)
+
+
 def all_kinds() -> list[str]:
     return [*KINDS, INCLUDE, FOR_EACH_ROD, *REGISTRY]
 
