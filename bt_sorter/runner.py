@@ -322,7 +322,9 @@ class Runner:
             log.error("line_aborted", alarms=list(bb.alarms), tick=bb.tick)
             return EXIT_ABORTED
         if status is py_trees.common.Status.SUCCESS:
-            self.stop_reason = "tree_succeeded"
+            if not len(bb.items):
+                return self._finish_clear("tree_succeeded")
+            self.stop_reason = "tree_succeeded"  # the tree's call: items left in flight
             return EXIT_OK
         done = len(bb.items.done)
         if bb.stack_empty and not len(bb.items):  # and the last items have reached their bins
@@ -336,8 +338,8 @@ class Runner:
         reads blocked has something in it that no item in flight explains: the last item
         stuck there (no item behind it is left to miss its edges there, which is how a
         stuck item is found otherwise), or the gate's clear edge lost. Either way an
-        operator must look (issue 20, seeds 100735 and 102374: the run ended "done" with
-        an item stuck at the last gate)."""
+        operator must look (issue 20, seeds 100735, 102374 and 102977: the run ended
+        "done" with an item stuck at the last gate)."""
         bb = self.ctx.bb
         blocked = sorted(gate for gate, on in bb.gates.items() if on)
         if not blocked:
