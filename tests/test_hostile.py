@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -100,8 +101,9 @@ print(json.dumps({"reasons": reasons, "grew": hwm() - before}))
 
 def test_pixel_bombs_are_refused_from_their_header_before_any_pixel_is_decoded() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _DECODE_BOMBS], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-c", _DECODE_BOMBS], cwd=ROOT / "tests",  # hostile.py is a test helper
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     png, jpeg, one_over, gif = result["reasons"]
