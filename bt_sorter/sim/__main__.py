@@ -101,14 +101,21 @@ def _add_render(render: argparse.ArgumentParser) -> None:
     render.add_argument(
         "--domain",
         default="train",
-        help="train, shifted, wide; or a domain held out for judging: halogen, led, "
-        "green_belt, roma (bt_sorter.sim.render.ALL_DOMAINS)",
+        help="train, shifted, wide, robust (domain randomisation for training); or a domain "
+        "held out for judging: halogen, led, green_belt, roma; or sodium, the camera the model "
+        "card's learning loop is measured on (bt_sorter.sim.render.ALL_DOMAINS)",
     )
     render.add_argument(
         "--odd",
         action="store_true",
         help="instead: pictures no fruit class fits, one folder per kind (empty, black, washed, "
         "two, object): the out-of-distribution set",
+    )
+    render.add_argument(
+        "--reject",
+        action="store_true",
+        help="instead: --n training pictures of the reject class in --out/none/ (empty belts, "
+        "several fruits, clutter, glare), drawn otherwise than the --odd set",
     )
     render.add_argument(
         "--labels",
@@ -211,10 +218,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from bt_sorter.sim.render import parse_labels, write_dataset, write_odd_dataset
+    from bt_sorter.sim.render import (
+        parse_labels,
+        write_dataset,
+        write_odd_dataset,
+        write_reject_dataset,
+    )
 
     try:
-        if args.odd:
+        if args.odd and args.reject:
+            raise ValueError("--odd and --reject are two different sets: name one")
+        if args.reject:
+            counts = write_reject_dataset(args.out, args.n, args.seed, args.size, args.domain)
+        elif args.odd:
             counts = write_odd_dataset(args.out, args.n, args.seed, args.size, args.domain)
         else:
             labels = parse_labels(args.labels)

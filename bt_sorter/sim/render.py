@@ -31,15 +31,24 @@ defocus blur, sensor noise and JPEG quality. The belt is neutral grey in the ``t
 domain, so it is a white-balance reference. The ``shifted`` domain puts brightness,
 colour cast and belt colour outside the training range (same colour rule) for robustness
 tests. The ``wide`` domain is domain randomisation for training: gain, light colour and a
-belt of any albedo and hue drawn from ranges that span both of the others.
+belt of any albedo and hue drawn from ranges that span both of the others. The ``robust``
+domain randomises, each on its own, what a new camera changes and nothing that defines a
+class: gain, colour temperature and tint (a per-channel gain on the whole scene, fruit and
+belt alike), vignetting, sensor noise, a belt of any albedo and hue with ribs, a mesh at
+any angle and period or speckle, fruit size and shape (round to elongated), and sometimes a
+rail over one edge hiding part of the fruit. :func:`render_reject` draws the training class
+of pictures that are not one fruit (empty belts, several fruits, clutter, glare).
 
 Four more domains (:data:`HELDOUT_DOMAINS`) are other cameras, for judging only: ``halogen``
 (a warm, dim halogen rig with strong vignetting and soft light), ``led`` (a cool, slightly
 green LED rig with hard light and bright highlights), ``green_belt`` (a green PVC belt with
 a woven texture, training light) and ``roma`` (elongated plum tomatoes of any size, training
 light and a brown belt). The colour rule is the same in each, so the label is still read
-from the fruit's colour relative to the light. All randomness comes from the ``rng``
-argument: the same generator state gives the same picture.
+from the fruit's colour relative to the light. One more (:data:`LOOP_DOMAINS`), ``sodium``,
+is a camera far outside everything trained on (orange light through a sensor whose colour
+channels leak into each other) where learning from the line's own pictures is measured.
+All randomness comes from the ``rng`` argument: the same generator state gives the same
+picture.
 """
 
 from __future__ import annotations
@@ -55,11 +64,15 @@ from tqdm import tqdm
 
 LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")  # the default label set
 ALL_LABELS: tuple[str, ...] = (*LABELS, "overripe")  # every class the renderer can draw
-DOMAINS: tuple[str, ...] = ("train", "shifted", "wide")
+DOMAINS: tuple[str, ...] = ("train", "shifted", "wide", "robust")
 # Domains held out for judging only: no training, fine-tuning, calibration or threshold
 # choice may render them with the seeds the model card reserves for confirmation.
 HELDOUT_DOMAINS: tuple[str, ...] = ("halogen", "led", "green_belt", "roma")
-ALL_DOMAINS: tuple[str, ...] = (*DOMAINS, *HELDOUT_DOMAINS)
+# A camera far outside everything the model trained on, where learning from the line's own
+# pictures is measured (the model card's loop): a sodium-vapour lamp's orange light seen
+# through a cheap sensor whose colour channels leak into each other.
+LOOP_DOMAINS: tuple[str, ...] = ("sodium",)
+ALL_DOMAINS: tuple[str, ...] = (*DOMAINS, *HELDOUT_DOMAINS, *LOOP_DOMAINS)
 
 RAW_MAX = 0.30
 RIPE_MIN = 0.70
@@ -220,6 +233,10 @@ def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]
         gain = rng.uniform(0.45, 1.5)
         temperature = rng.uniform(-0.2, 0.2)
         tint = rng.uniform(-0.08, 0.08)
+    elif domain == "robust":  # what a new camera changes, each drawn on its own
+        gain = rng.uniform(0.4, 1.6)
+        temperature = rng.uniform(-0.25, 0.25)
+        tint = rng.uniform(-0.1, 0.1)
     elif domain == "halogen":  # warm, dim
         gain = rng.uniform(0.6, 0.95)
         temperature = rng.uniform(0.12, 0.2)
@@ -230,6 +247,10 @@ def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]
         tint = rng.uniform(0.03, 0.06)
     elif domain in ("green_belt", "roma"):
         gain, temperature, tint = rng.uniform(0.75, 1.2), rng.uniform(-0.1, 0.1), 0.0
+    elif domain == "sodium":  # orange sodium-vapour light, far outside every training range
+        gain = rng.uniform(0.8, 1.1)
+        temperature = rng.uniform(0.3, 0.4)
+        tint = rng.uniform(0.05, 0.1)
     else:
         gain = rng.uniform(0.5, 0.68) if rng.random() < 0.5 else rng.uniform(1.28, 1.45)
         temperature = rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.18)
@@ -246,7 +267,10 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
     elif domain == "wide":  # any albedo, any hue up to about 3:1 between channels
         hue = 1.0 + rng.uniform(-0.5, 0.5, 3).astype(np.float32)
         base = np.clip(rng.uniform(0.05, 0.8) * hue, 0.03, 0.9).astype(np.float32)
-    elif domain in ("halogen", "led"):  # the training belt under another light
+    elif domain == "robust":  # any albedo, any hue up to about 4:1 between channels
+        hue = 1.0 + rng.uniform(-0.6, 0.6, 3).astype(np.float32)
+        base = np.clip(rng.uniform(0.04, 0.8) * hue, 0.02, 0.9).astype(np.float32)
+    elif domain in ("halogen", "led", "sodium"):  # the training belt under another light
         grey = rng.uniform(0.25, 0.55)
         base = np.full(3, grey, dtype=np.float32)
     elif domain == "green_belt":  # green PVC, BGR
@@ -276,6 +300,8 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
         period = rng.uniform(5.0, 9.0) * size / 256
         weave = np.sin(xs * (2 * math.pi / period)) * np.sin(ys * (2 * math.pi / period))
         texture = texture + rng.uniform(0.06, 0.12) * weave.astype(np.float32)
+    elif domain == "robust":
+        texture = texture + _belt_pattern(rng, size)
     belt = base[None, None, :] * texture[:, :, None]
     if rng.random() < 0.5:  # a seam across the belt (the belt moves along x)
         x0 = rng.uniform(0.05, 0.95) * size
@@ -291,6 +317,28 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
         else:
             belt[size - height :] = ramp[::-1]
     return belt
+
+
+def _belt_pattern(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A belt surface pattern of the ``robust`` domain (zero-mean, float32): none, ribs, a
+    mesh at any angle and period, or coarse speckle."""
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return np.zeros((size, size), np.float32)
+    xs, ys = _grid(size)
+    angle = rng.uniform(0, math.pi)
+    u = xs * math.cos(angle) + ys * math.sin(angle)
+    v = -xs * math.sin(angle) + ys * math.cos(angle)
+    period = rng.uniform(3.0, 16.0) * size / 256
+    amplitude = np.float32(rng.uniform(0.03, 0.15))
+    if kind == 1:  # ribs
+        return (amplitude * np.sin(u * (2 * math.pi / period))).astype(np.float32)
+    if kind == 2:  # mesh or weave
+        wave = np.sin(u * (2 * math.pi / period)) * np.sin(v * (2 * math.pi / period))
+        return (amplitude * wave).astype(np.float32)
+    return (amplitude * 2.0 * _smooth_noise(rng, size, int(rng.integers(16, 48)))).astype(
+        np.float32
+    )
 
 
 def _calyx(
@@ -377,7 +425,27 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     gain, light = _lighting(rng, domain)
     belt = _belt(rng, size, domain)
     _fruit(rng, belt, ripeness, size, domain)
+    if domain == "robust" and rng.random() < 0.15:
+        _occluder(rng, belt, size)
     return _camera(rng, belt, gain, light, size, domain)
+
+
+def _occluder(rng: np.random.Generator, image: np.ndarray, size: int) -> None:
+    """A guide rail or flap over one edge of the picture (``robust`` domain), in place: it
+    may hide part of the fruit, never its middle."""
+    depth = int(rng.uniform(0.05, 0.25) * size)
+    shade = np.float32(rng.uniform(0.1, 0.8))
+    tone = (shade * (1.0 + rng.uniform(-0.15, 0.15, 3))).astype(np.float32)
+    ramp = np.linspace(0.85, 1.1, depth, dtype=np.float32)[:, None] * tone[None, :]
+    edge = int(rng.integers(4))
+    if edge == 0:
+        image[:depth] = ramp[:, None, :]
+    elif edge == 1:
+        image[size - depth :] = ramp[::-1, None, :]
+    elif edge == 2:
+        image[:, :depth] = ramp[None, :, :]
+    else:
+        image[:, size - depth :] = ramp[None, ::-1, :]
 
 
 def _fruit(
@@ -398,6 +466,10 @@ def _fruit(
         radius = rng.uniform(0.22, 0.36) * s
         ax = radius
         ay = radius * rng.uniform(0.58, 0.75)
+    elif domain == "robust":  # any size, round to elongated
+        radius = rng.uniform(0.15, 0.37) * s
+        ax = radius
+        ay = radius * rng.uniform(0.55, 1.0)
     else:
         radius = rng.uniform(0.2, 0.32) * s
         ax = radius
@@ -534,8 +606,12 @@ def _camera(
     """The scene's albedo (float BGR, changed in place) as the camera's ``uint8`` picture:
     light colour, gain, vignetting (one pass, straight to 0..255), blur, noise."""
     s = float(size)
-    vig = rng.uniform(0.35, 0.55) if domain == "halogen" else rng.uniform(0.0, 0.3)
+    vig = rng.uniform(*_VIGNETTING.get(domain, (0.0, 0.3)))
     image *= light[None, None, :]
+    if domain == "sodium":  # another sensor: its channels leak into each other
+        leak = np.float32(rng.uniform(0.3, 0.42))
+        mixed = cv2.transform(image, _crosstalk(float(leak)))
+        image = np.ascontiguousarray(mixed, dtype=np.float32)
     image *= (255.0 * gain - (255.0 * gain * vig) * _radius2(size))[:, :, None]
     if rng.random() < 0.3:  # motion blur along the belt
         length = max(2, round(rng.uniform(0.008, 0.025) * s))
@@ -550,8 +626,15 @@ def _camera(
     return image.astype(np.uint8)
 
 
+def _crosstalk(leak: float) -> np.ndarray:
+    """A 3x3 BGR sensor matrix whose channels take ``leak`` of their neighbours' light."""
+    neighbours = np.array([[0, 0.7, 0.3], [0.5, 0, 0.5], [0.2, 0.8, 0]])
+    return ((1.0 - leak) * np.eye(3) + leak * neighbours).astype(np.float32)
+
+
 _NOISE_RANGE = {"train": (0.004, 0.02), "shifted": (0.01, 0.03), "wide": (0.004, 0.03),
-                "halogen": (0.01, 0.03)}  # fmt: skip
+                "halogen": (0.01, 0.03), "robust": (0.004, 0.035)}  # fmt: skip
+_VIGNETTING = {"halogen": (0.35, 0.55), "robust": (0.0, 0.55)}
 
 
 def _check(label: str, size: int, domain: str, labels: Sequence[str] = LABELS) -> None:
@@ -725,3 +808,105 @@ def write_odd_dataset(
             (folder / f"{kind}_{i}.jpg").write_bytes(encoded.tobytes())
         counts[kind] = n
     return counts
+
+
+REJECT_LABEL = "none"  # the training class of pictures that are not one fruit
+REJECT_KINDS: tuple[str, ...] = ("empty", "several", "clutter", "flare")
+_REJECT_WEIGHTS = (0.25, 0.35, 0.25, 0.15)
+
+
+def _clutter(rng: np.random.Generator, belt: np.ndarray, size: int) -> None:
+    """One to three things that are not fruit onto ``belt`` (float BGR albedo), in place:
+    polygons, sticks, rings and leaves of any colour, each with a soft shadow. Drawn by
+    another generator than the judging set's boxes and lids (:func:`_object`)."""
+    s = float(size)
+    for _ in range(int(rng.integers(1, 4))):
+        mask = np.zeros((size, size), np.float32)
+        cx, cy = rng.uniform(0.2, 0.8) * s, rng.uniform(0.2, 0.8) * s
+        kind = int(rng.integers(4))
+        if kind == 0:  # an irregular polygon
+            corners = int(rng.integers(3, 8))
+            angles = np.sort(rng.uniform(0, 2 * math.pi, corners))
+            radii = rng.uniform(0.08, 0.3, corners) * s
+            points = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
+            cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+        elif kind == 1:  # a stick, a cable, a label strip
+            length, width = rng.uniform(0.25, 0.8) * s, rng.uniform(0.02, 0.08) * s
+            box = cv2.boxPoints(((cx, cy), (length, width), rng.uniform(0, 180)))
+            cv2.fillPoly(mask, [np.round(box * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+        elif kind == 2:  # a ring, a rubber band, a tape roll
+            radius = rng.uniform(0.08, 0.25) * s
+            thickness = max(1, round(radius * rng.uniform(0.15, 0.45)))
+            axes = (round(radius * 16), round(radius * rng.uniform(0.5, 1.0) * 16))
+            cv2.ellipse(mask, (round(cx * 16), round(cy * 16)), axes, rng.uniform(0, 180), 0,
+                        360, 1.0, thickness, cv2.LINE_AA, 4)  # fmt: skip
+        else:  # a leaf: pointed at both ends
+            length, width = rng.uniform(0.2, 0.5) * s, rng.uniform(0.06, 0.16) * s
+            t = np.linspace(0, math.pi, 24)
+            half = np.stack([length / 2 * np.cos(t), width / 2 * np.sin(t) ** 1.5], 1)
+            outline = np.concatenate([half, half[::-1] * [1, -1]])
+            a = rng.uniform(0, math.pi)
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            points = outline @ rot.T + [cx, cy]
+            cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+        hsv = np.uint8([[[rng.integers(180), rng.integers(256), rng.integers(40, 256)]]])
+        colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32) / 255.0
+        shift = (int(rng.integers(1, 8)) * size // 256, int(rng.integers(1, 8)) * size // 256)
+        shadow = cv2.GaussianBlur(np.roll(mask, shift, axis=(0, 1)), (0, 0), 3.0 * size / 256)
+        belt *= (1.0 - rng.uniform(0.2, 0.5) * shadow)[:, :, None]
+        shade = 1.0 + _smooth_noise(rng, size, 4) * rng.uniform(0.02, 0.15)
+        belt += mask[:, :, None] * (colour[None, None, :] * shade[:, :, None] - belt)
+
+
+def render_reject(rng: np.random.Generator, size: int = 256, domain: str = "robust") -> np.ndarray:
+    """A training picture of the reject class (:data:`REJECT_LABEL`), BGR ``uint8``: an
+    ``empty`` belt, ``several`` fruits (two or three, of any classes), ``clutter`` (things
+    that are not fruit) or a ``flare`` (a bright glare over most of a fruit picture)."""
+    _check(LABELS[0], size, domain)
+    kind = REJECT_KINDS[int(rng.choice(len(REJECT_KINDS), p=_REJECT_WEIGHTS))]
+    gain, light = _lighting(rng, domain)
+    belt = _belt(rng, size, domain)
+    if kind == "several":
+        count = int(rng.integers(2, 4))
+        spots = (
+            [(0.28, 0.5), (0.72, 0.5)] if count == 2 else [(0.27, 0.3), (0.73, 0.35), (0.5, 0.73)]
+        )
+        for x, y in spots:
+            label = LABELS[int(rng.integers(len(LABELS)))]
+            place = (
+                x + rng.uniform(-0.05, 0.05),
+                y + rng.uniform(-0.12, 0.12),
+                rng.uniform(0.5, 0.85),
+            )
+            _fruit(rng, belt, sample_ripeness(rng, label), size, domain, place)
+    elif kind == "clutter":
+        _clutter(rng, belt, size)
+    elif kind == "flare":
+        label = LABELS[int(rng.integers(len(LABELS)))]
+        _fruit(rng, belt, sample_ripeness(rng, label), size, domain)
+    image = _camera(rng, belt, gain, light, size, domain)
+    if kind == "flare":  # a glare blob over most of the frame
+        xs, ys = _grid(size)
+        fx, fy = rng.uniform(0.2, 0.8) * size, rng.uniform(0.2, 0.8) * size
+        reach = rng.uniform(0.5, 1.0) * size
+        blob = np.exp(-((xs - fx) ** 2 + (ys - fy) ** 2) / (reach * reach))
+        strength = rng.uniform(0.75, 0.97) * blob[:, :, None]
+        image = (image * (1.0 - strength) + 250.0 * strength).astype(np.uint8)
+    return image
+
+
+def write_reject_dataset(
+    out: Path, n: int, seed: int, size: int = 256, domain: str = "robust"
+) -> dict[str, int]:
+    """Write ``n`` reject-class pictures to ``out/none/none_<i>.jpg`` (:func:`render_reject`)."""
+    folder = Path(out) / REJECT_LABEL
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 200, i])
+        image = render_reject(rng, size, domain)
+        quality = int(rng.integers(60, 96))
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        (folder / f"{REJECT_LABEL}_{i}.jpg").write_bytes(encoded.tobytes())
+    return {REJECT_LABEL: n}

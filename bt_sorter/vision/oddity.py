@@ -25,6 +25,7 @@ CLIPPED_SHARE = 0.7  # share of pixels at >= 250 luma above this: washed out
 GLARE_CONTRAST = 14.0  # luma standard deviation below this, with a bright mean: glare
 GLARE_MEAN = 170.0
 UNLIKE = "unlike any trained picture"  # the doubt of a picture no class explains
+NOT_ONE_FRUIT = "not one fruit"  # the doubt of a picture the reject class wins
 
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255.0
 _STD = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255.0

@@ -8,6 +8,11 @@ Two checkpoint shapes load (always with ``torch.load(..., weights_only=True)``):
   half precision;
 * the course's bare ``best.pth``: a torchvision ResNet ``state_dict`` with a
   ``class_indices.json`` beside it; the input size is then the course's 224.
+
+A class named ``none`` (:data:`REJECT_CLASS`, a training folder of pictures that are not one
+fruit: empty belts, several fruits, clutter, glare) is the *reject* class: it is never an
+answer's label. When it wins, the answer carries the best fruit class with the doubt ``not
+one fruit``, so the item goes to bin 1 with that reason.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 from bt_sorter.config import Limits
 from bt_sorter.vision.classifier import ClassifyError, Prediction
 from bt_sorter.vision.device import autocast, device_plan, prepare_model, to_device
-from bt_sorter.vision.oddity import logit_doubt, picture_doubt
+from bt_sorter.vision.oddity import NOT_ONE_FRUIT, logit_doubt, picture_doubt
 from bt_sorter.vision.preprocess import (
     DEFAULT_LIMITS,
     load_class_indices,
@@ -35,6 +40,7 @@ from bt_sorter.vision.resnet import ResNet, build, infer_arch
 
 COURSE_INPUT_SIZE = 224
 CLASS_INDEX_FILE = "class_indices.json"
+REJECT_CLASS = "none"  # the training class of pictures that are not one fruit
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,16 @@ class ModelInfo:
     classes: tuple[str, ...]
     temperature: float = 1.0  # calibration: softmax(logits / temperature)
     min_logit: float | None = None  # a largest logit below it: unlike any trained picture
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The classes an answer can carry: every class but the reject class."""
+        return tuple(name for name in self.classes if name != REJECT_CLASS)
+
+    @property
+    def reject_index(self) -> int | None:
+        """The reject class's output, or ``None`` when the network has none."""
+        return self.classes.index(REJECT_CLASS) if REJECT_CLASS in self.classes else None
 
     def as_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -165,7 +181,8 @@ class TorchClassifier:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return self.info.classes
+        """The labels an answer can carry (the reject class is none of them)."""
+        return self.info.labels
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw float32 logits (N, classes) for a preprocessed (N, 3, S, S) batch."""
@@ -188,10 +205,17 @@ class TorchClassifier:
     def _predictions(self, batch: np.ndarray) -> list[Prediction]:
         logits = self.logits(batch)
         probs = softmax(logits, self.info.temperature)
+        reject = self.info.reject_index
         out = []
         for chw, row, p in zip(batch, logits, probs, strict=True):
-            index = int(p.argmax())
-            doubt = picture_doubt(chw) or logit_doubt(float(row.max()), self.info.min_logit)
+            doubt = picture_doubt(chw)
+            if reject is not None and int(p.argmax()) == reject and not doubt:
+                doubt = NOT_ONE_FRUIT
+            doubt = doubt or logit_doubt(float(row.max()), self.info.min_logit)
+            fruit = p.copy()
+            if reject is not None:
+                fruit[reject] = -1.0  # the label is the best fruit class, kept for the record
+            index = int(fruit.argmax())
             out.append(Prediction(self.info.classes[index], float(p[index]), self.name, doubt))
         return out
 

@@ -1,0 +1,95 @@
+"""The reject class: training pictures that are not one fruit (``render --reject``), and a
+network with a ``none`` output answering with the doubt ``not one fruit`` (bin 1)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bt_sorter.sim.__main__ import main as sim_main
+from bt_sorter.sim.render import REJECT_LABEL, render_picture, render_reject, write_reject_dataset
+from bt_sorter.vision.classifier import UNKNOWN, apply_threshold
+from bt_sorter.vision.oddity import NOT_ONE_FRUIT
+from bt_sorter.vision.resnet import build
+from bt_sorter.vision.torch_backend import (
+    REJECT_CLASS,
+    ModelInfo,
+    TorchClassifier,
+    load_model,
+    save_model,
+)
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "resnet18_tomato.pth"
+
+
+def test_reject_pictures_are_the_renderers_own_class_folder_and_repeat_by_seed(
+    tmp_path: Path,
+) -> None:
+    assert REJECT_LABEL == REJECT_CLASS  # the folder train reads is the class the backend skips
+    assert write_reject_dataset(tmp_path / "a", 6, seed=3, size=64) == {"none": 6}
+    write_reject_dataset(tmp_path / "b", 6, seed=3, size=64)
+    files = sorted((tmp_path / "a" / "none").glob("*.jpg"))
+    assert len(files) == 6
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert [digest(f) for f in files] == [digest(tmp_path / "b" / "none" / f.name) for f in files]
+    image = render_reject(np.random.default_rng(7), 64, "train")
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+
+
+def test_render_refuses_odd_and_reject_together(tmp_path: Path, capsys) -> None:
+    code = sim_main(["render", "--odd", "--reject", "--n", "1", "--out", str(tmp_path)])
+    assert code == 2
+    assert "name one" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def _with_reject_row(tmp_path: Path, bias: float) -> Path:
+    """The shipped network with a ``none`` output added whose bias is ``bias``."""
+    model, info = load_model(MODEL)
+    classes = sorted((*info.classes, REJECT_CLASS))
+    wide = build(info.arch, len(classes))
+    state = model.state_dict()
+    weight = torch.zeros(len(classes), state["fc.weight"].shape[1])
+    rows = torch.full((len(classes),), float(bias))
+    for row, name in enumerate(classes):
+        if name in info.classes:
+            weight[row] = state["fc.weight"][info.classes.index(name)]
+            rows[row] = state["fc.bias"][info.classes.index(name)]
+    state["fc.weight"], state["fc.bias"] = weight, rows
+    wide.load_state_dict(state)
+    path = tmp_path / f"reject{bias}.pth"
+    save_model(path, wide, ModelInfo(info.arch, info.input_size, tuple(classes),
+                                     info.temperature, info.min_logit))  # fmt: skip
+    return path
+
+
+def test_a_winning_reject_output_is_a_doubt_with_the_best_fruit_kept(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    pictures = [render_picture(rng, label, 128) for label in ("ripe", "half_ripe", "raw")]
+    plain = TorchClassifier(MODEL)
+    silent = TorchClassifier(_with_reject_row(tmp_path, -100.0))
+    loud = TorchClassifier(_with_reject_row(tmp_path, 100.0))
+    assert silent.classes == loud.classes == plain.classes  # `none` is never a label
+    for picture in pictures:
+        before = plain.classify(picture)
+        quiet = silent.classify(picture)
+        assert (quiet.label, quiet.doubt) == (before.label, before.doubt)
+        assert quiet.confidence == pytest.approx(before.confidence, abs=1e-6)
+        rejected = loud.classify(picture)
+        assert rejected.doubt == NOT_ONE_FRUIT and rejected.label == before.label
+        assert apply_threshold(rejected, 0.0).label == UNKNOWN
+
+
+def test_a_black_frame_keeps_its_own_reason_over_the_reject_class(tmp_path: Path) -> None:
+    loud = TorchClassifier(_with_reject_row(tmp_path, 100.0))
+    ok, black = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))
+    assert ok
+    assert loud.classify(black.tobytes()).doubt == "black frame"
