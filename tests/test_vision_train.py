@@ -9,7 +9,7 @@ import cv2
 import pytest
 import torch
 
-from bt_sorter.sim.render import write_dataset
+from bt_sorter.sim.render import write_dataset, write_reject_dataset
 from bt_sorter.vision import evaluate, train
 from bt_sorter.vision.torch_backend import TorchClassifier, load_model
 
@@ -111,3 +111,23 @@ def test_evaluate_scores_agree_with_the_classifier_picture_by_picture(
     assert scores["pictures"] == 15
     assert scores["accuracy"] == pytest.approx(right / 15)
     assert sum(map(sum, scores["confusion"])) == 15
+
+
+def test_several_data_folders_merge_by_class_and_a_none_folder_trains_the_reject_class(
+    data: Path, tmp_path: Path
+) -> None:
+    from_line = tmp_path / "from_line"  # an operator's labelled pictures: two classes only
+    for name in ("ripe", "raw"):
+        (from_line / name).mkdir(parents=True)
+        for picture in sorted((data / name).glob("*.jpg"))[:2]:
+            (from_line / name / f"line_{picture.name}").write_bytes(picture.read_bytes())
+    write_reject_dataset(from_line, 4, seed=5, size=96)
+    out = tmp_path / "merged"
+    assert _train(data, out, 1, "--data", str(from_line)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == ["half_ripe", "none", "raw", "ripe"]
+    assert metrics["train_pictures"] + metrics["val_pictures"] == 15 + 4 + 4
+    assert metrics["args"]["data"] == [str(data), str(from_line)]
+    classifier = TorchClassifier(out / "best.pth", threads=1)
+    assert classifier.info.classes == ("half_ripe", "none", "raw", "ripe")
+    assert classifier.classes == ("half_ripe", "raw", "ripe")  # `none` is never an answer

@@ -53,6 +53,22 @@ def scan_folder(root: Path) -> tuple[list[str], list[Sample]]:
     return classes, samples
 
 
+def scan_folders(roots: Sequence[Path]) -> tuple[list[str], list[Sample]]:
+    """:func:`scan_folder` over several folders, merged by class name: the classes are the
+    sorted union of their sub-folder names (an operator's labelled pictures beside a replay
+    set of the old data)."""
+    scans = [scan_folder(root) for root in roots]
+    if not scans:
+        raise ValueError("no data folder given")
+    classes = sorted({name for names, _ in scans for name in names})
+    samples = [
+        Sample(sample.path, classes.index(names[sample.target]))
+        for names, found in scans
+        for sample in found
+    ]
+    return classes, samples
+
+
 def split_samples(
     samples: Sequence[Sample], val_split: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:

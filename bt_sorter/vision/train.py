@@ -49,7 +49,7 @@ from bt_sorter.vision.calibrate import (
     plot_reliability,
     write_temperature,
 )
-from bt_sorter.vision.dataset import Jitter, PictureDataset, scan_folder, split_samples
+from bt_sorter.vision.dataset import Jitter, PictureDataset, scan_folders, split_samples
 from bt_sorter.vision.device import (
     DEVICE_CHOICES,
     DevicePlan,
@@ -178,7 +178,13 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
     """Arguments as JSON/weights-only friendly values."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {k: plain(v) for k, v in vars(args).items()}
 
 
 def calibrate_best(
@@ -224,7 +230,14 @@ def _initial_weights(
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a ResNet picture classifier")
-    parser.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="folder of class sub-folders; repeat to merge folders by class name (labelled "
+        "pictures from the line beside a replay set of the old data)",
+    )
     parser.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
     parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument(
@@ -306,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     plan = device_plan(args.device)
     progress = not args.no_progress
-    classes, samples = scan_folder(args.data)
+    classes, samples = scan_folders(args.data)
     train_samples, val_samples = split_samples(samples, args.val_split, args.seed)
     if not val_samples:
         raise ValueError("the validation split is empty; raise --val-split or add pictures")
