@@ -47,6 +47,23 @@ class Prediction:
     doubt: str = ""
 
 
+MAX_DOUBT_CHARS = 80  # a doubt from a service or worker longer than this is malformed
+
+
+def doubt_problem(doubt: object) -> str | None:
+    """What is wrong with a doubt that came over the wire, or None when it is one: text of
+    at most :data:`MAX_DOUBT_CHARS` printable characters (``""``: not doubted). The known
+    reasons are :data:`bt_sorter.vision.oddity.DOUBTS`; another one (a newer service's) is
+    taken as it is: a doubted answer is never acted on, whatever its reason."""
+    if not isinstance(doubt, str):
+        return f"must be text, got {type(doubt).__name__}"
+    if len(doubt) > MAX_DOUBT_CHARS:
+        return f"is {len(doubt)} characters long, more than {MAX_DOUBT_CHARS}"
+    if not doubt.isprintable():
+        return f"has characters that are not printable: {doubt[:MAX_DOUBT_CHARS]!r}"
+    return None
+
+
 @runtime_checkable
 class Classifier(Protocol):
     """A classifier back end. ``classify`` may block; it raises :class:`ClassifyError`."""
