@@ -39,7 +39,7 @@ from bt_sorter.sim.geometry import check_line
 from bt_sorter.sim.process import SimulatorError
 from bt_sorter.trees.build import load_tree
 from bt_sorter.trees.cli import node_catalogue
-from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
+from bt_sorter.vision.classifier import NO_CONFIDENT_LABEL, ClassifierWorker, ClassifyError
 from bt_sorter.yamlio import SpecError
 
 CALIBRATE_ITEMS = 5
@@ -207,6 +207,9 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "outcomes": dict(done.outcomes),
         "bins": dict(sorted((str(b), n) for b, n in done.bins.items())),
         "reasons": dict(done.reasons),
+        # issue 24: to bin 1 because vision doubted the picture, or had no confident label
+        "doubted": done.doubted,
+        "no_confident_label": done.reasons.get(NO_CONFIDENT_LABEL, 0),
         "empty_feeds": ctx.bb.items.empty_feeds,
         "feeder_misses": ctx.bb.feeder_misses,  # issue 15: empty feeds with items behind
         "bad_inputs": ctx.bb.bad_inputs,
@@ -232,6 +235,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"outcomes {summary['outcomes']}, bins {summary['bins']}",
         f"topology: {summary['topology']}",
     ]
+    lines.append(
+        f"vision sent to bin 1: {summary['doubted']} doubted (picture unlike any "
+        f"trained one), {summary['no_confident_label']} with no confident label"
+    )
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
     if summary.get("feeder_misses"):  # issue 15

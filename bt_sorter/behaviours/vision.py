@@ -13,6 +13,7 @@ from bt_sorter.blackboard import Item
 from bt_sorter.item_story import since_feed
 from bt_sorter.linemodel import quantities
 from bt_sorter.vision.classifier import (
+    NO_CONFIDENT_LABEL,
     UNKNOWN,
     BadPictureError,
     ClassifyError,
@@ -42,6 +43,7 @@ def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
     if rod is None:
         item.reject_reason = reason or f"label {label!r} has no rod"
     ctx.bb.last_label = label
+    doubt = {"doubt": item.prediction.doubt} if item.prediction and item.prediction.doubt else {}
     ctx.record.write(
         "item_classified",
         ctx.bb.now,
@@ -50,6 +52,7 @@ def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
         rod=rod,
         confidence=item.prediction.confidence if item.prediction else None,
         backend=item.prediction.backend if item.prediction else None,
+        **doubt,
     )
 
 
@@ -167,7 +170,7 @@ class Classify(Leaf):
         self.item.prediction = prediction
         threshold = self.ctx.config.sorting.confidence_threshold
         label = apply_threshold(prediction, threshold).label
-        reason = prediction.doubt or ("no confident label" if label == UNKNOWN else "")
+        reason = prediction.doubt or (NO_CONFIDENT_LABEL if label == UNKNOWN else "")
         decide(self.ctx, self.item, label, reason)
         return Status.SUCCESS
 

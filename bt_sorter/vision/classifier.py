@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 UNKNOWN = "unknown"
+NO_CONFIDENT_LABEL = "no confident label"  # why a weak answer's item rides to bin 1
 
 
 class ClassifyError(Exception):
