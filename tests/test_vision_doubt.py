@@ -1,8 +1,10 @@
 """Issue 24: a doubted answer (a picture unlike any the model was trained for) travels over
 the wire: the service and the workers say why, the HTTP and MQTT back ends carry it, and a
-malformed doubt is a clear error. Real parts: the service and a worker as processes with the
-shipped model, mosquitto, rendered pictures; a malformed answer comes from a real HTTP
-server or MQTT client that answers as a broken service would."""
+malformed doubt is a clear error; on a whole line, a remote service's doubted answers go to
+bin 1 with their reason, and the pictures vision sent to bin 1 are kept for labelling.
+Real parts: the service and a worker as processes with the shipped model (or a copy with a
+logit floor, tests/doubting.py), mosquitto, the simulator, rendered pictures; a malformed
+answer comes from a real HTTP server or MQTT client that answers as a broken one would."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from doubting import THRESHOLD, doubting_model
+from line_runs import run_line
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -29,10 +33,12 @@ from bt_sorter.broker import BrokerProcess, free_port, stop_process, wait_for_po
 from bt_sorter.sim.render import render_odd, render_picture
 from bt_sorter.vision.classifier import (
     MAX_DOUBT_CHARS,
+    NO_CONFIDENT_LABEL,
     UNKNOWN,
     ClassifyError,
     apply_threshold,
 )
+from bt_sorter.vision.dataset import scan_folder
 from bt_sorter.vision.http_backend import HttpClassifier
 from bt_sorter.vision.mqtt_backend import MqttClassifier
 from bt_sorter.vision.oddity import BLACK, DOUBTS, NOT_ONE_FRUIT, UNLIKE, WASHED_OUT
@@ -212,3 +218,72 @@ def test_a_malformed_doubt_from_a_worker_is_a_clear_error_and_the_next_answer_co
             classifier.close()
         fake.disconnect()
         fake.loop_stop()
+
+
+# -- a whole line with a remote service that doubts ---------------------------------------
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def test_a_remote_services_doubted_answers_go_to_bin_1_with_their_reason_and_are_kept(
+    tmp_path: Path,
+) -> None:
+    """run.py on the built-in line asks a service (its own process) whose model doubts about
+    half the pictures: each doubted item rides to bin 1 with the service's reason, as with
+    the in-process back end; the pictures of every item vision sent to bin 1 are kept under
+    the model's best guess until the cap, which is said once; train's loader reads them."""
+    model = doubting_model(tmp_path / "model")
+    port = free_port()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(model),
+         "--port", str(port), "--threads", "1", "--device", "cpu"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    kept_dir, cap = tmp_path / "doubted", 4
+    earlier = kept_dir / "ripe" / "earlier.jpg"  # kept by an earlier run: the cap counts it
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(FRUIT)
+    config = tmp_path / "line.yaml"
+    config.write_text(
+        f"sorting:\n  confidence_threshold: {THRESHOLD}\n"
+        f"classifier:\n  backend: http\n  url: http://127.0.0.1:{port}{PREDICT_PATH}\n"
+        f"  timeout: 20\n  keep_doubted: {kept_dir}\n  keep_doubted_max: {cap}\n",
+        encoding="utf-8",
+    )
+    record = tmp_path / "record.jsonl"
+    try:
+        assert wait_for_port("127.0.0.1", port, timeout=90), "service did not start"
+        code, summary = run_line(
+            tmp_path, "--tree", "trees/sort_pipelined.yaml", "--config", str(config),
+            "--builtin", "--items", "12", "--speed", "3", "--record", str(record),
+        )  # fmt: skip
+    finally:
+        stop_process(service, 10.0)
+    assert code == 0, summary
+    events = _records(record)
+    classified = {e["item"]: e for e in events if e["event"] == "item_classified"}
+    resolved = [e for e in events if e["event"] == "item_resolved"]
+    doubted = [e for e in resolved if e["reason"] == UNLIKE]
+    unsure = [e for e in resolved if e["reason"] == NO_CONFIDENT_LABEL]
+    assert doubted and unsure and len(resolved) == 12, summary
+    for e in doubted:  # to bin 1 with the service's reason, like the in-process back end
+        assert e["bin"] == 1 and e["label"] == UNKNOWN
+        assert classified[e["item"]]["doubt"] == UNLIKE
+        assert classified[e["item"]]["backend"] == "http"
+    assert (summary["doubted"], summary["no_confident_label"]) == (len(doubted), len(unsure))
+    # kept for labelling under the best guess until the folder holds `cap`; the cap said once
+    to_bin_1 = len(doubted) + len(unsure)
+    assert to_bin_1 > cap, summary["reasons"]
+    files = sorted(kept_dir.glob("*/*"))
+    assert len(files) == cap and summary["kept_doubted"]["kept"] == cap - 1, files
+    assert {f.parent.name for f in files} <= {"ripe", "half_ripe", "raw"}
+    handed = [e for e in events if e["event"] == "picture_kept"]
+    assert len(handed) == cap - 1 and {Path(e["path"]) for e in handed} == set(files) - {earlier}
+    assert all(e["guess"] == Path(e["path"]).parent.name for e in handed)
+    assert len([e for e in events if e["event"] == "picture_not_kept"]) == to_bin_1 - cap + 1
+    full = [e for e in events if e["event"] == "doubted_not_kept"]
+    assert len(full) == 1 and f"the cap is {cap}" in full[0]["reason"], full
+    classes, samples = scan_folder(kept_dir)  # what train --data reads
+    assert len(samples) == cap and set(classes) == {f.parent.name for f in files}
