@@ -8,6 +8,7 @@ answer comes from a real HTTP server or MQTT client that answers as a broken one
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import subprocess
@@ -68,12 +69,12 @@ def test_the_doubts_are_listed_in_one_place() -> None:
 # -- the service and the HTTP back end -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def service() -> Iterator[str]:
-    """``python -m bt_sorter.vision.serve`` with the shipped model; its URL."""
+@contextlib.contextmanager
+def serving(model: Path) -> Iterator[str]:
+    """``python -m bt_sorter.vision.serve`` with ``model``, as a user starts it; its URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(MODEL),
+        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(model),
          "--port", str(port), "--threads", "1", "--device", "cpu"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -82,6 +83,13 @@ def service() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}{PREDICT_PATH}"
     finally:
         stop_process(process, 10.0)
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[str]:
+    """The service with the shipped model; its URL."""
+    with serving(MODEL) as url:
+        yield url
 
 
 def test_the_service_says_why_it_doubts_a_picture_and_a_course_answer_stays_as_it_was(
@@ -235,32 +243,23 @@ def test_a_remote_services_doubted_answers_go_to_bin_1_with_their_reason_and_are
     the in-process back end; the pictures of every item vision sent to bin 1 are kept under
     the model's best guess until the cap, which is said once; train's loader reads them."""
     model = doubting_model(tmp_path / "model")
-    port = free_port()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "bt_sorter.vision.serve", "--model", str(model),
-         "--port", str(port), "--threads", "1", "--device", "cpu"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     kept_dir, cap = tmp_path / "doubted", 4
     earlier = kept_dir / "ripe" / "earlier.jpg"  # kept by an earlier run: the cap counts it
     earlier.parent.mkdir(parents=True)
     earlier.write_bytes(FRUIT)
     config = tmp_path / "line.yaml"
-    config.write_text(
-        f"sorting:\n  confidence_threshold: {THRESHOLD}\n"
-        f"classifier:\n  backend: http\n  url: http://127.0.0.1:{port}{PREDICT_PATH}\n"
-        f"  timeout: 20\n  keep_doubted: {kept_dir}\n  keep_doubted_max: {cap}\n",
-        encoding="utf-8",
-    )
     record = tmp_path / "record.jsonl"
-    try:
-        assert wait_for_port("127.0.0.1", port, timeout=90), "service did not start"
+    with serving(model) as url:
+        config.write_text(
+            f"sorting:\n  confidence_threshold: {THRESHOLD}\n"
+            f"classifier:\n  backend: http\n  url: {url}\n  timeout: 20\n"
+            f"  keep_doubted: {kept_dir}\n  keep_doubted_max: {cap}\n",
+            encoding="utf-8",
+        )
         code, summary = run_line(
             tmp_path, "--tree", "trees/sort_pipelined.yaml", "--config", str(config),
             "--builtin", "--items", "12", "--speed", "3", "--record", str(record),
         )  # fmt: skip
-    finally:
-        stop_process(service, 10.0)
     assert code == 0, summary
     events = _records(record)
     classified = {e["item"]: e for e in events if e["event"] == "item_classified"}
