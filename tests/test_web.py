@@ -183,3 +183,9 @@ def test_the_page_counts_the_items_vision_sent_to_bin_1_doubted_or_unsure(tmp_pa
     assert shown == [str(len(doubted)), str(len(unsure))]
     assert (f"vision sent to bin 1: {len(doubted)} doubted (picture unlike any trained one), "
             f"{len(unsure)} with no confident label") in out  # fmt: skip
+    replay = subprocess.run(
+        [sys.executable, "-m", "bt_sorter.replay", str(tmp_path / "record.jsonl")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    counts = json.loads(replay.stdout)["counts"]  # a replay counts the same from the record
+    assert (counts["doubted"], counts["no_confident_label"]) == (len(doubted), len(unsure))
