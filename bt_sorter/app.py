@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -39,7 +40,8 @@ from bt_sorter.sim.geometry import check_line
 from bt_sorter.sim.process import SimulatorError
 from bt_sorter.trees.build import load_tree
 from bt_sorter.trees.cli import node_catalogue
-from bt_sorter.vision.classifier import ClassifierWorker, ClassifyError
+from bt_sorter.vision.classifier import NO_CONFIDENT_LABEL, ClassifierWorker, ClassifyError
+from bt_sorter.vision.shelf import PictureShelf
 from bt_sorter.yamlio import SpecError
 
 CALIBRATE_ITEMS = 5
@@ -137,13 +139,28 @@ def make_context(
         topology=config.topology,
         routed=config.sorting.routes.values(),
     )
+    session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # names this run's kept files
     return Context(
         bb=Blackboard(line=model),
         config=config,
         clock=clock or LineClock(speed),
         record=Record(record, **(rotation or {})),
-        options={"label": label},
+        options={"label": label, "session": session},
     )
+
+
+def keep_doubted(ctx: Context) -> PictureShelf | None:
+    """The shelf for the pictures vision sends to bin 1 (``classifier.keep_doubted``; a
+    relative folder is under the working folder), or None when the config keeps none."""
+    classifier = ctx.config.classifier
+    if classifier.keep_doubted is None:
+        return None
+
+    def say(event: str, facts: dict[str, Any]) -> None:
+        ctx.record.write(event, ctx.bb.now, **facts)
+
+    return PictureShelf(Path(classifier.keep_doubted), max_files=classifier.keep_doubted_max,
+                        say=say, what="doubted")  # fmt: skip
 
 
 def make_classifiers(config: Config, speed: float = 1.0) -> dict[str, ClassifierWorker]:
@@ -207,6 +224,9 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "outcomes": dict(done.outcomes),
         "bins": dict(sorted((str(b), n) for b, n in done.bins.items())),
         "reasons": dict(done.reasons),
+        # issue 24: to bin 1 because vision doubted the picture, or had no confident label
+        "doubted": done.doubted,
+        "no_confident_label": done.reasons.get(NO_CONFIDENT_LABEL, 0),
         "empty_feeds": ctx.bb.items.empty_feeds,
         "feeder_misses": ctx.bb.feeder_misses,  # issue 15: empty feeds with items behind
         "bad_inputs": ctx.bb.bad_inputs,
@@ -220,6 +240,8 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         "measured_line": summary_section(ctx.bb.line),
         "ticks": runner.stats(),
     }
+    if ctx.doubted is not None:
+        summary["kept_doubted"] = ctx.doubted.stats()
     if truth is not None:
         summary["line"] = truth
     return summary
@@ -232,6 +254,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"outcomes {summary['outcomes']}, bins {summary['bins']}",
         f"topology: {summary['topology']}",
     ]
+    lines.append(
+        f"vision sent to bin 1: {summary['doubted']} doubted (picture unlike any "
+        f"trained one), {summary['no_confident_label']} with no confident label"
+    )
+    if kept := summary.get("kept_doubted"):
+        lines.append(f"kept {kept['kept']} of their pictures for labelling in {kept['folder']}"
+                     + (f" ({kept['dropped']} not kept, {kept['failed']} failed to write)"
+                        if kept["dropped"] or kept["failed"] else ""))  # fmt: skip
     if summary["alarms"]:
         lines.append(f"alarms: {'; '.join(summary['alarms'])}")
     if summary.get("feeder_misses"):  # issue 15
@@ -425,6 +455,9 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
 
     config = ctx.config
     with contextlib.ExitStack() as stack:
+        ctx.doubted = keep_doubted(ctx)
+        if ctx.doubted is not None:
+            stack.callback(ctx.doubted.close)
         web = None
         if args.web:
             from bt_sorter.web.live import start_live
@@ -461,6 +494,8 @@ def _run(args: argparse.Namespace, ctx: Context, root: Any, external: bool, spee
         observer = web if groot is None else Observers(web, groot)  # the runner's one slot
         runner = Runner(root, ctx, adapter, viz=args.viz, max_items=max_items, web=observer)
         code = runner.run()
+        if ctx.doubted is not None:
+            ctx.doubted.close()  # what it was given is on disk before the summary counts it
         truth = None
         if sim is not None and code == EXIT_INTERRUPTED and sys.platform == WINDOWS:
             truth = sim.stop()  # its own process group: the console's Ctrl-C did not reach it

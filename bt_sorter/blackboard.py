@@ -134,8 +134,9 @@ TIMES_KEPT = 1024  # resolve times kept for the throughput chart (it takes them 
 
 class Resolved:
     """The resolved items of a run, in bounded memory: exact counts for the whole run (per
-    outcome, per bin, per reason), the newest :data:`RECENT` items themselves, and the
-    latest resolve times.
+    outcome, per bin, per reason; ``doubted``: sent to bin 1 because vision doubted the
+    picture, issue 24), the newest :data:`RECENT` items themselves, and the latest resolve
+    times.
 
     Nothing refers to an older resolved item: the matcher and the leaves work on the
     items in flight, and the neighbour checks (:func:`bt_sorter.item_story.identity_doubt`, a
@@ -149,6 +150,7 @@ class Resolved:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.bins: collections.Counter[int] = collections.Counter()  # bin -> items (not lost)
         self.reasons: collections.Counter[str] = collections.Counter()  # not sorted: why
+        self.doubted = 0  # to bin 1 because vision doubted the picture (Prediction.doubt)
         self.first_fed_at: float | None = None  # the earliest feed of a resolved item
         self._recent: collections.deque[Item] = collections.deque(maxlen=RECENT)
         self.times: collections.deque[float] = collections.deque(maxlen=TIMES_KEPT)
@@ -162,6 +164,7 @@ class Resolved:
             self.bins[bin_] += 1
         if outcome is not Outcome.SORTED:
             self.reasons[item.outcome_reason] += 1
+        self.doubted += doubted(item)
         if self.first_fed_at is None or item.fed_at < self.first_fed_at:
             self.first_fed_at = item.fed_at
         self.times.append(item.resolved_at if item.resolved_at is not None else 0.0)
@@ -179,6 +182,7 @@ class Resolved:
             self.bins[bin_] -= 1
         if item.outcome is not Outcome.SORTED:
             self.reasons[item.outcome_reason] -= 1
+        self.doubted -= doubted(item)
         if item in self._recent:
             self._recent.remove(item)
         if item.resolved_at is not None and item.resolved_at in self.times:
@@ -203,6 +207,11 @@ class Resolved:
 
     def __bool__(self) -> bool:
         return self.total > 0
+
+
+def doubted(item: Item) -> bool:
+    """Whether a resolved item went to bin 1 because vision doubted its picture."""
+    return item.outcome is Outcome.REJECTED and bool(item.prediction and item.prediction.doubt)
 
 
 def bin_of(item: Item) -> int | None:

@@ -196,6 +196,10 @@ class ClassifierConfig:
     fallback: Literal["hsv", "reject"] = "hsv"
     threads: int = 1  # torch intra-op threads of the in-process back end
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch back end: auto = CUDA if seen
+    # issue 24: keep the pictures vision sent to bin 1 (doubted, or no confident label) in
+    # this folder, <folder>/<best guess>/<name>.jpg, for an operator to label; None: off
+    keep_doubted: str | None = None
+    keep_doubted_max: int = 2000  # files in that folder at most; past it, none are kept
 
 
 @dataclass(frozen=True)
@@ -356,6 +360,12 @@ def validate(config: Config, data: Located | None = None) -> None:
         raise fail(f"broker.topics: {exc}", "broker") from None
     if config.classifier.reply_timeout <= 0:
         raise fail("classifier.reply_timeout must be positive", "classifier")
+    if config.classifier.keep_doubted is not None and not config.classifier.keep_doubted.strip():
+        raise fail("classifier.keep_doubted must name a folder (or be left out: off)",
+                   "classifier", "keep_doubted")  # fmt: skip
+    if config.classifier.keep_doubted_max <= 0:
+        raise fail("classifier.keep_doubted_max must be a positive number of files",
+                   "classifier", "keep_doubted_max")  # fmt: skip
     if config.timings.tick_hz <= 0:
         raise fail("timings.tick_hz must be positive", "timings")
     for name, value in dataclasses.asdict(config.limits).items():

@@ -206,10 +206,21 @@ def worker_status_topic(worker_id: str) -> str:
 # -- classification answers (the course service's JSON, also sent by MQTT workers) ------
 
 
+def classify_result(label: str, confidence: float, doubt: str = "") -> dict[str, Any]:
+    """One result of the course's answer: ``{"label", "confidence"}``, plus ``"doubt"`` (why
+    the picture is unlike any the model was trained for) only when the answer is doubted;
+    a course client reads label and confidence and ignores it."""
+    result: dict[str, Any] = {"label": label, "confidence": round(float(confidence), 6)}
+    if doubt:
+        result["doubt"] = doubt
+    return result
+
+
 def encode_classify_answer(
-    label: str | None, confidence: float = 0.0, error: str = "", **extra: Any
+    label: str | None, confidence: float = 0.0, error: str = "", doubt: str = "", **extra: Any
 ) -> bytes:
-    """The course's answer: ``{"results": [{"label", "confidence"}], "code", "error"}``.
+    """The course's answer: ``{"results": [{"label", "confidence"}], "code", "error"}``
+    (the result as :func:`classify_result` makes it, ``doubt`` included when given).
 
     ``label=None`` is a refusal: code 1, no results, ``error`` says why. ``extra`` keys
     (e.g. which worker answered) ride along; readers ignore keys they do not know.
@@ -217,8 +228,7 @@ def encode_classify_answer(
     if label is None:
         body: dict[str, Any] = {"results": [], "code": 1, "error": error or "refused"}
     else:
-        result = {"label": label, "confidence": round(float(confidence), 6)}
-        body = {"results": [result], "code": 0, "error": ""}
+        body = {"results": [classify_result(label, confidence, doubt)], "code": 0, "error": ""}
     return json.dumps({**body, **extra}).encode()
 
 

@@ -213,7 +213,8 @@ class Session:
             item.label, item.rod, item.decided = e.get("label"), e.get("rod"), True
             if e.get("confidence") is not None:
                 item.prediction = Prediction(str(e.get("label")), float(e["confidence"]),
-                                             str(e.get("backend")))  # fmt: skip
+                                             str(e.get("backend")),
+                                             str(e.get("doubt", "")))  # fmt: skip
             bb.last_label = item.label
         elif kind == "gate_edge":
             gate = e["gate"]

@@ -17,10 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from doubting import THRESHOLD, doubting_model
 from headless import Chromium
 from page import needs_browser, page_facts, wait_http
 
 from bt_sorter.broker import free_port
+from bt_sorter.vision.classifier import NO_CONFIDENT_LABEL
+from bt_sorter.vision.oddity import UNLIKE
 from bt_sorter.web.server import WebServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,3 +140,52 @@ def test_page_loads_nothing_from_the_internet() -> None:
         text = (static / name).read_text()
         assert "http://" not in text.replace('"http://www.w3.org/2000/svg"', "")
         assert "https://" not in text and "//cdn" not in text
+
+
+@needs_browser
+def test_the_page_counts_the_items_vision_sent_to_bin_1_doubted_or_unsure(tmp_path: Path) -> None:
+    """Issue 24: with a model that doubts about half the line's pictures and is unsure of
+    some others, the page shows both counts of bin 1, each the run's own (the summary's and
+    the record's)."""
+    model = doubting_model(tmp_path / "model")
+    config = tmp_path / "line.yaml"
+    config.write_text(f"sorting:\n  confidence_threshold: {THRESHOLD}\n"
+                      f"classifier:\n  model: {model}\n", encoding="utf-8")  # fmt: skip
+    port = free_port()
+    run = start_run(port, tmp_path, "--config", str(config), "--builtin", "--items", "12",
+                    "--speed", "4")  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        with Chromium(f"http://127.0.0.1:{port}/") as browser:
+            browser.wait_for(READY)
+            out, err = run.communicate(timeout=240)
+            assert run.returncode == 0, err
+            summary = json.loads((tmp_path / "summary.json").read_text())
+            browser.wait_for(
+                f"Number(document.getElementById('count-resolved').textContent) === "
+                f"{summary['resolved']}",
+                timeout=10,
+            )
+            shown = json.loads(browser.evaluate(
+                "JSON.stringify([document.getElementById('count-doubted').textContent,"
+                " document.getElementById('count-no-confident').textContent])"))  # fmt: skip
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait(30)
+    records = [json.loads(line) for line in (tmp_path / "record.jsonl").open()]
+    resolved = [r for r in records if r["event"] == "item_resolved"]
+    doubted = [r for r in resolved if r["bin"] == 1 and r["reason"] == UNLIKE]
+    unsure = [r for r in resolved if r["bin"] == 1 and r["reason"] == NO_CONFIDENT_LABEL]
+    assert doubted and unsure, summary["reasons"]
+    assert summary["doubted"] == len(doubted)
+    assert summary["no_confident_label"] == len(unsure)
+    assert shown == [str(len(doubted)), str(len(unsure))]
+    assert (f"vision sent to bin 1: {len(doubted)} doubted (picture unlike any trained one), "
+            f"{len(unsure)} with no confident label") in out  # fmt: skip
+    replay = subprocess.run(
+        [sys.executable, "-m", "bt_sorter.replay", str(tmp_path / "record.jsonl")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    counts = json.loads(replay.stdout)["counts"]  # a replay counts the same from the record
+    assert (counts["doubted"], counts["no_confident_label"]) == (len(doubted), len(unsure))

@@ -28,6 +28,7 @@ from bt_sorter.config import Config
 from bt_sorter.log import get_logger
 from bt_sorter.record import Record
 from bt_sorter.vision.classifier import ClassifierWorker
+from bt_sorter.vision.shelf import PictureShelf
 
 REQUIRED: Any = object()
 STATUSES = frozenset(py_trees.common.Status)
@@ -73,6 +74,8 @@ class Context:
     record: Record
     classifiers: dict[str, ClassifierWorker] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # run-time values: --label
+    # issue 24: pictures vision sent to bin 1, kept for an operator to label (keep_doubted)
+    doubted: PictureShelf | None = None
 
 
 class Leaf(py_trees.behaviour.Behaviour):

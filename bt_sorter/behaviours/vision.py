@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import py_trees
 
@@ -13,12 +13,14 @@ from bt_sorter.blackboard import Item
 from bt_sorter.item_story import since_feed
 from bt_sorter.linemodel import quantities
 from bt_sorter.vision.classifier import (
+    NO_CONFIDENT_LABEL,
     UNKNOWN,
     BadPictureError,
     ClassifyError,
     Prediction,
     apply_threshold,
 )
+from bt_sorter.vision.shelf import PictureShelf
 
 Status = py_trees.common.Status
 
@@ -42,6 +44,7 @@ def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
     if rod is None:
         item.reject_reason = reason or f"label {label!r} has no rod"
     ctx.bb.last_label = label
+    doubt = {"doubt": item.prediction.doubt} if item.prediction and item.prediction.doubt else {}
     ctx.record.write(
         "item_classified",
         ctx.bb.now,
@@ -50,6 +53,7 @@ def decide(ctx: Context, item: Item, label: str, reason: str = "") -> None:
         rod=rod,
         confidence=item.prediction.confidence if item.prediction else None,
         backend=item.prediction.backend if item.prediction else None,
+        **doubt,
     )
 
 
@@ -167,8 +171,10 @@ class Classify(Leaf):
         self.item.prediction = prediction
         threshold = self.ctx.config.sorting.confidence_threshold
         label = apply_threshold(prediction, threshold).label
-        reason = prediction.doubt or ("no confident label" if label == UNKNOWN else "")
+        reason = prediction.doubt or (NO_CONFIDENT_LABEL if label == UNKNOWN else "")
         decide(self.ctx, self.item, label, reason)
+        if label == UNKNOWN and self.ctx.doubted is not None:
+            keep_for_labelling(self.ctx, self.ctx.doubted, self.item, prediction, reason)
         return Status.SUCCESS
 
     def terminate(self, new_status: Status) -> None:
@@ -192,6 +198,21 @@ class Classify(Leaf):
         self.ctx.record.write(
             "picture_dropped", self.bb.now, item=item.id, offered_again=len(again)
         )
+
+
+def keep_for_labelling(
+    ctx: Context, shelf: PictureShelf, item: Item, prediction: Prediction, reason: str
+) -> None:
+    """Hand the picture of an item vision sent to bin 1 to ``shelf`` (classifier.keep_doubted),
+    filed under the model's best guess: ``<guess>/<session>_item<id>_<reason>_<confidence>``.
+    The shelf writes it on its own thread; the record says where (or that it was not kept)."""
+    if item.picture is None:
+        return
+    name = f"{ctx.options.get('session', 'run')}_item{item.id}_{reason}_{prediction.confidence:.2f}"
+    path = shelf.offer(prediction.label, name, item.picture)
+    event = "picture_kept" if path else "picture_not_kept"
+    ctx.record.write(event, ctx.bb.now, item=item.id, path=path and str(path),
+                     guess=prediction.label)  # fmt: skip
 
 
 @register
@@ -228,31 +249,25 @@ class SavePicture(Leaf):
     params = (Param("folder", str, "where the dataset grows (one sub-folder per label); "
                     "relative to the working folder"),)  # fmt: skip
     folder: str
-    pool: concurrent.futures.ThreadPoolExecutor | None = None
+    shelf: PictureShelf | None = None
 
     def update(self) -> Status:
         label = str(self.ctx.options.get("label") or UNKNOWN)
         for item in self.bb.items:
             if item.picture is not None and not item.decided:
-                name = f"{label}_{int(self.bb.now * 1000)}_{item.id}{_suffix(item.picture)}"
-                target = Path(self.folder).absolute() / label / name
-                if self.pool is None:
-                    self.pool = concurrent.futures.ThreadPoolExecutor(1, "save-picture")
-                self.pool.submit(_write, target, item.picture)
+                if self.shelf is None:
+                    self.shelf = PictureShelf(Path(self.folder), say=self._say, what="collected")
+                name = f"{label}_{int(self.bb.now * 1000)}_{item.id}"
+                path = self.shelf.offer(label, name, item.picture)
                 decide(self.ctx, item, UNKNOWN, "collected")
-                self.ctx.record.write("picture_saved", self.bb.now, item=item.id, path=str(target))
+                event = "picture_saved" if path else "picture_not_saved"
+                self.ctx.record.write(event, self.bb.now, item=item.id, path=path and str(path))
                 return Status.SUCCESS
         return Status.RUNNING
 
+    def _say(self, event: str, facts: dict[str, Any]) -> None:
+        self.ctx.record.write(event, self.bb.now, **facts)
+
     def shutdown(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-
-
-def _suffix(data: bytes) -> str:
-    return ".png" if data.startswith(b"\x89PNG") else ".jpg"
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+        if self.shelf is not None:
+            self.shelf.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 UNKNOWN = "unknown"
+NO_CONFIDENT_LABEL = "no confident label"  # why a weak answer's item rides to bin 1
 
 
 class ClassifyError(Exception):
@@ -45,6 +46,23 @@ class Prediction:
     confidence: float
     backend: str
     doubt: str = ""
+
+
+MAX_DOUBT_CHARS = 80  # a doubt from a service or worker longer than this is malformed
+
+
+def doubt_problem(doubt: object) -> str | None:
+    """What is wrong with a doubt that came over the wire, or None when it is one: text of
+    at most :data:`MAX_DOUBT_CHARS` printable characters (``""``: not doubted). The known
+    reasons are :data:`bt_sorter.vision.oddity.DOUBTS`; another one (a newer service's) is
+    taken as it is: a doubted answer is never acted on, whatever its reason."""
+    if not isinstance(doubt, str):
+        return f"must be text, got {type(doubt).__name__}"
+    if len(doubt) > MAX_DOUBT_CHARS:
+        return f"is {len(doubt)} characters long, more than {MAX_DOUBT_CHARS}"
+    if not doubt.isprintable():
+        return f"has characters that are not printable: {doubt[:MAX_DOUBT_CHARS]!r}"
+    return None
 
 
 @runtime_checkable

@@ -3,6 +3,9 @@
 ``POST`` the raw picture bytes to the service URL (the course's ``/aisim_tf_pre``) and read
 ``{"results": [{"label", "confidence"}], "code", "error"}``. Code 1 becomes a
 :class:`ClassifyError` carrying the service's reason; so do connection errors and timeouts.
+A result may carry ``"doubt"`` (this project's service, :mod:`bt_sorter.vision.serve`): the
+answer is then doubted (:attr:`Prediction.doubt`), never acted on; a doubt that is no short
+text (:func:`~bt_sorter.vision.classifier.doubt_problem`) makes the answer malformed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import urllib.error
 import urllib.request
 
-from bt_sorter.vision.classifier import ClassifyError, Prediction
+from bt_sorter.vision.classifier import ClassifyError, Prediction, doubt_problem
 
 MAX_ANSWER_BYTES = 1 << 20
 
@@ -85,7 +88,10 @@ def _parse_answer(body: bytes, backend: str) -> Prediction:
         label, confidence = result.get("label"), result.get("confidence")
         if not isinstance(label, str) or not isinstance(confidence, int | float):
             raise ClassifyError("service result needs a string label and a numeric confidence")
+        doubt = result.get("doubt", "")
+        if problem := doubt_problem(doubt):
+            raise ClassifyError(f"service result's doubt {problem}")
         if best is None or confidence > best[1]:
-            best = (label, float(confidence))
+            best = (label, float(confidence), doubt)
     assert best is not None
-    return Prediction(best[0], min(max(best[1], 0.0), 1.0), backend)
+    return Prediction(best[0], min(max(best[1], 0.0), 1.0), backend, best[2])

@@ -5,7 +5,8 @@ encoded picture as payload (as the course's HTTP API takes it), with the MQTT 5 
 Response Topic (this controller's reply topic) and Correlation Data (a fresh id per
 request), and a Message Expiry so a broker drops a request nobody took in time. Workers
 (``python -m bt_sorter.vision.worker``) take requests from a shared subscription and answer
-with the course's JSON, which :func:`bt_sorter.vision.http_backend._parse_answer` reads.
+with the course's JSON, which :func:`bt_sorter.vision.http_backend._parse_answer` reads
+(a doubted answer's ``doubt`` included, so it goes to bin 1 as an in-process one does).
 
 :meth:`MqttClassifier.submit` returns a future at once; paho's thread completes it when the
 answer lands, a timer fails it with :class:`ClassifyError` once ``reply_timeout`` (wall s)
@@ -17,6 +18,7 @@ cover the rest. Answers that come after their request gave up are counted and dr
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import heapq
 import json
 import math
@@ -233,7 +235,7 @@ class MqttClassifier:
             return
         worker = _worker_of(msg.payload)
         if worker:
-            prediction = Prediction(prediction.label, prediction.confidence, f"mqtt:{worker}")
+            prediction = dataclasses.replace(prediction, backend=f"mqtt:{worker}")
         future.set_result(prediction)
 
 

@@ -24,8 +24,13 @@ BLACK_LEVEL = 25.0  # 99th percentile of luma (0..255) below this: a black frame
 CLIPPED_SHARE = 0.7  # share of pixels at >= 250 luma above this: washed out
 GLARE_CONTRAST = 14.0  # luma standard deviation below this, with a bright mean: glare
 GLARE_MEAN = 170.0
-UNLIKE = "unlike any trained picture"  # the doubt of a picture no class explains
-NOT_ONE_FRUIT = "not one fruit"  # the doubt of a picture the reject class wins
+
+# Every doubt a classifier may give (Prediction.doubt), here and nowhere else:
+BLACK = "black frame"  # picture_doubt: the light is off, the lens covered
+WASHED_OUT = "washed-out frame"  # picture_doubt: over-exposure, glare
+UNLIKE = "unlike any trained picture"  # logit_doubt: no class explains the picture
+NOT_ONE_FRUIT = "not one fruit"  # a model's own "reject" class (an empty belt, two fruits)
+DOUBTS = (BLACK, WASHED_OUT, UNLIKE, NOT_ONE_FRUIT)
 
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255.0
 _STD = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255.0
@@ -41,11 +46,11 @@ def picture_doubt(chw: np.ndarray) -> str:
     rgb = np.clip(input_to_rgb(chw), 0.0, 255.0)
     luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     if float(np.percentile(luma, 99)) < BLACK_LEVEL:
-        return "black frame"
+        return BLACK
     if float((luma >= 250.0).mean()) > CLIPPED_SHARE:
-        return "washed-out frame"
+        return WASHED_OUT
     if float(luma.std()) < GLARE_CONTRAST and float(luma.mean()) > GLARE_MEAN:
-        return "washed-out frame"
+        return WASHED_OUT
     return ""
 
 

@@ -16,6 +16,10 @@ decoded at once (``decode_pixels``), and ``payload_bytes`` as the default ``--ma
 ``GET /health`` says which model answers (and the limits); ``GET /metrics`` gives
 requests, errors, latency and batch sizes in Prometheus text.
 
+A doubted answer (the picture is unlike any the model was trained for, one of
+:data:`bt_sorter.vision.oddity.DOUBTS`) has ``"doubt": "<reason>"`` in its result too
+(:func:`bt_sorter.protocol.classify_result`); a course client reads label and confidence only.
+
 Each request is decoded and preprocessed on its own waitress thread (through
 :func:`bt_sorter.vision.preprocess.picture_to_input`, the project's one decoder); the forward
 pass goes through a :class:`~bt_sorter.vision.batcher.MicroBatcher`, so requests that arrive
@@ -49,6 +53,7 @@ from bt_sorter.argtypes import non_negative_float, port_number, positive_int
 from bt_sorter.config import Limits
 from bt_sorter.log import configure, get_logger
 from bt_sorter.portable import stop_signals
+from bt_sorter.protocol import classify_result
 from bt_sorter.vision.batcher import MicroBatcher
 from bt_sorter.vision.classifier import BadPictureError, ClassifyError, Prediction
 from bt_sorter.vision.device import DEVICE_CHOICES
@@ -180,7 +185,7 @@ def create_app(service: ClassifyService, max_body: int = DEFAULT_MAX_BODY) -> Fl
             return refuse(500, f"internal error: {exc!r}", "error")
         metrics.latency.observe(time.perf_counter() - start)
         metrics.requests.labels("ok").inc()
-        result = {"label": prediction.label, "confidence": round(prediction.confidence, 6)}
+        result = classify_result(prediction.label, prediction.confidence, prediction.doubt)
         return _answer(200, 0, "", [result])
 
     @app.get(HEALTH_PATH)

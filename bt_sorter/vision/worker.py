@@ -9,8 +9,9 @@ The worker takes requests from the MQTT 5 shared subscription
 of the group, so starting another worker (here or on another machine) adds capacity and
 stopping one moves its share to the others. A request is the raw encoded picture with the
 Response Topic and Correlation Data properties (:mod:`bt_sorter.vision.mqtt_backend`); the
-answer is the course's JSON (``{"results": [{"label", "confidence"}], "code", "error"}``)
-plus ``"worker"``, sent to the response topic with the same correlation data.
+answer is the course's JSON (``{"results": [{"label", "confidence"}], "code", "error"}``,
+a doubted result with its ``"doubt"``, :func:`bt_sorter.protocol.classify_result`) plus
+``"worker"``, sent to the response topic with the same correlation data.
 
 A request that waited in the worker past its Message Expiry (the broker passes on what is
 left of it) is dropped unanswered: its controller has retried or fallen back by then.
@@ -237,7 +238,7 @@ class Worker:
         for (request, _), prediction in zip(good, predictions, strict=True):
             self.counts["answered"] += 1
             body = protocol.encode_classify_answer(
-                prediction.label, prediction.confidence, worker=self.id
+                prediction.label, prediction.confidence, doubt=prediction.doubt, worker=self.id
             )
             self._reply(request, body)
 

@@ -26,6 +26,7 @@ from bt_sorter.behaviours.base import Context
 from bt_sorter.blackboard import Item, Outcome, bin_of
 from bt_sorter.linemodel import quantities
 from bt_sorter.trace import tree_shape, walk
+from bt_sorter.vision.classifier import NO_CONFIDENT_LABEL
 
 __all__ = ["line_view", "segment_seconds", "snapshot", "tree_shape", "walk"]
 
@@ -134,8 +135,9 @@ def line_view(ctx: Context) -> dict[str, Any]:
 
 
 def counts(ctx: Context) -> dict[str, Any]:
-    """Fed, outcomes and bins of the resolved items (counted as they resolved: the same
-    cost at item 100,000 as at item 100)."""
+    """Fed, outcomes and bins of the resolved items, and the items vision sent to bin 1
+    (doubted, no confident label), counted as they resolved: the same cost at item 100,000
+    as at item 100."""
     done = ctx.bb.items.done
     return {
         "fed": ctx.bb.items.fed,
@@ -143,6 +145,8 @@ def counts(ctx: Context) -> dict[str, Any]:
         "in_flight": len(ctx.bb.items),
         "outcomes": {o.value: done.outcomes.get(o.value, 0) for o in Outcome},
         "bins": dict(sorted((str(b), n) for b, n in done.bins.items())),
+        "doubted": done.doubted,  # issue 24: to bin 1, vision doubted the picture
+        "no_confident_label": done.reasons.get(NO_CONFIDENT_LABEL, 0),
     }
 
 

@@ -189,6 +189,7 @@ function drawCounts(state) {
   set("count-fed", c.fed); set("count-resolved", c.resolved); set("count-in-flight", c.in_flight);
   set("count-sorted", c.outcomes.sorted || 0); set("count-rejected", c.outcomes.rejected || 0);
   set("count-lost", c.outcomes.lost || 0); set("bad-inputs", state.bad_inputs);
+  set("count-doubted", c.doubted || 0); set("count-no-confident", c.no_confident_label || 0);
   const heads = document.getElementById("bin-heads"), row = document.getElementById("bin-counts");
   const known = state.line.stations.flatMap((s) => (s.kind === "end" ? ["1"] : s.kind === "gate" && s.rod != null ? [String(s.rod)] : []));
   const bins = [...new Set([...known, ...Object.keys(c.bins)])].sort();
