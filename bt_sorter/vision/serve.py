@@ -130,7 +130,7 @@ class ClassifyService:
             "backend": classifier.name,
             "arch": info.arch,
             "input_size": info.input_size,
-            "classes": list(info.classes),
+            "classes": list(info.labels),  # what an answer can be (no reject class)
             "temperature": info.temperature,
             "device": str(classifier.plan.device),
             "max_batch": max_batch,
