@@ -76,6 +76,12 @@ REGRESSIONS = {
     "last_item_stuck_at_the_last_gate_alarms": (100735, PIPELINED),
     "last_item_stuck_at_the_last_gate_alarms_sequential": (102374, SEQUENTIAL),
     "last_item_stuck_at_the_last_gate_alarms_when_the_tree_succeeds": (102977, PIPELINED),
+    # A line outside the course's rule with lost messages: item 9's pair of edges at gate
+    # 1 lost, each item after it took the next one's gate edges. The push guard (its
+    # picture and gate 1 a feed interval off their gap) held the first ripe one back, but
+    # three such items were learned as a slower belt, the shift then fit the model, and
+    # rod 2's pushes for items 17 and 19 swept the raw and half-ripe items 18 and 20.
+    "gate_edges_one_item_late_are_not_learned_as_a_slower_belt": (103145, PIPELINED),
 }
 
 

@@ -397,3 +397,22 @@ def test_one_time_off_on_its_own_is_not_a_line_that_changed() -> None:
         model.learning.learn(late_picture)
         assert set(model.learning.last_outliers) == {"picture"}
     assert model.estimates.expected("picture") == pytest.approx(LINE["picture"])
+
+
+def test_gate_edges_one_item_late_are_not_a_line_that_changed() -> None:
+    # Seed 103145: one item's pair of edges at gate 1 lost, each item then took the next
+    # one's gate edges (a feed interval, 2 s, late from its feed; its picture its own).
+    # Three such items agreed with each other and fit the windows stretched by their
+    # pace (1.37): learned as a slower belt, the shift then fit the model, and rod 2
+    # pushed a ripe item's label onto the raw item ahead of it. A slower belt stretches
+    # the time between an item's own gate edges too; these are spaced as ever.
+    model = LineModel()
+    for _ in range(WINDOW):
+        model.learning.learn(LINE)
+    late = {n: v + 2.0 if n.startswith("gate") and "passage" not in n else v
+            for n, v in LINE.items()}  # fmt: skip
+    for _ in range(2 * SHIFT_ITEMS):
+        model.learning.learn(late)
+        assert "gate1.blocked" in model.learning.last_outliers
+    assert model.estimates.expected("gate1.blocked") == pytest.approx(LINE["gate1.blocked"])
+    assert model.learning.items_learned == WINDOW

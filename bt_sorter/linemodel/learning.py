@@ -4,7 +4,9 @@ An item whose times fall outside the model's own windows is not learned (its eve
 be another item's: a feed that put nothing on the belt, issue 15); :data:`SHIFT_ITEMS`
 such items in a row that agree with each other (within :data:`SHIFT_AGREE` of their
 median pace), each within the windows once stretched by its pace, are a line that
-changed, and are learned. Every learned time is checked against the prior
+changed, and are learned, when the time between each one's first and last gate edge
+shows the same pace (a belt changes both; events one item late change only the times
+from the feed). Every learned time is checked against the prior
 (:class:`bt_sorter.linemodel.priors.Prior`). :meth:`Learning.measured` says when enough
 has been learned to pipeline.
 """
@@ -44,8 +46,9 @@ class Learning:
         learned: :attr:`last_outliers` says which and :attr:`items_rejected` counts it
         (issue 15: one wrong sample in a short window moves the medians and the spacing).
         :data:`SHIFT_ITEMS` rejected items in a row whose paces agree, and whose times all
-        fit the windows once stretched by that pace, are a line that changed (a belt
-        slower by more than the windows allow): they are all learned.
+        fit the windows once stretched by that pace and by the pace of their own gate
+        edges' span (:meth:`_span_pace`), are a line that changed (a belt slower by more
+        than the windows allow): they are all learned.
         """
         outliers = self.outliers(observed)
         self.last_outliers = outliers
@@ -63,6 +66,14 @@ class Learning:
             # Issue 20 (seed 1225): a belt that changed speed stretches every time alike;
             # one time off on its own (the next item's picture, taken item after item)
             # is not the line changing, and learning it would make the shift look right.
+            self._rejected.clear()
+            return []
+        span = self._span_pace(observed)
+        if trusted and (span is None or not self._paced(observed, span)):
+            # Seed 103145: it stretches the time between an item's own gate edges as well.
+            # The next item's gate edges taken item after item (one's pair at gate 1 lost)
+            # are a feed interval late from the feed and spaced as ever; learned as a
+            # slower belt, the shift fit the windows and no push guard doubted it.
             self._rejected.clear()
             return []
         self._rejected.append(observed)
@@ -103,6 +114,17 @@ class Learning:
             if abs(value - predicted) > tolerance:
                 return False
         return True
+
+    def _span_pace(self, observed: dict[str, float]) -> float | None:
+        """An item's time from its first gate edge to its last over the model's: the pace
+        of the belt alone (no feed, no camera in it), or None without two such edges."""
+        edges = [n for n in self.estimates.chain if n != PICTURE and n in observed]
+        if len(edges) < 2:
+            return None
+        first, last = self.estimates.expected(edges[0]), self.estimates.expected(edges[-1])
+        if first is None or last is None or last <= first:
+            return None
+        return (observed[edges[-1]] - observed[edges[0]]) / (last - first)
 
     def _pace(self, observed: dict[str, float]) -> float | None:
         """An item's times over the model's medians (the median of the ratios)."""
