@@ -97,3 +97,11 @@ def test_risk_coverage_never_acts_on_doubted_pictures_and_the_rule_picks_the_low
         choose_threshold({"b": [r | {"wrong_among_answered": 1.0} for r in other]})["threshold"]
         is None
     )
+
+
+def test_a_veil_of_glare_over_a_readable_fruit_is_a_washed_out_frame() -> None:
+    for seed in range(6):
+        fruit = render_item(np.random.default_rng([seed, 8]), "ripe", 128)
+        veiled = (fruit * 0.4 + 245.0 * 0.6).astype(np.uint8)  # contrast kept, shadow gone
+        assert picture_doubt(preprocess(fruit, 96)) == ""
+        assert picture_doubt(preprocess(veiled, 96)) == "washed-out frame", seed

@@ -64,10 +64,10 @@ from tqdm import tqdm
 
 LABELS: tuple[str, ...] = ("ripe", "half_ripe", "raw")  # the default label set
 ALL_LABELS: tuple[str, ...] = (*LABELS, "overripe")  # every class the renderer can draw
-DOMAINS: tuple[str, ...] = ("train", "shifted", "wide", "robust")
+DOMAINS: tuple[str, ...] = ("train", "shifted", "wide", "robust", "belts")
 # Domains held out for judging only: no training, fine-tuning, calibration or threshold
 # choice may render them with the seeds the model card reserves for confirmation.
-HELDOUT_DOMAINS: tuple[str, ...] = ("halogen", "led", "green_belt", "roma")
+HELDOUT_DOMAINS: tuple[str, ...] = ("halogen", "led", "green_belt", "roma", "blue_tray")
 # A camera far outside everything the model trained on, where learning from the line's own
 # pictures is measured (the model card's loop): a sodium-vapour lamp's orange light seen
 # through a cheap sensor whose colour channels leak into each other.
@@ -233,6 +233,14 @@ def _lighting(rng: np.random.Generator, domain: str) -> tuple[float, np.ndarray]
         gain = rng.uniform(0.45, 1.5)
         temperature = rng.uniform(-0.2, 0.2)
         tint = rng.uniform(-0.08, 0.08)
+    elif domain == "belts":  # a white-balanced camera: the belt is no white reference
+        gain = rng.uniform(0.6, 1.4)
+        temperature = rng.uniform(-0.08, 0.08)
+        tint = rng.uniform(-0.04, 0.04)
+    elif domain == "blue_tray":  # a slightly warm light over blue plastic trays
+        gain = rng.uniform(0.85, 1.25)
+        temperature = rng.uniform(0.03, 0.1)
+        tint = rng.uniform(-0.03, 0.0)
     elif domain == "robust":  # what a new camera changes, each drawn on its own
         gain = rng.uniform(0.4, 1.6)
         temperature = rng.uniform(-0.25, 0.25)
@@ -267,7 +275,10 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
     elif domain == "wide":  # any albedo, any hue up to about 3:1 between channels
         hue = 1.0 + rng.uniform(-0.5, 0.5, 3).astype(np.float32)
         base = np.clip(rng.uniform(0.05, 0.8) * hue, 0.03, 0.9).astype(np.float32)
-    elif domain == "robust":  # any albedo, any hue up to about 4:1 between channels
+    elif domain == "blue_tray":  # blue food-grade plastic, BGR
+        shade = rng.uniform(0.75, 1.25)
+        base = (np.array([0.55, 0.38, 0.16], dtype=np.float32) * shade).astype(np.float32)
+    elif domain in ("robust", "belts"):  # any albedo, any hue up to about 4:1 between channels
         hue = 1.0 + rng.uniform(-0.6, 0.6, 3).astype(np.float32)
         base = np.clip(rng.uniform(0.04, 0.8) * hue, 0.02, 0.9).astype(np.float32)
     elif domain in ("halogen", "led", "sodium"):  # the training belt under another light
@@ -300,7 +311,7 @@ def _belt(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
         period = rng.uniform(5.0, 9.0) * size / 256
         weave = np.sin(xs * (2 * math.pi / period)) * np.sin(ys * (2 * math.pi / period))
         texture = texture + rng.uniform(0.06, 0.12) * weave.astype(np.float32)
-    elif domain == "robust":
+    elif domain in ("robust", "belts"):
         texture = texture + _belt_pattern(rng, size)
     belt = base[None, None, :] * texture[:, :, None]
     if rng.random() < 0.5:  # a seam across the belt (the belt moves along x)
@@ -425,7 +436,7 @@ def _render(rng: np.random.Generator, ripeness: float, size: int, domain: str) -
     gain, light = _lighting(rng, domain)
     belt = _belt(rng, size, domain)
     _fruit(rng, belt, ripeness, size, domain)
-    if domain == "robust" and rng.random() < 0.15:
+    if domain in ("robust", "belts") and rng.random() < 0.15:
         _occluder(rng, belt, size)
     return _camera(rng, belt, gain, light, size, domain)
 
@@ -466,7 +477,11 @@ def _fruit(
         radius = rng.uniform(0.22, 0.36) * s
         ax = radius
         ay = radius * rng.uniform(0.58, 0.75)
-    elif domain == "robust":  # any size, round to elongated
+    elif domain == "blue_tray":  # small fruit, seen from higher up
+        radius = rng.uniform(0.15, 0.21) * s
+        ax = radius
+        ay = radius * rng.uniform(0.84, 1.0)
+    elif domain in ("robust", "belts"):  # any size, round to elongated
         radius = rng.uniform(0.15, 0.37) * s
         ax = radius
         ay = radius * rng.uniform(0.55, 1.0)
@@ -633,8 +648,9 @@ def _crosstalk(leak: float) -> np.ndarray:
 
 
 _NOISE_RANGE = {"train": (0.004, 0.02), "shifted": (0.01, 0.03), "wide": (0.004, 0.03),
-                "halogen": (0.01, 0.03), "robust": (0.004, 0.035)}  # fmt: skip
-_VIGNETTING = {"halogen": (0.35, 0.55), "robust": (0.0, 0.55)}
+                "halogen": (0.01, 0.03), "robust": (0.004, 0.035), "belts": (0.004, 0.035),
+                "blue_tray": (0.008, 0.025)}  # fmt: skip
+_VIGNETTING = {"halogen": (0.35, 0.55), "robust": (0.0, 0.55), "belts": (0.0, 0.55)}
 
 
 def _check(label: str, size: int, domain: str, labels: Sequence[str] = LABELS) -> None:
