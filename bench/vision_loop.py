@@ -80,12 +80,17 @@ def collect(args: argparse.Namespace, kept: Path) -> tuple[dict[str, str], int]:
     return truth, seen
 
 
-def label_by_operator(truth: dict[str, str], labelled: Path) -> dict[str, int]:
-    """Step 2: each kept picture to ``labelled/<true class>/``; returns counts per class."""
+def label_by_operator(truth: dict[str, str], labelled: Path, repeat: int) -> dict[str, int]:
+    """Step 2: each kept picture to ``labelled/<true class>/``; returns counts per class.
+    ``repeat`` > 1 links each picture that many times (its weight against the replay set;
+    augmentation makes every pass a different picture)."""
     counts = dict.fromkeys(LABELS, 0)
     for path, label in truth.items():
         (labelled / label).mkdir(parents=True, exist_ok=True)
-        shutil.move(path, labelled / label / Path(path).name)
+        target = labelled / label / Path(path).name
+        shutil.move(path, target)
+        for copy in range(1, repeat):
+            (target.with_name(f"{target.stem}_{copy}{target.suffix}")).hardlink_to(target)
         counts[label] += 1
     return counts
 
@@ -131,6 +136,7 @@ def main() -> int:
     parser.add_argument("--pick", choices=("doubted", "any"), default="doubted")
     parser.add_argument("--threshold", type=float, default=0.6)
     parser.add_argument("--replay", type=int, default=100, help="replay pictures per class")
+    parser.add_argument("--repeat", type=int, default=1, help="each labelled picture's weight")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
@@ -144,8 +150,8 @@ def main() -> int:
 
     truth, seen = collect(args, args.out / "kept")
     print(f"line: {seen} pictures of {args.domain}, {len(truth)} kept ({args.pick})", flush=True)
-    counts = label_by_operator(truth, args.out / "labelled")
-    print(f"operator: labelled {counts}", flush=True)
+    counts = label_by_operator(truth, args.out / "labelled", args.repeat)
+    print(f"operator: labelled {counts} (each seen {args.repeat} times an epoch)", flush=True)
     render_replay(args.out / "replay", args.replay)
     print(f"replay: {args.replay} per class of robust and train, {2 * args.replay} reject")
 
@@ -177,8 +183,9 @@ def main() -> int:
               f"{100 * b['wrong_among_acted']:.2f}   after {a['accuracy']:.4f} "
               f"{100 * a['acted']:5.1f} {100 * a['wrong_among_acted']:.2f}")  # fmt: skip
     if args.json:
-        summary = {"seen": seen, "labelled": counts, "cpu_s": cpu, "wall_s": wall,
-                   "model": str(args.model), "tuned": str(tuned), **figures}  # fmt: skip
+        summary = {"seen": seen, "labelled": counts, "repeat": args.repeat, "cpu_s": cpu,
+                   "wall_s": wall, "model": str(args.model), "tuned": str(tuned),
+                   **figures}  # fmt: skip
         args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -101,7 +101,8 @@ def test_four_class_model_sorts_fresh_renders_through_the_real_decode_path() -> 
     classifier = TorchClassifier(MODEL4, threads=1, device="cpu")
     assert sorted(classifier.classes) == sorted(ALL_LABELS)
     index = json.loads((MODEL4.parent / "class_indices.json").read_text())
-    assert [index[str(i)] for i in range(len(index))] == list(classifier.classes)
+    assert [index[str(i)] for i in range(len(index))] == list(classifier.info.classes)
+    assert set(classifier.info.classes) - set(classifier.classes) == {"none"}  # reject class
     per_class, right = 10, 0
     for k, label in enumerate(ALL_LABELS):
         for i in range(per_class):
