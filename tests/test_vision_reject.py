@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from bt_sorter.sim.__main__ import main as sim_main
+from bt_sorter.sim.__main__ import cmd_render, parse_args
 from bt_sorter.sim.render import (
     REJECT_LABEL,
     render_odd,
@@ -50,8 +50,10 @@ def test_reject_pictures_are_the_renderers_own_class_folder_and_repeat_by_seed(
 
 
 def test_render_refuses_odd_and_reject_together(tmp_path: Path, capsys) -> None:
-    code = sim_main(["render", "--odd", "--reject", "--n", "1", "--out", str(tmp_path)])
-    assert code == 2
+    # the command itself, not main(): main() points the process's logging at this test's
+    # captured stdout, which is closed once the test is over
+    args = parse_args(["render", "--odd", "--reject", "--n", "1", "--out", str(tmp_path)])
+    assert cmd_render(args) == 2
     assert "name one" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
