@@ -272,6 +272,10 @@ def test_a_remote_services_doubted_answers_go_to_bin_1_with_their_reason_and_are
         assert classified[e["item"]]["doubt"] == UNLIKE
         assert classified[e["item"]]["backend"] == "http"
     assert (summary["doubted"], summary["no_confident_label"]) == (len(doubted), len(unsure))
+    # every other item sorted, into its own label's bin: a run that sent all to bin 1 fails
+    routes = {"ripe": 2, "half_ripe": 3, "raw": 4}
+    sorted_items = [e for e in resolved if e not in doubted and e not in unsure]
+    assert sorted_items and all(e["bin"] == routes[e["label"]] for e in sorted_items), resolved
     # kept for labelling under the best guess until the folder holds `cap`; the cap said once
     to_bin_1 = len(doubted) + len(unsure)
     assert to_bin_1 > cap, summary["reasons"]
