@@ -206,17 +206,19 @@ class TorchClassifier:
         logits = self.logits(batch)
         probs = softmax(logits, self.info.temperature)
         reject = self.info.reject_index
+        fruit = probs.copy()  # the label is the best fruit class, kept for the record
+        if reject is not None:
+            fruit[:, reject] = -1.0
         out = []
-        for chw, row, p in zip(batch, logits, probs, strict=True):
-            doubt = picture_doubt(chw)
-            if reject is not None and int(p.argmax()) == reject and not doubt:
-                doubt = NOT_ONE_FRUIT
-            doubt = doubt or logit_doubt(float(row.max()), self.info.min_logit)
-            fruit = p.copy()
-            if reject is not None:
-                fruit[reject] = -1.0  # the label is the best fruit class, kept for the record
-            index = int(fruit.argmax())
-            out.append(Prediction(self.info.classes[index], float(p[index]), self.name, doubt))
+        for chw, row, p, index in zip(batch, logits, probs, fruit.argmax(1), strict=True):
+            rejected = reject is not None and int(p.argmax()) == reject
+            doubt = (
+                picture_doubt(chw)
+                or (NOT_ONE_FRUIT if rejected else "")
+                or logit_doubt(float(row.max()), self.info.min_logit)
+            )
+            label = self.info.classes[int(index)]
+            out.append(Prediction(label, float(p[index]), self.name, doubt))
         return out
 
     def classify(self, data: bytes) -> Prediction:
