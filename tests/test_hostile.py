@@ -52,7 +52,7 @@ from bt_sorter.config import BrokerConfig, Limits, load_config
 from bt_sorter.sim.process import start_simulator
 from bt_sorter.sim.render import render_picture
 from bt_sorter.trees.build import load_tree
-from bt_sorter.vision.classifier import BadPictureError, ClassifierWorker
+from bt_sorter.vision.classifier import BadPictureError, ClassifierWorker, Prediction
 from bt_sorter.vision.hsv import HsvClassifier
 from bt_sorter.vision.picture_header import (
     HEADER_BYTES,
@@ -258,10 +258,25 @@ def test_a_flood_on_bb_is_dropped_counted_and_stops_the_line_with_an_alarm(
     assert truth["missorted"] == 0 and truth["jammed"] == 0, truth
 
 
-def vision_line(tmp_path: Path) -> tuple[Context, Any]:
-    """TrackItems beside trees/label_item.yaml, the HSV rule as the classifier, belt running,
-    the built-in line measured."""
-    ctx = running_context(tmp_path, measured_line(), {"primary": ClassifierWorker(HsvClassifier())})
+class HeldClassifier(HsvClassifier):
+    """The HSV rule, answering only once ``release`` is set: the test, not the scheduler,
+    says which pictures have arrived before a broken one's answer comes back."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def classify(self, data: bytes) -> Prediction:
+        if not self.release.wait(timeout=10.0):
+            raise AssertionError("the test never released the classifier")
+        return super().classify(data)
+
+
+def vision_line(tmp_path: Path, classifier: HsvClassifier | None = None) -> tuple[Context, Any]:
+    """TrackItems beside trees/label_item.yaml, the HSV rule (or ``classifier``) as the
+    classifier, belt running, the built-in line measured."""
+    worker = ClassifierWorker(classifier or HsvClassifier())
+    ctx = running_context(tmp_path, measured_line(), {"primary": worker})
     (tmp_path / "vision.yaml").write_text(
         "root:\n  parallel: vision\n  policy: success_on_all\n  children:\n"
         f"    - TrackItems: track\n    - include: {ROOT / 'trees' / 'label_item.yaml'}\n"
@@ -269,13 +284,22 @@ def vision_line(tmp_path: Path) -> tuple[Context, Any]:
     return ctx, load_tree(tmp_path / "vision.yaml", ctx)
 
 
-def drive(ctx: Context, root: Any, arrivals: dict[float, bytes], until: Callable[[], bool],
-          end: float) -> list[dict[str, Any]]:  # fmt: skip
-    """Tick every 0.05 line s from t = 2, pictures arriving at their times; the record."""
+def drive(
+    ctx: Context,
+    root: Any,
+    arrivals: dict[float, bytes],
+    until: Callable[[], bool],
+    end: float,
+    arrived: Callable[[], None] = lambda: None,
+) -> list[dict[str, Any]]:
+    """Tick every 0.05 line s from t = 2, pictures arriving at their times (``arrived`` is
+    called once the last has); the record."""
     t = 2.0
     while not until() and t < end:
         picture = arrivals.pop(round(t, 2), None)
         ctx.bb.ingest([Received(t, protocol.Picture(picture))] if picture else [])
+        if picture and not arrivals:
+            arrived()
         ctx.bb.now = t
         root.tick_once()
         time.sleep(0.01)  # the classifier works on its own thread
@@ -289,11 +313,12 @@ def drive(ctx: Context, root: Any, arrivals: dict[float, bytes], until: Callable
 def test_a_genuine_picture_that_came_while_a_broken_one_held_the_slot_still_labels_the_item(
     tmp_path: Path,
 ) -> None:
-    ctx, root = vision_line(tmp_path)
+    release = threading.Event()  # the broken picture's answer comes after the genuine one
+    ctx, root = vision_line(tmp_path, HeldClassifier(release))
     item = ctx.bb.items.feed(0.0)
     genuine = render_picture(np.random.default_rng(3), "raw")
     arrivals = {2.5: broken_png(256), 2.55: genuine}  # both in the item's picture window
-    record = drive(ctx, root, arrivals, lambda: item.decided, 4.0)
+    record = drive(ctx, root, arrivals, lambda: item.decided, 4.0, release.set)
     dropped = [e for e in record if e["event"] == "picture_dropped"]
     assert [(e["item"], e["offered_again"]) for e in dropped] == [(1, 1)]
     assert item.picture is genuine
