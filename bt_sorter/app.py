@@ -34,7 +34,7 @@ from bt_sorter.linemodel.priors import prior_times
 from bt_sorter.linemodel.report import line_section, summary_section
 from bt_sorter.portable import WINDOWS, stop_signals
 from bt_sorter.record import Record
-from bt_sorter.routes import check_classes, classes_of
+from bt_sorter.routes import check_classes, classes_of, settle_threshold, threshold_of
 from bt_sorter.runner import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, Runner
 from bt_sorter.sim.geometry import check_line
 from bt_sorter.sim.process import SimulatorError
@@ -227,6 +227,7 @@ def summarise(ctx: Context, runner: Runner, truth: dict[str, Any] | None) -> dic
         # issue 24: to bin 1 because vision doubted the picture, or had no confident label
         "doubted": done.doubted,
         "no_confident_label": done.reasons.get(NO_CONFIDENT_LABEL, 0),
+        "confidence_threshold": ctx.config.sorting.threshold,
         "empty_feeds": ctx.bb.items.empty_feeds,
         "feeder_misses": ctx.bb.feeder_misses,  # issue 15: empty feeds with items behind
         "bad_inputs": ctx.bb.bad_inputs,
@@ -422,6 +423,12 @@ def _main(args: argparse.Namespace) -> int:
     try:  # the classes the classifiers answer against sorting.routes (bt_sorter.routes)
         classes = {k: classes_of(w.classifier) for k, w in ctx.classifiers.items()}
         route_report = check_classes(config, classes)
+        model_threshold = threshold_of(ctx.classifiers["primary"].classifier)
+        config, threshold_line, below = settle_threshold(config, model_threshold)
+        ctx.config = config
+        route_report.append(threshold_line)
+        if below:
+            log.warning("threshold_below_the_models", detail=threshold_line)
     except SpecError as exc:
         for worker in ctx.classifiers.values():
             worker.close()

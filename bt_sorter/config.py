@@ -168,6 +168,9 @@ class Timings:
         return self.feed_hold + self.feed_back
 
 
+DEFAULT_THRESHOLD = 0.6  # for a classifier whose model names no threshold (the HSV rule)
+
+
 @dataclass(frozen=True)
 class SortingConfig:
     """Which label goes to which rod; anything else (or a weak answer) to bin 1.
@@ -178,8 +181,17 @@ class SortingConfig:
     """
 
     routes: dict[str, int] = field(default_factory=lambda: {"ripe": 2, "half_ripe": 3, "raw": 4})
-    confidence_threshold: float = 0.6
+    # None: the model's own (its checkpoint's meta.threshold, chosen by its rule on held-out
+    # domains), else DEFAULT_THRESHOLD; settled once the classifiers are loaded
+    # (bt_sorter.routes.settle_threshold)
+    confidence_threshold: float | None = None
     reject: tuple[str, ...] = ()
+
+    @property
+    def threshold(self) -> float:
+        """The confidence under which an answer goes to bin 1."""
+        c = self.confidence_threshold
+        return DEFAULT_THRESHOLD if c is None else c
 
 
 @dataclass(frozen=True)
@@ -352,7 +364,7 @@ def validate(config: Config, data: Located | None = None) -> None:
                 "sorting",
                 "reject",
             )
-    if not 0 <= config.sorting.confidence_threshold <= 1:
+    if not 0 <= config.sorting.threshold <= 1:
         raise fail("sorting.confidence_threshold must be within 0..1", "sorting")
     try:
         config.broker.topics.resolve()

@@ -13,14 +13,19 @@ this one checks classes only.
 
 A back end whose classes cannot be known before it answers (``http``, ``mqtt``) is not
 checked; its labels still go by the routes at run time (no route: bin 1 with a reason).
+
+The confidence threshold is settled at the same time (:func:`settle_threshold`): a config
+that names no ``sorting.confidence_threshold`` acts on the one the model's rule chose (its
+checkpoint's ``meta.threshold``), so a model swapped in brings its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bt_sorter.config import Config
+from bt_sorter.config import DEFAULT_THRESHOLD, Config
 from bt_sorter.yamlio import Located, SpecError, load_file
 
 
@@ -28,6 +33,34 @@ def classes_of(classifier: Any) -> tuple[str, ...] | None:
     """The labels a classifier back end answers with, or None when it cannot say beforehand."""
     classes = getattr(classifier, "classes", None)
     return tuple(classes) if classes is not None else None
+
+
+def threshold_of(classifier: Any) -> float | None:
+    """The confidence threshold a classifier's model was judged at (its rule's), or None."""
+    threshold = getattr(classifier, "threshold", None)
+    return float(threshold) if threshold is not None else None
+
+
+def settle_threshold(config: Config, model: float | None) -> tuple[Config, str, bool]:
+    """``config`` with its confidence threshold settled against ``model`` (the primary
+    classifier's :func:`threshold_of`), the line ``--check`` prints, and whether that line
+    is a warning: the config's own threshold below the one the model's rule chose acts on
+    answers that the rule found too often wrong under a camera the model never saw."""
+    given = config.sorting.confidence_threshold
+    if given is None and model is None:
+        why = "default; the classifier names none of its own"
+        return config, f"confidence threshold {DEFAULT_THRESHOLD} ({why})", False
+    if given is None:
+        sorting = dataclasses.replace(config.sorting, confidence_threshold=model)
+        why = "the model's own, chosen by its rule on held-out domains"
+        return config.replace(sorting=sorting), f"confidence threshold {model} ({why})", False
+    line = f"confidence threshold {given} (sorting.confidence_threshold)"
+    if model is None or given >= model:
+        return config, line, False
+    file, at = _locate(config, "sorting", "confidence_threshold")
+    where = f"{file}:{at}: " if file and at else ""
+    risk = "more of the answers acted on will be wrong under a camera it never saw"
+    return config, f"{where}{line} is below the {model} the model's rule chose: {risk}", True
 
 
 def _locate(config: Config, section: str, key: str, label: str | None = None) -> tuple[Any, int]:

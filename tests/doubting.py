@@ -15,12 +15,13 @@ import shutil
 from pathlib import Path
 
 from bt_sorter.vision.calibrate import write_temperature
+from bt_sorter.vision.torch_backend import write_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "resnet18_tomato.pth"
 MIN_LOGIT = 7.0
 TEMPERATURE = 4.5
-THRESHOLD = 0.76  # the config's sorting.confidence_threshold for this model
+THRESHOLD = 0.76  # this model's meta.threshold; a config for a remote back end names it
 
 
 def doubting_model(folder: Path) -> Path:
@@ -32,4 +33,5 @@ def doubting_model(folder: Path) -> Path:
     if index.exists():
         shutil.copy(index, folder / index.name)
     write_temperature(model, TEMPERATURE, min_logit=MIN_LOGIT)
+    write_meta(model, {"threshold": THRESHOLD})
     return model

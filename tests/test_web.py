@@ -146,11 +146,10 @@ def test_page_loads_nothing_from_the_internet() -> None:
 def test_the_page_counts_the_items_vision_sent_to_bin_1_doubted_or_unsure(tmp_path: Path) -> None:
     """Issue 24: with a model that doubts about half the line's pictures and is unsure of
     some others, the page shows both counts of bin 1, each the run's own (the summary's and
-    the record's)."""
+    the record's). The config names no threshold: the run acts on the model's own."""
     model = doubting_model(tmp_path / "model")
     config = tmp_path / "line.yaml"
-    config.write_text(f"sorting:\n  confidence_threshold: {THRESHOLD}\n"
-                      f"classifier:\n  model: {model}\n", encoding="utf-8")  # fmt: skip
+    config.write_text(f"classifier:\n  model: {model}\n", encoding="utf-8")
     port = free_port()
     run = start_run(port, tmp_path, "--config", str(config), "--builtin", "--items", "12",
                     "--speed", "4")  # fmt: skip
@@ -178,6 +177,7 @@ def test_the_page_counts_the_items_vision_sent_to_bin_1_doubted_or_unsure(tmp_pa
     doubted = [r for r in resolved if r["bin"] == 1 and r["reason"] == UNLIKE]
     unsure = [r for r in resolved if r["bin"] == 1 and r["reason"] == NO_CONFIDENT_LABEL]
     assert doubted and unsure, summary["reasons"]
+    assert summary["confidence_threshold"] == THRESHOLD  # the model's, not the default 0.6
     assert summary["doubted"] == len(doubted)
     assert summary["no_confident_label"] == len(unsure)
     assert shown == [str(len(doubted)), str(len(unsure))]

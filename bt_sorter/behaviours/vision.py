@@ -169,7 +169,7 @@ class Classify(Leaf):
         if self.item.decided:
             return Status.SUCCESS
         self.item.prediction = prediction
-        threshold = self.ctx.config.sorting.confidence_threshold
+        threshold = self.ctx.config.sorting.threshold
         label = apply_threshold(prediction, threshold).label
         reason = prediction.doubt or (NO_CONFIDENT_LABEL if label == UNKNOWN else "")
         decide(self.ctx, self.item, label, reason)

@@ -39,7 +39,7 @@ from bt_sorter.vision.device import (
     prepare_model,
     to_device,
 )
-from bt_sorter.vision.torch_backend import load_model, softmax
+from bt_sorter.vision.torch_backend import load_model, softmax, write_meta
 
 ECE_BINS = 15
 T_RANGE = (0.05, 20.0)  # temperatures searched
@@ -215,18 +215,15 @@ def fit_min_logit(logits: np.ndarray, share: float) -> float:
 
 def write_temperature(path: Path, temperature: float, min_logit: float | None = None) -> None:
     """Store ``temperature`` (and ``min_logit`` when given) in the checkpoint ``path``'s
-    metadata; the weights stay as stored (float16 stays float16). A course-format bare
-    ``state_dict`` becomes the project format."""
-    _, info = load_model(path)  # validates the file first
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    metadata (:func:`write_meta`). A new temperature changes every confidence, so a
+    threshold chosen for the old one (``meta.threshold``) is removed: choose it again
+    (``evaluate --write-threshold``)."""
+    _, info = load_model(path)
     values: dict[str, float] = {"temperature": float(temperature)}
     if min_logit is not None:
         values["min_logit"] = float(min_logit)
-    if isinstance(raw.get("meta"), dict):
-        raw["meta"].update(values)
-    else:
-        raw = {"state_dict": raw, "meta": info.as_meta() | values}
-    torch.save(raw, path)
+    same = float(temperature) == info.temperature
+    write_meta(path, values, drop=() if same else ("threshold",))
 
 
 def calibrate_folder(

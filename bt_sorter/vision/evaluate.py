@@ -14,8 +14,10 @@ follows the per-folder scores: for each ``sorting.confidence_threshold``, per do
 of pictures acted on (the rest go to bin 1) and the share of those that are wrong, and the
 threshold the rule picks: the lowest one at which every domain has at most ``--target-risk``
 wrong among the pictures acted on; it says whether every domain then has at least
-``--min-acted`` acted on. A picture the classifier doubts (:attr:`Prediction.doubt`: not one
-fruit as trained) is never acted on, whatever the threshold.
+``--min-acted`` acted on. ``--write-threshold`` stores that threshold in the checkpoint
+(``meta.threshold``), which a config naming no ``sorting.confidence_threshold`` acts on.
+A picture the classifier doubts (:attr:`Prediction.doubt`: not one fruit as trained) is never
+acted on, whatever the threshold.
 """
 
 from __future__ import annotations
@@ -286,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pictures per forward pass (1: the line's call, with decoding)",
     )
     parser.add_argument("--quiet", action="store_true", help="only the risk-coverage report")
+    parser.add_argument(
+        "--write-threshold",
+        action="store_true",
+        help="store the rule's threshold in --model (meta.threshold): a config that names "
+        "no sorting.confidence_threshold acts on it; run it on the choosing domains only",
+    )
     args = parser.parse_args(argv)
     results = []
     for data in args.data:
@@ -319,6 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" wrong on every domain; worst {100 * rule['worst_risk']:.2f} %); least acted on "
             f"{100 * rule['least_acted']:.1f} % ({verdict} {100 * args.min_acted:.0f} %)"
         )
+    if args.write_threshold:
+        from bt_sorter.vision.torch_backend import write_meta
+
+        if rule["threshold"] is None:
+            print(f"error: no threshold to write into {args.model}", file=sys.stderr)
+            return 2
+        write_meta(args.model, {"threshold": rule["threshold"]})
+        print(f"wrote threshold {rule['threshold']} into {args.model} (meta.threshold)")
     if args.json:
         report = {"results": results, "rule": rule, "target_risk": args.target_risk,
                   "min_acted": args.min_acted}  # fmt: skip

@@ -132,6 +132,7 @@ class ClassifyService:
             "input_size": info.input_size,
             "classes": list(info.labels),  # what an answer can be (no reject class)
             "temperature": info.temperature,
+            "threshold": info.threshold,  # the model's rule's; the line's config may name its own
             "device": str(classifier.plan.device),
             "max_batch": max_batch,
             "max_wait_ms": max_wait * 1000.0,

@@ -17,6 +17,7 @@ one fruit``, so the item goes to bin 1 with that reason.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ class ModelInfo:
     classes: tuple[str, ...]
     temperature: float = 1.0  # calibration: softmax(logits / temperature)
     min_logit: float | None = None  # a largest logit below it: unlike any trained picture
+    # the sorting.confidence_threshold its rule chose on held-out domains (evaluate
+    # --write-threshold); a config that names none acts on this one
+    threshold: float | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -72,6 +76,8 @@ class ModelInfo:
         }
         if self.min_logit is not None:
             meta["min_logit"] = self.min_logit
+        if self.threshold is not None:
+            meta["threshold"] = self.threshold
         return meta
 
 
@@ -130,8 +136,15 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
     input_size = int(meta.get("input_size", COURSE_INPUT_SIZE)) if meta else COURSE_INPUT_SIZE
     temperature = float(meta.get("temperature", 1.0)) if meta else 1.0
     min_logit = float(meta["min_logit"]) if meta and meta.get("min_logit") is not None else None
+    threshold = meta.get("threshold") if meta else None
     if not 0.0 < temperature < 1000.0:
         raise ValueError(f"{path}: temperature {temperature} is not a positive number")
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0.0 <= threshold <= 1.0
+    ):
+        raise ValueError(f"{path}: threshold {threshold!r} is not a number within 0..1")
     fc = state.get("fc.weight")
     if fc is None or fc.shape[0] != len(classes):
         got = None if fc is None else fc.shape[0]
@@ -144,7 +157,27 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit {arch}: {exc}") from exc
     model.eval()
-    return model, ModelInfo(arch, input_size, classes, temperature, min_logit)
+    threshold = float(threshold) if threshold is not None else None
+    return model, ModelInfo(arch, input_size, classes, temperature, min_logit, threshold)
+
+
+def write_meta(path: Path, values: dict[str, float], drop: Sequence[str] = ()) -> None:
+    """Store ``values`` in the checkpoint ``path``'s metadata and remove the keys ``drop``;
+    the weights stay as stored (float16 stays float16). A course-format bare ``state_dict``
+    becomes the project format. The file is replaced whole: a reader never sees half of it."""
+    _, info = load_model(path)  # validates the file first
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(raw.get("meta"), dict):
+        meta = raw["meta"]
+    else:
+        raw = {"state_dict": raw, "meta": info.as_meta()}
+        meta = raw["meta"]
+    meta.update({k: float(v) for k, v in values.items()})
+    for key in drop:
+        meta.pop(key, None)
+    part = path.with_name(path.name + ".part")
+    torch.save(raw, part)
+    os.replace(part, path)
 
 
 class TorchClassifier:
@@ -183,6 +216,11 @@ class TorchClassifier:
     def classes(self) -> tuple[str, ...]:
         """The labels an answer can carry (the reject class is none of them)."""
         return self.info.labels
+
+    @property
+    def threshold(self) -> float | None:
+        """The confidence threshold the model's rule chose (its checkpoint's), if any."""
+        return self.info.threshold
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw float32 logits (N, classes) for a preprocessed (N, 3, S, S) batch."""
