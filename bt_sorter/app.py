@@ -257,7 +257,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     lines.append(
         f"vision sent to bin 1: {summary['doubted']} doubted (picture unlike any "
-        f"trained one), {summary['no_confident_label']} with no confident label"
+        f"trained one), {summary['no_confident_label']} with no confident label (confidence "
+        f"threshold {summary['confidence_threshold']})"
     )
     if kept := summary.get("kept_doubted"):
         lines.append(f"kept {kept['kept']} of their pictures for labelling in {kept['folder']}"

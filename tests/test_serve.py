@@ -245,6 +245,7 @@ def test_health_names_the_model_and_its_classes(server: Served) -> None:
     assert sorted(health["classes"]) == sorted(LABELS)
     assert health["device"] == "cpu"
     assert health["temperature"] == TorchClassifier(MODEL).info.temperature
+    assert health["threshold"] == TorchClassifier(MODEL).threshold == 0.85  # its rule's
 
 
 def test_http_classifier_against_the_real_service_matches_in_process(

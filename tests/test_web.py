@@ -182,7 +182,8 @@ def test_the_page_counts_the_items_vision_sent_to_bin_1_doubted_or_unsure(tmp_pa
     assert summary["no_confident_label"] == len(unsure)
     assert shown == [str(len(doubted)), str(len(unsure))]
     assert (f"vision sent to bin 1: {len(doubted)} doubted (picture unlike any trained one), "
-            f"{len(unsure)} with no confident label") in out  # fmt: skip
+            f"{len(unsure)} with no confident label (confidence threshold {THRESHOLD})"
+            ) in out  # fmt: skip
     replay = subprocess.run(
         [sys.executable, "-m", "bt_sorter.replay", str(tmp_path / "record.jsonl")],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
