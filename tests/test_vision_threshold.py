@@ -39,7 +39,7 @@ def run_check(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_shipped_models_carry_the_threshold_their_rule_chose() -> None:
     assert load_model(MODEL)[1].threshold == 0.85  # models/MODEL_CARD.md, the rule
-    assert load_model(FOUR_CLASS)[1].threshold == 0.97
+    assert load_model(FOUR_CLASS)[1].threshold == 0.95
     for name in ("default", "fs_aisims", "five_bins"):  # so the shipped configs act on them
         assert load_config(ROOT / "config" / f"{name}.yaml").sorting.confidence_threshold is None
 
@@ -118,7 +118,7 @@ def test_check_says_which_threshold_is_in_force_and_where_it_came_from(tmp_path:
     )
     done = run_check("--config", str(swapped))
     assert done.returncode == 0, done.stderr
-    assert "confidence threshold 0.97 (the model's own" in done.stdout
+    assert "confidence threshold 0.95 (the model's own" in done.stdout
 
     lower = tmp_path / "lower.yaml"
     lower.write_text("sorting:\n  confidence_threshold: 0.6\n")
