@@ -134,7 +134,8 @@ def main() -> int:
     parser.add_argument("--labelled", type=int, default=200, help="pictures the operator labels")
     parser.add_argument("--stream", type=int, default=5000, help="most pictures the line shows")
     parser.add_argument("--pick", choices=("doubted", "any"), default="doubted")
-    parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="sorting.confidence_threshold; default: --model's own")  # fmt: skip
     parser.add_argument("--replay", type=int, default=100, help="replay pictures per class")
     parser.add_argument("--repeat", type=int, default=1, help="each labelled picture's weight")
     parser.add_argument("--epochs", type=int, default=4)
@@ -144,6 +145,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.threshold is None:
+        args.threshold = TorchClassifier(args.model).threshold
+        if args.threshold is None:
+            parser.error(f"{args.model} names no threshold (meta.threshold): give --threshold")
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)

@@ -44,13 +44,17 @@ def bin1_reasons(classifier: TorchClassifier, folder: Path, threshold: float) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet18_tomato.pth")
-    parser.add_argument("--threshold", type=float, required=True,
-                        help="sorting.confidence_threshold")  # fmt: skip
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="sorting.confidence_threshold; default: --model's own")  # fmt: skip
     parser.add_argument("--odd", type=Path, action="append", default=[], help="odd-kind folders")
     parser.add_argument("--data", type=Path, action="append", default=[], help="class folders")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     classifier = TorchClassifier(args.model, args.threads)
+    if args.threshold is None:
+        args.threshold = classifier.threshold
+        if args.threshold is None:
+            parser.error(f"{args.model} names no threshold (meta.threshold): give --threshold")
     print(f"model {args.model} (min_logit {classifier.info.min_logit}), "
           f"threshold {args.threshold}")  # fmt: skip
     total: Counter = Counter()
