@@ -177,6 +177,10 @@ def test_the_page_counts_the_items_vision_sent_to_bin_1_doubted_or_unsure(tmp_pa
     doubted = [r for r in resolved if r["bin"] == 1 and r["reason"] == UNLIKE]
     unsure = [r for r in resolved if r["bin"] == 1 and r["reason"] == NO_CONFIDENT_LABEL]
     assert doubted and unsure, summary["reasons"]
+    # every other item sorted, into its own label's bin: a run that sent all to bin 1 fails
+    routes = {"ripe": 2, "half_ripe": 3, "raw": 4}
+    sorted_items = [r for r in resolved if r not in doubted and r not in unsure]
+    assert sorted_items and all(r["bin"] == routes[r["label"]] for r in sorted_items), resolved
     assert summary["confidence_threshold"] == THRESHOLD  # the model's, not the default 0.6
     assert summary["doubted"] == len(doubted)
     assert summary["no_confident_label"] == len(unsure)
