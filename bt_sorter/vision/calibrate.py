@@ -215,15 +215,11 @@ def fit_min_logit(logits: np.ndarray, share: float) -> float:
 
 def write_temperature(path: Path, temperature: float, min_logit: float | None = None) -> None:
     """Store ``temperature`` (and ``min_logit`` when given) in the checkpoint ``path``'s
-    metadata (:func:`write_meta`). A new temperature changes every confidence, so a
-    threshold chosen for the old one (``meta.threshold``) is removed: choose it again
-    (``evaluate --write-threshold``)."""
-    _, info = load_model(path)
+    metadata (:func:`write_meta`: a new temperature removes ``meta.threshold``)."""
     values: dict[str, float] = {"temperature": float(temperature)}
     if min_logit is not None:
         values["min_logit"] = float(min_logit)
-    same = float(temperature) == info.temperature
-    write_meta(path, values, drop=() if same else ("threshold",))
+    write_meta(path, values)
 
 
 def calibrate_folder(

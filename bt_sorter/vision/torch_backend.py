@@ -161,11 +161,16 @@ def load_model(path: Path | str) -> tuple[ResNet, ModelInfo]:
     return model, ModelInfo(arch, input_size, classes, temperature, min_logit, threshold)
 
 
-def write_meta(path: Path, values: dict[str, float], drop: Sequence[str] = ()) -> None:
-    """Store ``values`` in the checkpoint ``path``'s metadata and remove the keys ``drop``;
-    the weights stay as stored (float16 stays float16). A course-format bare ``state_dict``
-    becomes the project format. The file is replaced whole: a reader never sees half of it."""
+def write_meta(path: Path, values: dict[str, float]) -> None:
+    """Store ``values`` in the checkpoint ``path``'s metadata; the weights stay as stored
+    (float16 stays float16). A course-format bare ``state_dict`` becomes the project format.
+    A new temperature changes every confidence, so it removes a ``threshold`` chosen for the
+    old one (choose it again: ``evaluate --write-threshold``). The file is replaced whole: a
+    reader never sees half of it."""
     _, info = load_model(path)  # validates the file first
+    drop = ()
+    if "temperature" in values and float(values["temperature"]) != info.temperature:
+        drop = () if "threshold" in values else ("threshold",)
     raw = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(raw.get("meta"), dict):
         meta = raw["meta"]
